@@ -1,0 +1,9 @@
+"""Subcommands of `ssl-radiomics` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the parser."""

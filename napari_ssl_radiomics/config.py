@@ -1,0 +1,314 @@
+"""One definition of every parameter, shared by the CLI, the widgets and the config file.
+
+Each section is a dataclass whose fields carry a ``help`` text in their metadata. The CLI
+builds its flags from these fields (:func:`add_arguments`, :func:`from_arguments`), the
+widgets build their controls from them, and ``ssl-radiomics config`` prints them as a
+commented YAML file (:func:`commented_yaml`). Defaults are the paper's unless a comment
+says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def option(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help text (and a list/tuple default made safe)."""
+    if isinstance(default, (list, tuple)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class SampleConfig:
+    """The built-in synthetic cohort (see :mod:`napari_ssl_radiomics.core.sample`)."""
+
+    cases: int = option(48, "number of synthetic cases")
+    size: int = option(48, "edge of each synthetic volume, in voxels (1 mm spacing)")
+    seed: int = option(0, "seed of the generator")
+
+
+@dataclass
+class PrepareConfig:
+    """Resampling, cropping and intensity scaling of each case (paper, section 3)."""
+
+    spacing: float = option(1.0, "isotropic output spacing, mm")
+    size: int = option(96, "edge of the cubic crop, voxels")
+    crop: str = option(
+        "centroid",
+        "'centroid': a cube centred on the mask's centroid, padded with the background; "
+        "'bbox': the mask's bounding box plus margin, resized to the cube (the paper's lung setting)",
+        choices=("centroid", "bbox"),
+    )
+    margin: float = option(10.0, "margin around the mask's bounding box for crop='bbox', mm")
+    interpolator: str = option(
+        "linear", "image interpolator (masks always use nearest neighbour)", choices=("linear", "bspline")
+    )
+    intensity: str = option(
+        "percentile",
+        "rescale to [0, 255] from a percentile range of the image or from a fixed window",
+        choices=("percentile", "window"),
+    )
+    percentiles: tuple[float, float] = option((0.5, 99.5), "low and high percentile for intensity='percentile'")
+    window: tuple[float, float] = option((-1000.0, 400.0), "low and high value for intensity='window' (e.g. a CT HU window)")
+    resample_mask: bool = option(
+        False, "resample a mask whose geometry differs from the image onto the image (nearest neighbour)"
+    )
+    tolerance: float = option(1e-3, "relative tolerance when comparing image and mask geometry")
+    jobs: int = option(1, "parallel processes for preparation (0: all cores)")
+
+
+@dataclass
+class AugmentConfig:
+    """3D augmentations drawn independently per sample on the training device.
+
+    Each augmentation has a range and a probability. Ranges are in the units given by
+    each help text; a probability of 0 switches an augmentation off.
+    """
+
+    rotation: tuple[float, float] = option((-20.0, 20.0), "rotation about each of the three axes, degrees")
+    rotation_p: float = option(1.0, "probability of rotating")
+    scale: tuple[float, float] = option((0.7, 1.3), "isotropic scale factor")
+    scale_p: float = option(1.0, "probability of scaling")
+    shift: tuple[float, float] = option((-0.05, 0.05), "shift along each axis, fraction of the volume's size")
+    shift_p: float = option(1.0, "probability of shifting")
+    gamma: tuple[float, float] = option((0.7, 1.5), "gamma exponent applied to intensities scaled to [0, 1]")
+    gamma_p: float = option(0.8, "probability of a gamma change")
+    sharpen: tuple[float, float] = option((0.2, 1.0), "unsharp-mask strength (0: none)")
+    sharpen_p: float = option(0.3, "probability of sharpening")
+    blur: tuple[float, float] = option((0.5, 1.5), "Gaussian blur sigma, voxels")
+    blur_p: float = option(0.3, "probability of blurring")
+    noise: tuple[float, float] = option((0.0, 10.0), "Gaussian noise standard deviation, intensity units of [0, 255]")
+    noise_p: float = option(0.3, "probability of adding noise")
+
+
+@dataclass
+class TrainConfig:
+    """3DSiam training with the RE/SE imbalance module."""
+
+    mode: str = option("se", "imbalance module: none (vanilla 3DSiam), re (re-weighting) or se (selection)", choices=("none", "re", "se"))
+    clusters: int = option(3, "k of the k-means in the RE/SE module")
+    pool: int = option(0, "SE candidate pool N drawn per step (0: clusters x 10, the paper's k x q)")
+    batch_size: int = option(6, "batch size m (for SE, the size of the selected batch)")
+    iterations: int = option(2000, "optimisation steps")
+    warmup_epochs: int = option(1, "epochs of vanilla training before RE/SE starts (the paper: 1)")
+    lr: float = option(1e-2, "Adam learning rate")
+    weight_decay: float = option(1e-4, "Adam weight decay")
+    device: str = option("auto", "auto (CUDA when present), cuda, cuda:N or cpu")
+    precision: str = option("auto", "auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16", choices=("auto", "fp32", "bf16", "fp16"))
+    seed: int = option(0, "seed of every random draw (augmentation, sampling, k-means, weights)")
+    checkpoint_every: int = option(100, "write a checkpoint every N steps (also on stop and at the end)")
+    embed_batch_size: int = option(16, "batch size when computing representations")
+
+
+@dataclass
+class RadiomicsConfig:
+    """Traditional features with pyradiomics."""
+
+    params: str = option("", "a pyradiomics parameter YAML (empty: the 107 default 3D features)")
+    bin_width: float = option(25.0, "pyradiomics binWidth when no params file is given")
+    jobs: int = option(0, "parallel processes (0: all cores)")
+
+
+@dataclass
+class EvaluateConfig:
+    """The paper's evaluation: a linear SVM under stratified 5-fold cross-validation."""
+
+    label: str = option("Label", "column with the class")
+    group: str = option("Group", "column with the patient or centre (grouped folds); empty or absent: not grouped")
+    folds: int = option(5, "cross-validation folds")
+    label_fractions: tuple[float, ...] = option((1.0, 0.5), "fractions of each training fold's labels to use")
+    repeats: int = option(1, "repeats with other seeds (mean ± sd)")
+    positive: str = option("", "the positive class for sensitivity (empty: the minority class)")
+    class_weight: bool = option(False, "weight the SVM's classes by inverse frequency")
+    seed: int = option(0, "seed of the folds and of the label subsampling")
+
+
+@dataclass
+class PipelineConfig:
+    """Everything that ``ssl-radiomics run`` needs, in one file."""
+
+    cohort: str = option("", "manifest CSV or folder of the cohort (empty: the built-in sample cohort)")
+    out: str = option("results", "output folder")
+    modes: tuple[str, ...] = option(("none", "re", "se"), "training modes to compare")
+    supervised: bool = option(True, "also train the supervised baseline (weighted cross-entropy)")
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    radiomics: RadiomicsConfig = field(default_factory=RadiomicsConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+SECTIONS = {
+    "sample": SampleConfig,
+    "prepare": PrepareConfig,
+    "augment": AugmentConfig,
+    "train": TrainConfig,
+    "radiomics": RadiomicsConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+# --- conversion -------------------------------------------------------------------------
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain dict (tuples as lists) that YAML and JSON can hold."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def from_dict(cls: type, data: dict | None) -> Any:
+    """Build ``cls`` from a dict, checking names and converting types.
+
+    Raises
+    ------
+    ValueError
+        For an unknown key (with the known ones listed) or a value of the wrong type.
+    """
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value)
+        else:
+            kwargs[name] = _convert(value, hint, f"{cls.__name__}.{name}")
+    cfg = cls(**kwargs)
+    validate(cfg)
+    return cfg
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            args = typing.get_args(hint)
+            item = args[0]
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split()]
+            return tuple(_convert(v, item, where) for v in value)
+        if hint is bool and isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if hint in (int, float, str, bool):
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return hint(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+    return value
+
+
+def validate(cfg: Any) -> None:
+    """Check ``choices`` of every field; raise ValueError naming the setting."""
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
+        if choices and value not in choices:
+            raise ValueError(f"{type(cfg).__name__}.{f.name} = {value!r}; choose one of {list(choices)}")
+
+
+def load_yaml(path: str | Path) -> PipelineConfig:
+    """Read a pipeline config file; missing settings take their defaults."""
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must be a mapping of settings")
+    return from_dict(PipelineConfig, data)
+
+
+def dump_yaml(cfg: Any) -> str:
+    """The config as YAML, without comments."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def commented_yaml(cfg: Any | None = None) -> str:
+    """The config (default: the defaults) as YAML with each field's help as a comment."""
+    cfg = cfg if cfg is not None else PipelineConfig()
+    lines = ["# napari-ssl-radiomics pipeline configuration (ssl-radiomics run CONFIG.yaml)"]
+    _commented(cfg, lines, indent="")
+    return "\n".join(lines) + "\n"
+
+
+def _commented(cfg: Any, lines: list[str], indent: str) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.append("")
+            lines.append(f"{indent}# {(type(value).__doc__ or '').strip().splitlines()[0]}")
+            lines.append(f"{indent}{f.name}:")
+            _commented(value, lines, indent + "  ")
+            continue
+        plain = list(value) if isinstance(value, tuple) else value
+        text = yaml.safe_dump({f.name: plain}, default_flow_style=True, width=1000).strip()
+        text = text[1:-1] if text.startswith("{") else text
+        lines.append(f"{indent}{text}  # {f.metadata.get('help', '')}")
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, only: list[str] | None = None) -> None:
+    """Add one flag per field of ``cls`` (or of ``only``), defaulting to None (= keep)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
+        hint = hints[f.name]
+        kw: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None}
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kw["help"] = f"{f.metadata.get('help', '')} (default: {default})"
+        if f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        if typing.get_origin(hint) is tuple:
+            kw["nargs"] = "+"
+            kw["type"] = typing.get_args(hint)[0]
+        elif hint is bool:
+            kw["type"] = lambda s: _convert(s, bool, f.name)
+            kw["metavar"] = "{true,false}"
+        else:
+            kw["type"] = hint
+        parser.add_argument(flag(f.name), **kw)
+
+
+def from_arguments(cfg: Any, ns: argparse.Namespace) -> Any:
+    """A copy of ``cfg`` with every flag given on the command line applied."""
+    changes = {}
+    prefix = type(cfg).__name__ + "."
+    for key, value in vars(ns).items():
+        if key.startswith(prefix) and value is not None:
+            name = key[len(prefix):]
+            hint = typing.get_type_hints(type(cfg))[name]
+            changes[name] = _convert(value, hint, key)
+    new = dataclasses.replace(cfg, **changes)
+    validate(new)
+    return new

@@ -1,0 +1,1 @@
+"""The science of napari-ssl-radiomics, importable without Qt or napari."""
