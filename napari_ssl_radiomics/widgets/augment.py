@@ -1,0 +1,109 @@
+"""Augmentation preview: the seven augmentations, each with its range and probability.
+
+Preview draws two random views of the selected (prepared) case with the core's
+``two_views`` and shows them as two image layers side by side (the second translated
+along x by the crop's width plus a gap, so both show in 2D and in 3D); Reroll draws again
+with the next seed. The settings are stored in the shared state, where the training widget
+reads them: what is previewed is what training uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+
+from ..config import AugmentConfig
+from . import _workers
+from ._form import ConfigForm
+from ._layers import put_layer
+from ._state import VIEW_LAYERS, get_state
+
+GAP = 4  # voxels between the two views
+
+
+class AugmentWidget(QWidget):
+    """Set and preview the training augmentations (dock widget)."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.state = get_state(napari_viewer)
+        self._worker: Any = None
+        labels = {f.name: "  probability" for f in dataclasses.fields(AugmentConfig) if f.name.endswith("_p")}
+        self.form = ConfigForm(self.state.augment, labels=labels)
+        self.form.changed.connect(self._changed)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("seed of the preview's random draw (Reroll takes the next one)")
+        self.preview_button = QPushButton("Preview")
+        self.preview_button.clicked.connect(self.preview)
+        self.reroll_button = QPushButton("Reroll")
+        self.reroll_button.clicked.connect(self.reroll)
+        self.info = QLabel("Select a prepared case in the Cohort widget, then Preview.")
+        self.info.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("seed"))
+        row.addWidget(self.seed)
+        row.addWidget(self.preview_button)
+        row.addWidget(self.reroll_button)
+        layout.addLayout(row)
+        layout.addWidget(self.info)
+
+    def _changed(self) -> None:
+        try:
+            self.state.set_augment(self.form.value())
+        except ValueError as exc:
+            show_error(str(exc))
+
+    def reroll(self) -> Any:
+        self.seed.setValue(self.seed.value() + 1)
+        return self.preview()
+
+    def preview(self) -> Any:
+        """Draw two views of the selected case in a worker; returns the worker (or None)."""
+        state = self.state
+        case_id = state.case_id or next(iter(state.ok_ids()), None)
+        if case_id is None or case_id not in state.ok_ids():
+            show_error("no prepared case selected: load and prepare a cohort, then select a case in the Cohort widget")
+            return None
+        try:
+            cfg = self.form.value()
+        except ValueError as exc:
+            show_error(str(exc))
+            return None
+        state.set_augment(cfg)
+        seed, cache = self.seed.value(), state.cache_dir
+
+        def work() -> Any:
+            from ..core.augment import two_views
+            from ..core.cache import read_crop
+
+            image, _, meta = read_crop(cache, case_id)
+            return case_id, two_views(image, cfg, seed), meta
+
+        self.preview_button.setEnabled(False)
+        self.reroll_button.setEnabled(False)
+        return _workers.start(work, owner=self, on_return=self._show, on_finish=self._done)
+
+    def _done(self) -> None:
+        self.preview_button.setEnabled(True)
+        self.reroll_button.setEnabled(True)
+
+    def _show(self, result: tuple[str, tuple[np.ndarray, np.ndarray], dict]) -> None:
+        case_id, views, _ = result
+        spacing = (self.state.prepare.spacing,) * 3
+        width = views[0].shape[-1]
+        for i, (name, view) in enumerate(zip(VIEW_LAYERS, views)):
+            view = np.asarray(view)
+            view = view[0] if view.ndim == 4 else view  # the primary channel
+            put_layer(self.viewer, name, view, scale=spacing, colormap="gray", contrast_limits=(0.0, 255.0),
+                      translate=(0.0, 0.0, i * (width + GAP) * spacing[2]))
+        self.info.setText(f"Case {case_id}, seed {self.seed.value()}: two independent draws of the augmentations.")
+        self.viewer.reset_view()

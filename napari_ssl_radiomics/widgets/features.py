@@ -1,0 +1,255 @@
+"""Features and evaluation: pyradiomics + SSL features, the paper's SVM evaluation, export.
+
+Extract runs the core's ``extract`` generator (pyradiomics on the original images and
+masks) in a worker with a progress bar, then the SSL representations of the prepared crops
+from a checkpoint (``embed``), and joins them with the cohort's labels (``combine``).
+Cases missing from either table (a failed extraction, a case skipped in preparation) are
+left out of all of them, and named. Evaluate runs ``evaluate`` on three feature sets
+(traditional, SSL, both; the rows of the paper's Table 2) in a worker and shows the summary
+and the ROC plot; Export writes features.csv, results.csv, predictions.csv, summary.md and
+the plots into a chosen folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtGui import QPixmap
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..config import EvaluateConfig, RadiomicsConfig
+from . import _workers
+from ._form import ConfigForm
+from ._state import get_state
+
+TRAD = "Trad."
+
+
+def run_name(run: Path) -> str:
+    """The paper's name of a run's method (3DSiam, 3DSiam+RE, 3DSiam+SE) from its config.json."""
+    from ..core.pipeline import MODE_NAMES
+
+    folder = run if run.is_dir() else run.parent
+    try:
+        mode = json.loads((folder / "config.json").read_text())["train"]["mode"]
+    except (OSError, KeyError, ValueError):
+        return "SSL"
+    return MODE_NAMES.get(mode, mode)
+
+
+def common_cases(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Restrict every table to the IDs all of them hold; return the tables and the IDs dropped."""
+    ids = [set(t["ID"].astype(str)) for t in tables.values()]
+    keep = set.intersection(*ids)
+    dropped = sorted(set.union(*ids) - keep)
+    return {k: t[t["ID"].astype(str).isin(keep)].reset_index(drop=True) for k, t in tables.items()}, dropped
+
+
+def feature_sets(trad: pd.DataFrame | None, ssl: pd.DataFrame | None, labels: pd.DataFrame, name: str) -> dict[str, pd.DataFrame]:
+    """The rows of Table 2 the tables allow: Trad., the SSL method, Trad.+SSL (each with labels)."""
+    from ..core.tables import combine
+
+    sets: dict[str, pd.DataFrame] = {}
+    if trad is not None:
+        sets[TRAD] = combine([labels, trad])
+    if ssl is not None:
+        sets[name] = combine([labels, ssl])
+    if trad is not None and ssl is not None:
+        sets[f"{TRAD}+{name}"] = combine([labels, trad, ssl])
+    return sets
+
+
+class FeaturesWidget(QWidget):
+    """Extract, combine, evaluate and export features (dock widget)."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.state = get_state(napari_viewer)
+        self._worker: Any = None
+        self._bar: Any = None
+        self.sets: dict[str, pd.DataFrame] = {}
+        self.result: Any = None
+        self.plots: list[Path] = []
+
+        self.use_trad = QCheckBox("traditional (pyradiomics)")
+        self.use_trad.setChecked(True)
+        self.use_ssl = QCheckBox("SSL (encoder of a checkpoint)")
+        self.use_ssl.setChecked(True)
+        self.checkpoint = QLineEdit()
+        self.checkpoint.setPlaceholderText("checkpoint or run folder (default: the current run)")
+        self.radiomics_form = ConfigForm(RadiomicsConfig())
+        self.evaluate_form = ConfigForm(EvaluateConfig())
+        self.extract_button = QPushButton("Extract")
+        self.extract_button.clicked.connect(self.extract)
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.clicked.connect(self.evaluate)
+        self.export_button = QPushButton("Export…")
+        self.export_button.clicked.connect(self._export_dialog)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        self.summary = QTextBrowser()
+        self.summary.setMinimumHeight(160)
+        self.roc = QLabel()
+        self.roc.setScaledContents(False)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.use_trad)
+        box = QGroupBox("pyradiomics")
+        QVBoxLayout(box).addWidget(self.radiomics_form)
+        layout.addWidget(box)
+        layout.addWidget(self.use_ssl)
+        layout.addWidget(self.checkpoint)
+        layout.addWidget(self.extract_button)
+        box = QGroupBox("Evaluation (linear SVM, cross-validation)")
+        QVBoxLayout(box).addWidget(self.evaluate_form)
+        layout.addWidget(box)
+        row = QHBoxLayout()
+        row.addWidget(self.evaluate_button)
+        row.addWidget(self.export_button)
+        layout.addLayout(row)
+        layout.addWidget(self.info)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.roc)
+        self._busy(False)
+
+    def _busy(self, busy: bool) -> None:
+        self.extract_button.setEnabled(not busy)
+        self.evaluate_button.setEnabled(not busy and bool(self.sets))
+        self.export_button.setEnabled(not busy and self.result is not None)
+
+    def run(self) -> Path | None:
+        text = self.checkpoint.text().strip()
+        return Path(text).expanduser() if text else self.state.run_dir
+
+    # --- extraction -----------------------------------------------------------------
+    def extract(self) -> Any:
+        """Extract the chosen feature tables in a worker; returns the worker (None if refused)."""
+        state = self.state
+        trad, ssl, run = self.use_trad.isChecked(), self.use_ssl.isChecked(), self.run()
+        try:
+            if state.cohort is None or state.cases is None:
+                raise FileNotFoundError("load and prepare a cohort in the Cohort widget first")
+            if not (trad or ssl):
+                raise ValueError("tick at least one kind of features")
+            if ssl and run is None:
+                raise FileNotFoundError("no checkpoint for SSL features: train in the Training widget or choose one")
+            cfg = self.radiomics_form.value()
+        except (ValueError, FileNotFoundError) as exc:
+            show_error(str(exc))
+            return None
+        cohort, cache, rad_cache = state.cohort, state.cache_dir, state.workdir / "radiomics_cache"
+        cases = state.cases
+        name = run_name(run) if ssl and run is not None else "SSL"
+        self._bar = progress(total=len(cohort.cases), desc="pyradiomics features") if trad else None
+
+        def work() -> Any:
+            from ..core.embed import embed
+            from ..core.radiomics import extract
+
+            tables: dict[str, pd.DataFrame] = {}
+            failures = pd.DataFrame(columns=["ID", "reason"])
+            if trad:
+                tables["trad"], failures = yield from extract(cohort, cfg, rad_cache)
+            if ssl:
+                tables["ssl"] = embed(run, cache, device="cpu")
+            return tables, failures
+
+        def on_return(out: tuple[dict[str, pd.DataFrame], pd.DataFrame]) -> None:
+            tables, failures = out
+            ok = cases[cases["status"] == "ok"]
+            labels = ok[["ID"] + [c for c in ("Label", "Group") if c in ok and (ok[c] != "").any()]]
+            tables["labels"] = labels
+            tables, dropped = common_cases(tables)
+            self.sets = feature_sets(tables.get("trad"), tables.get("ssl"), tables["labels"], name)
+            widest = max(self.sets.values(), key=lambda t: t.shape[1])
+            state.set_features(widest)
+            text = f"{len(widest)} cases, " + ", ".join(f"{k}: {t.shape[1] - len(labels.columns)} features" for k, t in self.sets.items())
+            if dropped:
+                text += f"; left out {len(dropped)} case(s) missing from a table: {', '.join(dropped[:5])}"
+                show_warning(f"{len(dropped)} case(s) left out of the features (failed or skipped): {', '.join(dropped[:5])}")
+            for row in failures.itertuples():
+                show_warning(f"pyradiomics failed on case {row.ID}: {row.reason}")
+            self.info.setText(text)
+
+        def on_finish() -> None:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            self._busy(False)
+
+        self._busy(True)
+        return _workers.start(work, on_yield=lambda ev: self._bar.update(1) if self._bar else None,
+                              on_return=on_return, on_finish=on_finish, owner=self)
+
+    # --- evaluation -----------------------------------------------------------------
+    def evaluate(self) -> Any:
+        """Evaluate every feature set in a worker, writing the outputs to WORK/results."""
+        try:
+            if not self.sets:
+                raise ValueError("extract features first")
+            cfg = self.evaluate_form.value()
+        except ValueError as exc:
+            show_error(str(exc))
+            return None
+        sets, out = dict(self.sets), self.state.workdir / "results"
+
+        def work() -> Any:
+            from ..core.evaluate import evaluate, write_outputs
+
+            result = evaluate(sets, cfg)
+            return result, write_outputs(result, out)
+
+        self._busy(True)
+        self.info.setText("Evaluating (linear SVM under cross-validation) …")
+        return _workers.start(work, owner=self, on_return=self._evaluated, on_finish=lambda: self._busy(False))
+
+    def _evaluated(self, out: tuple[Any, list[Path]]) -> None:
+        self.result, files = out
+        self.plots = [Path(p) for p in files if str(p).endswith(".png")]
+        self.summary.setMarkdown(self.result.summary)
+        roc = next((p for p in self.plots if "roc" in p.name.lower()), self.plots[0] if self.plots else None)
+        if roc is not None:
+            pixmap = QPixmap(str(roc))
+            self.roc.setPixmap(pixmap.scaledToWidth(min(420, pixmap.width())))
+        self.info.setText(f"Evaluated {len(self.sets)} feature sets; outputs in {files[0].parent if files else ''}")
+
+    # --- export ---------------------------------------------------------------------
+    def _export_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export folder")
+        if folder:
+            self.export(folder)
+
+    def export(self, folder: str | Path) -> list[Path]:
+        """Write features.csv and the evaluation's outputs (results, predictions, summary, plots)."""
+        from ..core.evaluate import write_outputs
+        from ..core.utils import write_csv
+
+        if self.result is None or self.state.features is None:
+            show_error("extract and evaluate first; then export")
+            return []
+        folder = Path(folder)
+        try:
+            write_csv(folder / "features.csv", self.state.features)
+            files = [folder / "features.csv", *write_outputs(self.result, folder)]
+        except OSError as exc:
+            show_error(f"cannot write to {folder}: {exc}")
+            return []
+        show_info(f"Exported {len(files)} files to {folder}")
+        return files
