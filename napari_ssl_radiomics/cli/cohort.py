@@ -1,9 +1,64 @@
-"""Subcommands of `ssl-radiomics` (placeholder until its issue lands)."""
+"""``ssl-radiomics sample`` and ``ssl-radiomics prepare``: the cohort's way into the cache."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..config import PrepareConfig, SampleConfig, add_arguments, from_arguments
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to the parser."""
+    """Add ``sample`` and ``prepare`` to the parser."""
+    p = sub.add_parser(
+        "sample", help="write the built-in synthetic cohort (NIfTI + manifest.csv)",
+        description="Write the synthetic cohort: 3:1 phenotypes, 3 centres at 60/30/10 %%.",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    add_arguments(p, SampleConfig)
+    p.set_defaults(func=sample_command)
+
+    p = sub.add_parser(
+        "prepare", help="resample, crop and rescale a cohort into a cache",
+        description="Prepare every case of a manifest CSV (or folder of image/mask pairs) into CACHE: "
+                    "crops/, cases.csv (ok, or why a case was skipped), prepare.json. "
+                    "A second run redoes only changed cases or settings.",
+    )
+    p.add_argument("manifest", metavar="MANIFEST", help="manifest CSV (Image, Mask[, ID, Label, Group, MaskLabel]) or folder")
+    p.add_argument("--out", required=True, metavar="CACHE", help="cache folder")
+    add_arguments(p, PrepareConfig)
+    p.set_defaults(func=prepare_command)
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    from ..core.sample import write_sample_cohort
+
+    cfg = from_arguments(SampleConfig(), args)
+    manifest = write_sample_cohort(args.out, cfg)
+    print(f"wrote {cfg.cases} synthetic cases of {cfg.size}³ voxels and {manifest}")
+    return 0
+
+
+def prepare_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..core.preprocess import prepare, summary
+
+    cfg = from_arguments(PrepareConfig(), args)
+    events = []
+    gen = prepare(args.manifest, cfg, args.out)
+    with tqdm(unit="case", desc="prepare", leave=False) as bar:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                table = stop.value
+                break
+            bar.total = event.total
+            bar.update(1)
+            events.append(event)
+            if event.status == "skipped":
+                bar.write(f"skipped {event.case_id}: {event.reason}")
+            elif event.reason:
+                bar.write(f"note {event.case_id}: {event.reason}")
+    print(f"{summary(table, events)}; cache: {args.out}")
+    return 0 if (table["status"] == "ok").any() else 1
