@@ -1,0 +1,636 @@
+"""The paper's evaluation (section 3, Table 2): a linear SVM under stratified 5-fold CV.
+
+Protocol, as in the paper: stratified five-fold cross-validation; in each fold 20% of the
+training part (stratified) picks the SVM's hyper-parameter, then the SVM is refitted on
+the whole training part and scored on the test fold; the second scenario keeps only 50%
+of each training fold's labels (same test folds).
+
+Choices the paper leaves open, made here:
+
+- Folds are computed once per repeat (:func:`make_folds`) and shared by every feature set,
+  label fraction and the supervised baseline. With a ``Group`` column (patient or centre)
+  they are grouped too (``StratifiedGroupKFold``), so a patient is never on both sides.
+- The 20% validation part is the first fold of a 5-fold stratified (grouped) split of the
+  training part. C is picked from ``C_GRID`` (10^-3 .. 10^2) by the validation AUC
+  (binary) or macro one-vs-rest AUC (multi-class); ties go to the higher balanced
+  accuracy, then to the smaller C.
+- The classifier is ``SimpleImputer(median) -> StandardScaler -> LinearSVC`` (one-vs-rest
+  for several classes); ``EvaluateConfig.class_weight`` gives ``class_weight='balanced'``.
+- A label fraction below 1 is a stratified subsample of each training fold's cases, drawn
+  with a seed fixed by (seed, repeat, fold, fraction), so every feature set sees the same
+  labelled cases.
+- Binary metrics treat the minority class as positive (``EvaluateConfig.positive``
+  overrides): sensitivity = its recall, specificity = the other class's recall; AUC from
+  the decision function. Multi-class: overall accuracy, minor-class accuracy (recall of
+  the least frequent class, or of ``positive``), balanced accuracy, macro one-vs-rest AUC.
+- Summary cells are mean ± sd over all (repeat, fold) pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+from sklearn import config_context
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from ..config import EvaluateConfig
+from .tables import ID, _some, check_ids, clean_features, feature_columns
+
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+VALIDATION_SPLITS = 5  # one fold of five = the paper's 20% of the training part
+BINARY_METRICS = ("sensitivity", "specificity", "auc", "balanced_accuracy")
+MULTI_METRICS = ("overall_accuracy", "minor_accuracy", "balanced_accuracy", "auc")
+
+
+class EvaluationWarning(UserWarning):
+    """The evaluation changed something to go on (fewer folds, dropped cases)."""
+
+
+# --- the classifier ----------------------------------------------------------------------
+
+
+def svm_pipeline(C: float = 1.0, class_weight: str | None = None, random_state: int = 0) -> Pipeline:
+    """Median imputation, standardisation and a linear SVM."""
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("scale", StandardScaler()),
+            ("svm", LinearSVC(C=C, class_weight=class_weight, dual="auto", max_iter=20000, random_state=random_state)),
+        ]
+    )
+
+
+class LinearSVMCV(ClassifierMixin, BaseEstimator):
+    """A linear SVM whose C is picked on a stratified 20% validation part, then refitted.
+
+    Parameters
+    ----------
+    Cs : candidate values of C
+    class_weight : None or 'balanced'
+    random_state : seed of the validation split
+    """
+
+    def __init__(self, Cs: tuple[float, ...] = C_GRID, class_weight: str | None = None, random_state: int = 0):
+        self.Cs = Cs
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> LinearSVMCV:
+        """Pick C on a validation part of (X, y), then fit on all of it. X: (n, d), y: (n,)."""
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        self.C_ = self._select(np.asarray(X, dtype=float), y, groups)
+        self.pipeline_ = self._make(self.C_).fit(X, y)
+        return self
+
+    def _make(self, C: float) -> Pipeline:
+        return svm_pipeline(C, self.class_weight, self.random_state)
+
+    def _select(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> float:
+        smallest = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
+        splits = min(VALIDATION_SPLITS, smallest)
+        if len(self.Cs) == 1 or splits < 2:
+            # Too few cases of a class to hold some out: keep the middle of the grid.
+            return float(sorted(self.Cs)[len(self.Cs) // 2])
+        if groups is not None and len(np.unique(groups)) >= splits:
+            cv = StratifiedGroupKFold(splits, shuffle=True, random_state=self.random_state)
+        else:
+            cv, groups = StratifiedKFold(splits, shuffle=True, random_state=self.random_state), None
+        train, val = next(cv.split(X, y, groups))
+        if len(np.unique(y[train])) < len(self.classes_) or len(np.unique(y[val])) < len(self.classes_):
+            return float(sorted(self.Cs)[len(self.Cs) // 2])
+        # Imputation and scaling do not depend on C: fit them once per validation split.
+        prep = Pipeline(svm_pipeline().steps[:2]).fit(X[train])
+        X_train, X_val = prep.transform(X[train]), prep.transform(X[val])
+        best: tuple[float, ...] | None = None
+        best_C = float(self.Cs[0])
+        for C in sorted(self.Cs):
+            svm = clone(svm_pipeline(C, self.class_weight, self.random_state).steps[-1][1]).fit(X_train, y[train])
+            scores = svm.decision_function(X_val)
+            key = (_auc(y[val], scores, svm.classes_), _balanced_accuracy(y[val], svm.predict(X_val)), -C)
+            key = tuple(-np.inf if np.isnan(k) else k for k in key)
+            if best is None or key > best:
+                best, best_C = key, float(C)
+        return best_C
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Signed distances: (n,) for two classes (positive: ``classes_[1]``), else (n, k)."""
+        return self.pipeline_.decision_function(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.pipeline_.predict(X)
+
+
+def binary_auc(truth: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of boolean ``truth`` (n,) from ``scores`` (n,), ties counted half.
+
+    The Mann-Whitney form of ``sklearn.metrics.roc_auc_score`` (equal to it, tested), about
+    100x faster on small folds, where the model selection calls it hundreds of times.
+    NaN when one class is absent.
+    """
+    truth = np.asarray(truth, dtype=bool)
+    n_pos = int(truth.sum())
+    n_neg = len(truth) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=float))
+    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _auc(y: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> float:
+    """AUC (binary, scores for ``classes[1]``) or macro one-vs-rest AUC (scores (n, k))."""
+    if len(classes) == 2:
+        return binary_auc(y == classes[1], scores)
+    aucs = [binary_auc(y == c, scores[:, k]) for k, c in enumerate(classes)]
+    aucs = [a for a in aucs if not np.isnan(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y`` (as sklearn's balanced_accuracy_score)."""
+    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+
+
+# --- labels and folds --------------------------------------------------------------------
+
+
+@dataclass
+class Labels:
+    """Class, group and class roles of the evaluated cases (index: ID)."""
+
+    y: pd.Series
+    groups: pd.Series | None
+    classes: list[str]
+    positive: str  # binary: the positive class; multi-class: the minor class
+    folds: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def binary(self) -> bool:
+        return len(self.classes) == 2
+
+
+def labels_of(tables: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> Labels:
+    """Collect labels (and groups) from the tables and check they allow the evaluation.
+
+    Raises
+    ------
+    ValueError
+        No label column, one class only, a class with fewer than 2 cases, or tables that
+        disagree (each message says what to do).
+    """
+    label, group = cfg.label, cfg.group
+    y = _column(tables, label)
+    if y is None:
+        raise ValueError(
+            f"no '{label}' column in any feature table ({', '.join(tables)}); add the classes with "
+            "`ssl-radiomics combine TABLE --manifest MANIFEST --out features.csv`, or name the column with --label"
+        )
+    notes = []
+    unlabelled = y.index[y.str.strip() == ""].tolist()
+    if unlabelled:
+        notes.append(f"{len(unlabelled)} case(s) without a {label} were left out ({_some(unlabelled, 5)})")
+        y = y.drop(unlabelled)
+    counts = y.value_counts()
+    if len(counts) < 2:
+        raise ValueError(
+            f"'{label}' holds one class only ({counts.index[0] if len(counts) else 'none'}, {len(y)} cases); "
+            "the evaluation needs at least two classes"
+        )
+    if counts.min() < 2:
+        small = counts[counts < 2].index.tolist()
+        raise ValueError(
+            f"class(es) {small} of '{label}' have fewer than 2 cases; cross-validation needs at least 2 per class "
+            "(add cases or merge the class with another)"
+        )
+    groups = _column(tables, group) if group else None
+    if groups is not None:
+        groups = groups.reindex(y.index)
+        if (groups.str.strip() == "").all():
+            groups = None
+        else:
+            # A case without a group is its own group.
+            groups = groups.where(groups.str.strip() != "", "__case__" + groups.index.to_series())
+    folds = cfg.folds
+    if counts.min() < folds:
+        notes.append(
+            f"the smallest class ({counts.idxmin()}) has {counts.min()} cases, fewer than {folds} folds: "
+            f"using {counts.min()} folds instead (add cases for {folds}-fold cross-validation)"
+        )
+        folds = int(counts.min())
+    if groups is not None and groups.nunique() < folds:
+        notes.append(f"only {groups.nunique()} groups: using {groups.nunique()} folds instead of {folds}")
+        folds = int(groups.nunique())
+        if folds < 2:
+            raise ValueError(f"'{group}' holds a single group; grouped cross-validation needs at least 2 (or pass --group '')")
+    classes = sorted(counts.index.tolist())
+    if cfg.positive:
+        if cfg.positive not in classes:
+            raise ValueError(f"positive class {cfg.positive!r} is not among the classes {classes}; set EvaluateConfig.positive to one of them")
+        positive = cfg.positive
+    else:
+        positive = str(counts.sort_index().idxmin())
+    for n in notes:
+        warnings.warn(n, EvaluationWarning, stacklevel=3)
+    return Labels(y, groups, classes, positive, folds, notes)
+
+
+def _column(tables: dict[str, pd.DataFrame], col: str) -> pd.Series | None:
+    out = None
+    for name, t in tables.items():
+        if col not in t.columns:
+            continue
+        s = t.set_index(t[ID].astype(str))[col].fillna("").astype(str)
+        if out is None:
+            out = s
+            continue
+        other = out.reindex(s.index)
+        differ = s.index[(s != other) & (s != "") & (other != "")].tolist()
+        if differ:
+            raise ValueError(f"'{col}' differs between the tables for {len(differ)} case(s) ({_some(differ, 5)}); fix the tables")
+    return out
+
+
+def make_folds(labels: Labels | pd.DataFrame, cfg: EvaluateConfig) -> pd.DataFrame:
+    """Test-fold assignment of every case, once per repeat.
+
+    Parameters
+    ----------
+    labels : :class:`Labels`, or a table with ``ID`` and the label (and group) columns
+    cfg : folds, repeats, seed (repeat r uses seed + r)
+
+    Returns
+    -------
+    DataFrame with columns ``ID, repeat, fold`` (one row per case and repeat).
+    """
+    if isinstance(labels, pd.DataFrame):
+        labels = labels_of({"labels": labels}, cfg)
+    ids = labels.y.index.to_numpy()
+    y = labels.y.to_numpy()
+    rows = []
+    for r in range(cfg.repeats):
+        seed = cfg.seed + r
+        if labels.groups is not None:
+            cv = StratifiedGroupKFold(labels.folds, shuffle=True, random_state=seed)
+            splits = cv.split(ids, y, labels.groups.to_numpy())
+        else:
+            splits = StratifiedKFold(labels.folds, shuffle=True, random_state=seed).split(ids, y)
+        fold = np.empty(len(ids), dtype=int)
+        for k, (_, test) in enumerate(splits):
+            fold[test] = k
+        rows.append(pd.DataFrame({ID: ids, "repeat": r, "fold": fold}))
+    return pd.concat(rows, ignore_index=True)
+
+
+@dataclass
+class Split:
+    """One training/test split: the training IDs already reduced to the label fraction."""
+
+    repeat: int
+    fold: int
+    fraction: float
+    train: list[str]
+    test: list[str]
+
+
+def splits(folds: pd.DataFrame, labels: Labels, fractions: tuple[float, ...], seed: int) -> Iterator[Split]:
+    """Every (repeat, fold, label fraction) split, identical for all feature sets."""
+    for (r, k), _ in folds.groupby(["repeat", "fold"], sort=True):
+        in_repeat = folds[folds["repeat"] == r]
+        test = in_repeat.loc[in_repeat["fold"] == k, ID].tolist()
+        train_all = in_repeat.loc[in_repeat["fold"] != k, ID].tolist()
+        for frac in fractions:
+            yield Split(int(r), int(k), float(frac), subsample(train_all, labels.y, frac, (seed, int(r), int(k), frac)), test)
+
+
+def subsample(ids: list[str], y: pd.Series, fraction: float, key: tuple) -> list[str]:
+    """A stratified ``fraction`` of ``ids`` (at least one case per class), reproducible from ``key``."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction {fraction} must be in (0, 1]")
+    if fraction >= 1:
+        return list(ids)
+    seed = int(np.random.SeedSequence([int(key[0]), int(key[1]), int(key[2]), int(round(key[3] * 1e6))]).generate_state(1)[0])
+    labels = y.loc[ids].to_numpy()
+    n_classes = len(np.unique(labels))
+    keep = max(int(round(fraction * len(ids))), n_classes)
+    if keep >= len(ids):
+        return list(ids)
+    kept, _ = train_test_split(np.asarray(ids), train_size=keep, stratify=labels, random_state=seed % (2**32))
+    return sorted(kept.tolist(), key=list(ids).index)
+
+
+# --- metrics -----------------------------------------------------------------------------
+
+
+def metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, classes: list[str], positive: str) -> dict[str, float]:
+    """The paper's metrics (and AUC, balanced accuracy) of one test fold.
+
+    Parameters
+    ----------
+    y_true, y_pred : (n,) class names
+    scores : (n,) score of ``positive`` (binary) or (n, k) scores in ``classes`` order
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=str), np.asarray(y_pred, dtype=str)
+    out = {"balanced_accuracy": _balanced_accuracy(y_true, y_pred)}
+    if len(classes) == 2:
+        pos = y_true == positive
+        out["sensitivity"] = float((y_pred[pos] == positive).mean()) if pos.any() else float("nan")
+        out["specificity"] = float((y_pred[~pos] != positive).mean()) if (~pos).any() else float("nan")
+        out["auc"] = binary_auc(pos, scores)
+    else:
+        minor = y_true == positive
+        out["overall_accuracy"] = float((y_true == y_pred).mean())
+        out["minor_accuracy"] = float((y_pred[minor] == positive).mean()) if minor.any() else float("nan")
+        out["auc"] = _auc(y_true, np.asarray(scores), np.asarray(classes))
+    return out
+
+
+# --- the evaluation ----------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` found.
+
+    results : tidy table ``feature_set, label_fraction, repeat, fold, metric, value``
+    predictions : out-of-fold ``ID, feature_set, label_fraction, repeat, fold, y_true,
+        y_pred, score`` (binary: score of the positive class; multi-class: also
+        ``score_<class>`` columns, ``score`` = the predicted class's score)
+    folds : ``ID, repeat, fold``
+    summary : markdown laid out like the paper's Table 2
+    """
+
+    results: pd.DataFrame
+    predictions: pd.DataFrame
+    folds: pd.DataFrame
+    summary: str
+    config: EvaluateConfig
+    classes: list[str]
+    positive: str
+    feature_sets: dict[str, list[str]]
+    warnings: list[str] = field(default_factory=list)
+    chosen_C: pd.DataFrame | None = None
+    n_folds: int = 5
+    grouped: bool = False
+
+    @property
+    def binary(self) -> bool:
+        return len(self.classes) == 2
+
+
+def evaluate(
+    tables: dict[str, pd.DataFrame],
+    cfg: EvaluateConfig | None = None,
+    predictions: dict[str, pd.DataFrame] | None = None,
+    folds: pd.DataFrame | None = None,
+) -> EvalResult:
+    """Compare feature sets with a linear SVM under the paper's protocol.
+
+    Parameters
+    ----------
+    tables : feature set name -> table (``ID``, the label column, optional group column,
+        numeric features); every table must hold the same IDs.
+    cfg : EvaluateConfig
+    predictions : name -> external out-of-fold predictions (``ID, label_fraction, repeat,
+        fold, y_pred`` and ``score`` or ``score_<class>``), e.g. the supervised baseline;
+        their folds must be the ones of :func:`make_folds`.
+    folds : a fold assignment to reuse (default: :func:`make_folds`).
+    """
+    cfg = cfg or EvaluateConfig()
+    if not tables:
+        raise ValueError("evaluate needs at least one feature table")
+    tables = {n: t.assign(**{ID: t[ID].astype(str)}) if ID in t.columns else t for n, t in tables.items()}
+    check_ids(tables)
+    labels = labels_of(tables, cfg)
+    notes = list(labels.warnings)
+    folds = make_folds(labels, cfg) if folds is None else folds.assign(**{ID: folds[ID].astype(str)})
+    X_sets: dict[str, pd.DataFrame] = {}
+    for name, t in tables.items():
+        clean, msgs = clean_features(t.drop(columns=[c for c in (cfg.label, cfg.group) if c in t.columns]), name)
+        notes.extend(msgs)
+        cols = feature_columns(clean)
+        if not cols:
+            raise ValueError(f"{name}: no numeric feature column left to evaluate; check the table")
+        X_sets[name] = clean.set_index(ID).loc[labels.y.index, cols]
+    fractions = tuple(cfg.label_fractions)
+    all_splits = list(splits(folds, labels, fractions, cfg.seed))
+    pred_rows, chosen = [], []
+    for name, X in X_sets.items():
+        frames, cs = _cross_validate(name, X, labels, all_splits, cfg)
+        pred_rows.extend(frames)
+        chosen.extend(cs)
+    for name, ext in (predictions or {}).items():
+        pred_rows.append(_external(name, ext, labels, all_splits))
+    preds = pd.concat(pred_rows, ignore_index=True)
+    results = score_predictions(preds, labels.classes, labels.positive)
+    result = EvalResult(
+        results=results,
+        predictions=preds,
+        folds=folds,
+        summary="",
+        config=cfg,
+        classes=labels.classes,
+        positive=labels.positive,
+        feature_sets={n: list(X.columns) for n, X in X_sets.items()},
+        warnings=notes,
+        chosen_C=pd.DataFrame(chosen, columns=["feature_set", "label_fraction", "repeat", "fold", "C"]),
+        n_folds=int(folds["fold"].nunique()),
+        grouped=labels.groups is not None,
+    )
+    result.summary = summary_markdown(result)
+    return result
+
+
+def _cross_validate(name: str, X: pd.DataFrame, labels: Labels, all_splits: list[Split], cfg: EvaluateConfig):
+    frames, chosen = [], []
+    base = LinearSVMCV(class_weight="balanced" if cfg.class_weight else None)
+    for sp in all_splits:
+        model = clone(base).set_params(random_state=cfg.seed + sp.repeat)
+        groups = labels.groups.loc[sp.train].to_numpy() if labels.groups is not None else None
+        with warnings.catch_warnings(), config_context(skip_parameter_validation=True):
+            # Unscaled near-separable data makes liblinear stop at max_iter; the fit is still usable.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X.loc[sp.train].to_numpy(float), labels.y.loc[sp.train].to_numpy(), groups)
+            scores = model.decision_function(X.loc[sp.test].to_numpy(float))
+            y_pred = model.predict(X.loc[sp.test].to_numpy(float))
+        chosen.append((name, sp.fraction, sp.repeat, sp.fold, model.C_))
+        frames.append(_prediction_frame(name, sp, labels, y_pred, scores, list(model.classes_)))
+    return frames, chosen
+
+
+def _prediction_frame(name: str, sp: Split, labels: Labels, y_pred, scores, model_classes: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            ID: sp.test,
+            "feature_set": name,
+            "label_fraction": sp.fraction,
+            "repeat": sp.repeat,
+            "fold": sp.fold,
+            "y_true": labels.y.loc[sp.test].to_numpy(),
+            "y_pred": np.asarray(y_pred, dtype=str),
+        }
+    )
+    scores = np.asarray(scores, dtype=float)
+    if labels.binary:
+        # LinearSVC scores favour model_classes[1]; orient them towards the positive class.
+        frame["score"] = scores if model_classes[1] == labels.positive else -scores
+    else:
+        for k, c in enumerate(model_classes):
+            frame[f"score_{c}"] = scores[:, k]
+        frame["score"] = scores.max(axis=1)
+    return frame
+
+
+def _external(name: str, ext: pd.DataFrame, labels: Labels, all_splits: list[Split]) -> pd.DataFrame:
+    """Check external out-of-fold predictions against our folds and put them in our format."""
+    need = [ID, "label_fraction", "repeat", "fold", "y_pred"]
+    missing = [c for c in need if c not in ext.columns]
+    if missing:
+        raise ValueError(f"predictions '{name}' lack column(s) {missing}; they need {need} and score (or score_<class>)")
+    ext = ext.assign(**{ID: ext[ID].astype(str)})
+    expected = {(sp.fraction, sp.repeat, sp.fold): set(sp.test) for sp in all_splits}
+    got = {(float(f), int(r), int(k)): set(g[ID]) for (f, r, k), g in ext.groupby(["label_fraction", "repeat", "fold"])}
+    wrong = [key for key, ids in expected.items() if got.get(key) != ids]
+    if wrong:
+        raise ValueError(
+            f"predictions '{name}' do not use the evaluation's folds (first mismatch at label_fraction, repeat, fold = "
+            f"{wrong[0]}); make them with the folds of make_folds() and the same label fractions and repeats"
+        )
+    keys = [(f, r, k) for f, r, k in zip(ext["label_fraction"].astype(float), ext["repeat"].astype(int), ext["fold"].astype(int))]
+    ext = ext[[k in expected for k in keys]].copy()
+    out = ext.assign(feature_set=name, y_true=labels.y.loc[ext[ID]].to_numpy(), y_pred=ext["y_pred"].astype(str))
+    if labels.binary and "score" not in out.columns:
+        raise ValueError(f"predictions '{name}' lack a score column (the positive class's score)")
+    if not labels.binary:
+        need_scores = [f"score_{c}" for c in labels.classes if f"score_{c}" not in out.columns]
+        if need_scores:
+            raise ValueError(f"predictions '{name}' lack score column(s) {need_scores}")
+        if "score" not in out.columns:
+            out["score"] = out[[f"score_{c}" for c in labels.classes]].max(axis=1)
+    cols = [ID, "feature_set", "label_fraction", "repeat", "fold", "y_true", "y_pred", "score"]
+    return out[cols + [c for c in out.columns if c.startswith("score_")]]
+
+
+def score_predictions(preds: pd.DataFrame, classes: list[str], positive: str) -> pd.DataFrame:
+    """Per-fold metrics of out-of-fold predictions, as a tidy table."""
+    rows = []
+    for (name, frac, r, k), g in preds.groupby(["feature_set", "label_fraction", "repeat", "fold"], sort=False):
+        scores = g["score"].to_numpy(float) if len(classes) == 2 else g[[f"score_{c}" for c in classes]].to_numpy(float)
+        for metric, value in metrics(g["y_true"].to_numpy(), g["y_pred"].to_numpy(), scores, classes, positive).items():
+            rows.append((name, float(frac), int(r), int(k), metric, value))
+    return pd.DataFrame(rows, columns=["feature_set", "label_fraction", "repeat", "fold", "metric", "value"])
+
+
+# --- reporting ---------------------------------------------------------------------------
+
+
+def aggregate(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sd and count of each metric over all (repeat, fold) pairs."""
+    grouped = results.groupby(["feature_set", "label_fraction", "metric"], sort=False)["value"]
+    out = grouped.agg(mean="mean", sd="std", n="count").reset_index()
+    return out
+
+
+def summary_markdown(result: EvalResult) -> str:
+    """Tables like the paper's Table 2: rows = feature sets, columns = label fractions."""
+    agg = aggregate(result.results).set_index(["feature_set", "label_fraction", "metric"])
+    names = list(dict.fromkeys(result.results["feature_set"]))
+    fractions = sorted(set(result.results["label_fraction"]), reverse=True)
+    cfg = result.config
+    if result.binary:
+        main = ("sensitivity", "specificity")
+        title = f"Sensitivity/Specificity (positive class: {result.positive})"
+    else:
+        main = ("overall_accuracy", "minor_accuracy")
+        title = f"Overall/Minor-class accuracy (minor class: {result.positive})"
+
+    def cell(name: str, frac: float, metric: str) -> str:
+        key = (name, frac, metric)
+        if key not in agg.index:
+            return "–"
+        m, s = agg.loc[key, "mean"], agg.loc[key, "sd"]
+        return f"{m:.3f} ± {0.0 if np.isnan(s) else s:.3f}"
+
+    def table(heading: str, metrics_: tuple[str, ...]) -> list[str]:
+        head = "| Feature set | " + " | ".join(f"{f:.0%} labels" for f in fractions) + " |"
+        lines = [f"### {heading}", "", head, "|" + "---|" * (len(fractions) + 1)]
+        for name in names:
+            cells = [" / ".join(cell(name, f, m) for m in metrics_) for f in fractions]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return lines + [""]
+
+    lines = [
+        "# Evaluation",
+        "",
+        f"Linear SVM, stratified{' grouped' if result.grouped else ''} {result.n_folds}-fold cross-validation "
+        f"(C from {', '.join(f'{c:g}' for c in C_GRID)} on 20% of each training fold), "
+        f"{cfg.repeats} repeat(s), seed {cfg.seed}; mean ± sd over all folds and repeats. "
+        f"Classes: {', '.join(result.classes)}.",
+        "",
+    ]
+    lines += table(title, main)
+    lines += table("AUC" + (" (macro one-vs-rest)" if not result.binary else ""), ("auc",))
+    lines += table("Balanced accuracy", ("balanced_accuracy",))
+    if result.warnings:
+        lines += ["### Notes", ""] + [f"- {w}" for w in result.warnings] + [""]
+    return "\n".join(lines)
+
+
+def write_outputs(result: EvalResult, out: str | Path, **extra: Any) -> list[Path]:
+    """Write results.csv, predictions.csv, folds.csv, summary.md, evaluate.json and PNG plots.
+
+    Each file is written whole or not at all. ``extra`` goes into evaluate.json.
+    """
+    from . import plots
+    from .utils import provenance, write_csv, write_json, write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "results.csv", out / "predictions.csv", out / "folds.csv", out / "summary.md", out / "evaluate.json"]
+    write_csv(paths[0], result.results)
+    write_csv(paths[1], result.predictions)
+    write_csv(paths[2], result.folds)
+    write_text(paths[3], result.summary)
+    write_json(
+        paths[4],
+        provenance(
+            result.config,
+            classes=result.classes,
+            positive=result.positive,
+            feature_sets={k: {"n_features": len(v), "columns": v} for k, v in result.feature_sets.items()},
+            chosen_C=result.chosen_C.to_dict("records") if result.chosen_C is not None else [],
+            warnings=result.warnings,
+            C_grid=list(C_GRID),
+            **extra,
+        ),
+    )
+    if result.chosen_C is not None and len(result.chosen_C):
+        paths.append(out / "chosen_C.csv")
+        write_csv(paths[-1], result.chosen_C)
+    for frac in sorted(set(result.predictions["label_fraction"]), reverse=True):
+        paths.append(plots.roc_curves(result.predictions, out / f"roc_{_frac_name(frac)}.png", frac, result.classes, result.positive))
+    paths.append(plots.metric_bars(result.results, out / "metrics.png"))
+    return paths
+
+
+def _frac_name(frac: float) -> str:
+    return f"{int(round(frac * 100))}pct"
+
+
+def config_with(cfg: EvaluateConfig, **changes: Any) -> EvaluateConfig:
+    """A copy of ``cfg`` with some fields changed."""
+    return dataclasses.replace(cfg, **changes)
