@@ -154,6 +154,10 @@ def test_output_is_clamped_to_the_intensity_range():
     x = torch.full((1, 1, 16, 16, 16), 250.0)
     out = apply_params(x, params(noise=30.0, noise_seed=3))
     assert out.max() <= 255 and out.min() >= 0 and out.max() == 255
+    outside = torch.tensor([-5.0, 300.0]).repeat(8 * 8 * 4).reshape(1, 1, 8, 8, 8)
+    clamped = apply_params(outside, AugmentParams.identity(1))
+    assert clamped.min() == 0 and clamped.max() == 255
+    assert outside.max() == 300  # the caller's tensor is left alone
 
 
 def test_parameters_are_seeded_and_independent_per_sample():

@@ -212,9 +212,9 @@ def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
     return y.reshape(x.shape)
 
 
-def _per_sample(x: Tensor, values: Tensor, fn) -> Tensor:
-    """Apply ``fn(part, values[idx])`` to the samples whose value is non-zero."""
-    idx = torch.nonzero(values.cpu() != 0).flatten()
+def _per_sample(x: Tensor, values: Tensor, fn, neutral: float = 0.0) -> Tensor:
+    """Apply ``fn(part, values[idx])`` to the samples whose value is not ``neutral`` (the rest stay as they are)."""
+    idx = torch.nonzero(values.cpu() != neutral).flatten()
     if len(idx) == 0:
         return x
     out = x.clone()
@@ -223,10 +223,9 @@ def _per_sample(x: Tensor, values: Tensor, fn) -> Tensor:
     return out
 
 
-def _gamma(x: Tensor, gamma: Tensor) -> Tensor:
-    g = gamma.to(x.device, x.dtype).view(-1, 1, 1, 1, 1)
-    changed = 255.0 * (x.clamp(0.0, 255.0) / 255.0) ** g
-    return torch.where(g != 1, changed, x)
+def _gamma(part: Tensor, gamma: Tensor) -> Tensor:
+    g = gamma.to(part.dtype).view(-1, 1, 1, 1, 1)
+    return 255.0 * (part.clamp(0.0, 255.0) / 255.0) ** g
 
 
 def _sharpen(part: Tensor, amount: Tensor) -> Tensor:
@@ -260,11 +259,11 @@ def apply_params(x: Tensor, params: AugmentParams, padding_mode: str = "border")
     dtype = x.dtype
     y = x.float()
     y = _affine(y, params, padding_mode)
-    y = _gamma(y, params.gamma)
+    y = _per_sample(y, params.gamma, _gamma, neutral=1.0)
     y = _per_sample(y, params.sharpen, _sharpen)
     y = _per_sample(y, params.blur, gaussian_blur)
     y = _noise(y, params.noise, params.noise_seed)
-    return y.clamp_(0.0, 255.0).to(dtype)
+    return y.clamp(0.0, 255.0).to(dtype)  # not in place: y may be the caller's tensor
 
 
 def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> Tensor:
