@@ -180,7 +180,8 @@ def weighted_mean(losses: Tensor, weights: Tensor | None = None) -> Tensor:
     """``sum(w_i l_i) / sum(w_i)`` over the batch; the plain mean when ``weights`` is None.
 
     ``losses`` and ``weights`` are ``(B,)``; weights may be any array-like and are moved to
-    the losses' device. Raises ValueError on a shape mismatch or a non-positive weight sum.
+    the losses' device. Raises ValueError on a shape mismatch or (on the CPU) a non-positive
+    weight sum.
     """
     if weights is None:
         return losses.mean()
@@ -188,7 +189,8 @@ def weighted_mean(losses: Tensor, weights: Tensor | None = None) -> Tensor:
     if w.shape != losses.shape:
         raise ValueError(f"weights have shape {tuple(w.shape)}; the losses have {tuple(losses.shape)}")
     total = w.sum()
-    if not float(total) > 0:
+    # checked only on the CPU: reading a GPU value back would stall the training step
+    if total.device.type == "cpu" and not float(total) > 0:
         raise ValueError(f"the weights sum to {float(total)}; they must sum to a positive number")
     return (w * losses).sum() / total
 
