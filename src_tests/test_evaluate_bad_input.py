@@ -1,0 +1,79 @@
+"""Bad input to the evaluation: each problem gets a message that says what to do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_ssl_radiomics.config import EvaluateConfig
+from napari_ssl_radiomics.core.evaluate import EvaluationWarning, evaluate
+from napari_ssl_radiomics.core.tables import FeatureWarning
+
+CFG = EvaluateConfig(label_fractions=(1.0,))
+
+
+def _table(labels, seed=0, n_feat=4):
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    return pd.DataFrame({"ID": [f"c{i}" for i in range(n)], "Label": labels, **{f"f{j}": rng.normal(size=n) for j in range(n_feat)}})
+
+
+def test_no_label_column():
+    with pytest.raises(ValueError, match=r"no 'Label' column.*--manifest"):
+        evaluate({"t": _table(["a", "b"] * 10).drop(columns="Label")}, CFG)
+
+
+def test_one_class_only():
+    with pytest.raises(ValueError, match="one class only.*at least two classes"):
+        evaluate({"t": _table(["a"] * 20)}, CFG)
+
+
+def test_minor_class_with_a_single_case():
+    with pytest.raises(ValueError, match=r"\['b'\].*fewer than 2 cases"):
+        evaluate({"t": _table(["a"] * 19 + ["b"])}, CFG)
+
+
+def test_minor_class_smaller_than_the_folds_uses_fewer_folds():
+    with pytest.warns(EvaluationWarning, match="3 cases, fewer than 5 folds: using 3 folds"):
+        result = evaluate({"t": _table(["a"] * 17 + ["b"] * 3)}, CFG)
+    assert result.folds["fold"].nunique() == 3
+    assert "using 3 folds" in result.summary
+
+
+def test_bad_columns_are_dropped_with_warnings_listing_them():
+    t = _table(["a", "b"] * 15).assign(text="x", empty=np.nan, same=7.0)
+    with pytest.warns(FeatureWarning) as record:
+        result = evaluate({"t": t}, CFG)
+    messages = " ".join(str(w.message) for w in record)
+    assert "non-numeric column(s): text" in messages
+    assert "all-empty (NaN) column(s): empty" in messages
+    assert "constant column(s): same" in messages
+    assert result.feature_sets["t"] == ["f0", "f1", "f2", "f3"]
+
+
+def test_no_usable_feature():
+    t = _table(["a", "b"] * 10, n_feat=0).assign(same=1.0)
+    with pytest.raises(ValueError, match="no numeric feature column"):
+        with pytest.warns(FeatureWarning):
+            evaluate({"t": t}, CFG)
+
+
+def test_ids_that_do_not_match_between_tables():
+    a = _table(["a", "b"] * 10)
+    b = a.copy()
+    b.loc[:2, "ID"] = ["x1", "x2", "x3"]
+    with pytest.raises(ValueError, match=r"a lacks 3 of 23 IDs \(x1, x2, x3\).*b lacks 3 of 23 IDs \(c0, c1, c2\)"):
+        evaluate({"a": a, "b": b}, CFG)
+
+
+def test_labels_that_disagree_between_tables():
+    a = _table(["a", "b"] * 10)
+    b = a.assign(Label=["b", "a"] * 10)
+    with pytest.raises(ValueError, match="'Label' differs between the tables for 20 case"):
+        evaluate({"a": a, "b": b}, CFG)
+
+
+def test_unknown_positive_class():
+    with pytest.raises(ValueError, match="positive class 'z' is not among"):
+        evaluate({"t": _table(["a", "b"] * 10)}, EvaluateConfig(positive="z"))
