@@ -1,0 +1,376 @@
+"""The paper's experiment as one resumable pipeline.
+
+Stages, each cached under the output folder and skipped when its settings and inputs are
+unchanged (so a killed run continues where it stopped)::
+
+    cohort     the user's manifest/folder, or the built-in sample cohort   -> sample/
+    prepare    resample, crop, rescale                                      -> cache/
+    train:M    3DSiam for each mode M in ``modes`` (resumes a checkpoint)   -> runs/M/
+    embed:M    256-d representation of every case                           -> features/ssl_M.csv
+    radiomics  pyradiomics' traditional features                            -> features/trad.csv
+    supervised the same encoder trained with labels, per fold               -> features/supervised_predictions.csv
+    evaluate   linear SVM, stratified 5-fold CV, Table 2's rows             -> evaluation/
+    report     report.md and a self-contained report.html                   -> report.md, report.html
+
+The output folder also holds the config it ran with (``config.yaml``) and the versions of
+every library (``versions.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..config import PipelineConfig, TrainConfig, commented_yaml, to_dict
+from .utils import config_hash, provenance, sha256, write_json, write_text
+
+STATE_JSON = "pipeline_state.json"
+
+# The rows of the paper's Table 2, as (row name, feature sets joined by '+').
+MODE_NAMES = {"none": "3DSiam", "se": "3DSiam+SE", "re": "3DSiam+RE"}
+
+
+@dataclass
+class StageEvent:
+    """Progress of one pipeline stage.
+
+    ``status`` is ``start``, ``progress``, ``done``, ``cached`` (skipped: unchanged) or
+    ``warning``; ``done``/``total`` count the stage's own units (cases, steps, folds).
+    """
+
+    stage: str
+    status: str
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineResult:
+    """Where everything went."""
+
+    out: Path
+    report: Path | None
+    results: pd.DataFrame | None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def demo_config(out: str | Path = "results", full: bool = False) -> PipelineConfig:
+    """The demo's settings: small enough for 2 CPU cores in minutes, or the paper's with ``full``.
+
+    The default demo runs on 32³ crops of a 60-case synthetic cohort with a few hundred
+    training steps per mode; ``full`` uses the paper's 96³ crops and 2000 iterations (a GPU).
+    """
+    cfg = PipelineConfig(out=str(out))
+    if full:
+        cfg.sample = dataclasses.replace(cfg.sample, cases=200, size=112)
+        cfg.prepare = dataclasses.replace(cfg.prepare, size=96)
+        return cfg
+    cfg.sample = dataclasses.replace(cfg.sample, cases=60, size=40)
+    cfg.prepare = dataclasses.replace(cfg.prepare, size=32)
+    cfg.train = dataclasses.replace(cfg.train, iterations=120, checkpoint_every=40, pool=18, device="auto")
+    return cfg
+
+
+# --- stage bookkeeping ------------------------------------------------------------------
+
+
+class _State:
+    """The keys of finished stages, kept in ``pipeline_state.json`` (written atomically)."""
+
+    def __init__(self, out: Path):
+        self.path = out / STATE_JSON
+        self.data: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def fresh(self, stage: str, key: str, *outputs: Path) -> bool:
+        return self.data.get(stage) == key and all(p.exists() for p in outputs)
+
+    def mark(self, stage: str, key: str) -> None:
+        self.data[stage] = key
+        write_json(self.path, self.data)
+
+
+def _file_key(*paths: Path) -> str:
+    return config_hash([sha256(p) if p.exists() else "" for p in paths])
+
+
+# --- the pipeline -----------------------------------------------------------------------
+
+
+def run(cfg: PipelineConfig) -> Generator[StageEvent, None, PipelineResult]:
+    """Run every stage, yielding progress; returns where the outputs are.
+
+    Parameters
+    ----------
+    cfg : the whole configuration; ``cfg.out`` is the output folder.
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", commented_yaml(cfg))
+    write_json(out / "versions.json", provenance())
+    state = _State(out)
+    paths: dict[str, Path] = {}
+
+    manifest = yield from _cohort_stage(cfg, out, state)
+    cache = yield from _prepare_stage(cfg, manifest, out, state)
+    ssl_tables: dict[str, Path] = {}
+    for mode in cfg.modes:
+        train_cfg = dataclasses.replace(cfg.train, mode=mode)
+        run_dir = yield from _train_stage(train_cfg, cfg, cache, out / "runs" / mode, state, f"train:{mode}")
+        ssl_tables[mode] = yield from _embed_stage(cfg, run_dir, cache, out / "features" / f"ssl_{mode}.csv", state, f"embed:{mode}")
+        paths[f"run_{mode}"] = run_dir
+    trad = yield from _radiomics_stage(cfg, manifest, out, state)
+    ids, missing = common_ids(out, cfg, [trad, *ssl_tables.values()])
+    if missing:
+        yield StageEvent("evaluate", "warning", message=f"{len(missing)} prepared case(s) lack a feature row and are left out: {missing[:8]}")
+    folds = _folds_stage(cfg, out, ids)
+    supervised = None
+    if cfg.supervised:
+        supervised = yield from _supervised_stage(cfg, cache, folds, out, state)
+    results = yield from _evaluate_stage(cfg, trad, ssl_tables, supervised, folds, out, state)
+    report = yield from _report_stage(cfg, out, cache, ssl_tables, state)
+    paths.update(manifest=manifest, cache=cache, trad=trad, evaluation=out / "evaluation")
+    return PipelineResult(out=out, report=report, results=results, paths=paths)
+
+
+def _forward(stage: str, gen: Generator, total_attr: str = "total") -> Generator[StageEvent, None, Any]:
+    """Re-yield a core generator's events as StageEvents; return its return value."""
+    try:
+        while True:
+            event = next(gen)
+            done = int(getattr(event, "index", getattr(event, "iteration", getattr(event, "done", 0))) or 0)
+            total = int(getattr(event, total_attr, 0) or 0)
+            message = getattr(event, "message", "") or getattr(event, "reason", "") or ""
+            if not message and hasattr(event, "loss"):
+                message = f"loss {event.loss:.3f} collapse {event.collapse:.3f}"
+            kind = getattr(event, "kind", "progress")
+            yield StageEvent(stage, "warning" if kind == "warning" else "progress", done, total, message, {"event": event})
+    except StopIteration as stop:
+        return stop.value
+
+
+def _cohort_stage(cfg: PipelineConfig, out: Path, state: _State) -> Generator[StageEvent, None, Path]:
+    if cfg.cohort:
+        source = Path(cfg.cohort)
+        if not source.exists():
+            raise FileNotFoundError(f"cohort {source} does not exist; give a manifest CSV or a folder of <id>_image/<id>_mask pairs")
+        return source
+    from .sample import write_sample_cohort
+
+    folder = out / "sample"
+    manifest = folder / "manifest.csv"
+    key = config_hash(to_dict(cfg.sample))
+    if state.fresh("cohort", key, manifest):
+        yield StageEvent("cohort", "cached", message=str(manifest))
+        return manifest
+    yield StageEvent("cohort", "start", total=cfg.sample.cases, message="writing the built-in sample cohort")
+    manifest = Path(write_sample_cohort(folder, cfg.sample))
+    state.mark("cohort", key)
+    yield StageEvent("cohort", "done", cfg.sample.cases, cfg.sample.cases, str(manifest))
+    return manifest
+
+
+def _prepare_stage(cfg: PipelineConfig, manifest: Path, out: Path, state: _State) -> Generator[StageEvent, None, Path]:
+    from .cache import CASES_CSV
+    from .preprocess import prepare
+
+    cache = out / "cache"
+    # The preparation itself skips unchanged cases; the key only spares re-reading them.
+    key = config_hash([to_dict(cfg.prepare), _file_key(manifest) if manifest.is_file() else str(manifest)])
+    if state.fresh("prepare", key, cache / CASES_CSV):
+        yield StageEvent("prepare", "cached", message=str(cache))
+        return cache
+    yield StageEvent("prepare", "start")
+    table = yield from _forward("prepare", prepare(manifest, cfg.prepare, cache))
+    ok = int((table["status"] == "ok").sum())
+    if ok == 0:
+        raise ValueError(f"no case of {manifest} could be prepared; see {cache / CASES_CSV} for each case's reason")
+    state.mark("prepare", key)
+    yield StageEvent("prepare", "done", ok, len(table), f"{ok} of {len(table)} cases ready")
+    return cache
+
+
+def _train_stage(
+    train_cfg: TrainConfig, cfg: PipelineConfig, cache: Path, run_dir: Path, state: _State, stage: str
+) -> Generator[StageEvent, None, Path]:
+    from .train import train
+
+    key = config_hash([to_dict(train_cfg), to_dict(cfg.augment), _file_key(cache / "cases.csv")])
+    checkpoint = run_dir / "checkpoint.pt"
+    if state.fresh(stage, key, checkpoint):
+        yield StageEvent(stage, "cached", message=str(run_dir))
+        return run_dir
+    resume = checkpoint.exists() and state.data.get(stage + ":started") == key
+    state.mark(stage + ":started", key)
+    yield StageEvent(stage, "start", total=train_cfg.iterations, message="resuming" if resume else "")
+    result = yield from _forward(stage, train(cache, run_dir, train_cfg, cfg.augment, resume=resume))
+    if getattr(result, "stopped", False):
+        raise RuntimeError(f"{stage} stopped before the end; run again to resume from {checkpoint}")
+    state.mark(stage, key)
+    yield StageEvent(stage, "done", train_cfg.iterations, train_cfg.iterations, str(run_dir))
+    return run_dir
+
+
+def _embed_stage(cfg: PipelineConfig, run_dir: Path, cache: Path, path: Path, state: _State, stage: str) -> Generator[StageEvent, None, Path]:
+    from .embed import embed
+    from .utils import write_csv
+
+    key = config_hash([_file_key(run_dir / "checkpoint.pt", cache / "cases.csv")])
+    if state.fresh(stage, key, path):
+        yield StageEvent(stage, "cached", message=str(path))
+        return path
+    yield StageEvent(stage, "start")
+    table = embed(run_dir, cache, device=cfg.train.device, batch_size=cfg.train.embed_batch_size)
+    write_csv(path, table)
+    state.mark(stage, key)
+    yield StageEvent(stage, "done", len(table), len(table), str(path))
+    return path
+
+
+def _radiomics_stage(cfg: PipelineConfig, manifest: Path, out: Path, state: _State) -> Generator[StageEvent, None, Path]:
+    from .radiomics import extract
+    from .utils import write_csv
+
+    path = out / "features" / "trad.csv"
+    key = config_hash([to_dict(cfg.radiomics), _file_key(manifest) if manifest.is_file() else str(manifest)])
+    if state.fresh("radiomics", key, path):
+        yield StageEvent("radiomics", "cached", message=str(path))
+        return path
+    yield StageEvent("radiomics", "start")
+    features, failures = yield from _forward("radiomics", extract(manifest, cfg.radiomics, out / "radiomics_cache"))
+    write_csv(path, features)
+    write_csv(out / "features" / "trad_failures.csv", failures)
+    for row in failures.itertuples():
+        yield StageEvent("radiomics", "warning", message=f"case {row.ID}: {row.reason}")
+    state.mark("radiomics", key)
+    yield StageEvent("radiomics", "done", len(features), len(features) + len(failures), str(path))
+    return path
+
+
+def _folds_stage(cfg: PipelineConfig, out: Path, ids: list[str]) -> Path:
+    """Fix the cross-validation folds once, so the SVMs and the supervised baseline share them."""
+    from .evaluate import make_folds
+    from .utils import write_csv
+
+    labels = _labels(out, cfg)
+    labels = labels[labels["ID"].isin(ids)]
+    path = out / "evaluation" / "folds.csv"
+    write_csv(path, make_folds(labels, cfg.evaluate))
+    return path
+
+
+def _supervised_stage(cfg: PipelineConfig, cache: Path, folds: Path, out: Path, state: _State) -> Generator[StageEvent, None, Path]:
+    from . import supervised
+    from .utils import write_csv
+
+    path = out / "features" / "supervised_predictions.csv"
+    key = config_hash([to_dict(cfg.train), to_dict(cfg.augment), _file_key(cache / "cases.csv", folds)])
+    if state.fresh("supervised", key, path):
+        yield StageEvent("supervised", "cached", message=str(path))
+        return path
+    yield StageEvent("supervised", "start")
+    fold_table = pd.read_csv(folds, dtype={"ID": str})
+    predictions = yield from _forward("supervised", supervised.cross_validate(cache, fold_table, cfg.evaluate, cfg.train, cfg.augment))
+    write_csv(path, predictions)
+    state.mark("supervised", key)
+    yield StageEvent("supervised", "done", message=str(path))
+    return path
+
+
+def feature_sets(trad: Path, ssl_tables: dict[str, Path]) -> dict[str, list[Path]]:
+    """Table 2's rows that the given tables allow: name -> the tables joined for it."""
+    sets: dict[str, list[Path]] = {"Trad.": [trad]}
+    for mode, path in ssl_tables.items():
+        sets[MODE_NAMES.get(mode, mode)] = [path]
+    for mode, path in ssl_tables.items():
+        sets["Trad.+" + MODE_NAMES.get(mode, mode)] = [trad, path]
+    return sets
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"ID": str})
+
+
+def common_ids(out: Path, cfg: PipelineConfig, tables: list[Path]) -> tuple[list[str], list[str]]:
+    """IDs every table holds (prepared cases first), and the prepared IDs some table lacks."""
+    ids = list(_labels(out, cfg)["ID"])
+    keep = set(ids)
+    for path in tables:
+        keep &= set(_read(path)["ID"])
+    return [i for i in ids if i in keep], [i for i in ids if i not in keep]
+
+
+def _evaluate_stage(
+    cfg: PipelineConfig, trad: Path, ssl_tables: dict[str, Path], supervised: Path | None, folds: Path, out: Path, state: _State
+) -> Generator[StageEvent, None, pd.DataFrame]:
+    from .evaluate import evaluate, write_outputs
+    from .tables import combine
+    from .utils import write_csv
+
+    folder = out / "evaluation"
+    sets = feature_sets(trad, ssl_tables)
+    inputs = [trad, *ssl_tables.values(), folds] + ([supervised] if supervised else [])
+    key = config_hash([to_dict(cfg.evaluate), _file_key(*inputs)])
+    if state.fresh("evaluate", key, folder / "results.csv"):
+        yield StageEvent("evaluate", "cached", message=str(folder))
+        return pd.read_csv(folder / "results.csv")
+    yield StageEvent("evaluate", "start", total=len(sets))
+    fold_table = pd.read_csv(folds, dtype={"ID": str})
+    ids = set(fold_table["ID"])
+    labels = _labels(out, cfg)
+    labels = labels[labels["ID"].isin(ids)]
+
+    def joined(files: list[Path]) -> pd.DataFrame:
+        return combine([labels, *[_read(p)[lambda t: t["ID"].isin(ids)] for p in files]])
+
+    tables = {name: joined(files) for name, files in sets.items()}
+    write_csv(out / "features" / "features.csv", joined([trad, *ssl_tables.values()]))
+    external = {"Supervised": _read(supervised)} if supervised else None
+    result = evaluate(tables, cfg.evaluate, predictions=external, folds=fold_table)
+    for note in result.warnings:
+        yield StageEvent("evaluate", "warning", message=note)
+    write_outputs(result, folder)
+    state.mark("evaluate", key)
+    yield StageEvent("evaluate", "done", len(sets), len(sets), str(folder))
+    return result.results
+
+
+def _labels(out: Path, cfg: PipelineConfig) -> pd.DataFrame:
+    """ID, Label, Group of every prepared case (from the cache's cases.csv)."""
+    from .cache import read_cases
+
+    cases = read_cases(out / "cache")
+    cases = cases[cases["status"] == "ok"]
+    columns = ["ID"] + [c for c in ("Label", "Group") if c in cases and (cases[c] != "").any()]
+    return cases[columns].reset_index(drop=True)
+
+
+def _report_stage(cfg: PipelineConfig, out: Path, cache: Path, ssl_tables: dict[str, Path], state: _State) -> Generator[StageEvent, None, Path]:
+    from .report import write_report
+
+    yield StageEvent("report", "start")
+    path = write_report(out, cfg)
+    yield StageEvent("report", "done", message=str(path))
+    return path
+
+
+def run_all(cfg: PipelineConfig) -> PipelineResult:
+    """Run the pipeline without watching its progress."""
+    gen = run(cfg)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+def iter_events(cfg: PipelineConfig) -> Iterator[StageEvent]:
+    """The pipeline's events (the result is dropped; see :func:`run`)."""
+    yield from run(cfg)

@@ -1,0 +1,241 @@
+"""The pipeline's report: ``report.md`` and a self-contained ``report.html``.
+
+It reads what the pipeline left in its output folder (see :mod:`.pipeline`): the
+evaluation (Table 2 layout, ROC curves), the training histories (loss, collapse metric,
+which cases each step trained on), the SSL feature tables (UMAP by cluster and by label,
+the feature-correlation density of the paper's Fig. 2) and the run metadata.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .utils import write_text
+
+FIGURES = "figures"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def parse_ids(value: Any) -> list[str]:
+    """Case IDs from a history cell (a JSON list, or IDs separated by ';')."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return []
+    text = str(value)
+    if text.startswith("["):
+        return [str(v) for v in json.loads(text)]
+    return [v for v in text.replace(",", ";").split(";") if v]
+
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    """A run's ``history.csv`` (one row per step)."""
+    return pd.read_csv(run_dir / "history.csv")
+
+
+def training_curves(runs: dict[str, Path], path: Path) -> Path:
+    """Loss and collapse metric against the step, one line per run; saved as PNG."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_col) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for name, run_dir in runs.items():
+        hist = read_history(run_dir)
+        ax_loss.plot(hist["iteration"], hist["loss"].rolling(10, min_periods=1).mean(), label=name)
+        ax_col.plot(hist["iteration"], hist["collapse"], label=name)
+    ax_loss.set(xlabel="step", ylabel="loss (Eq. 2, 10-step mean)", title="3DSiam loss")
+    ax_col.axhline(1 / np.sqrt(256), color="grey", ls="--", lw=0.8, label="1/√256 (healthy)")
+    ax_col.set(xlabel="step", ylabel="std of L2-normalised z", title="collapse metric", ylim=(0, None))
+    ax_loss.legend(fontsize=8)
+    ax_col.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def batch_balance(runs: dict[str, Path], labels: pd.Series) -> pd.DataFrame:
+    """Share of the minority class among the cases each mode trained on.
+
+    Parameters
+    ----------
+    runs : mode name -> run folder (with ``history.csv`` holding ``selected_ids`` and ``weights``)
+    labels : class per case ID
+
+    Returns
+    -------
+    One row per mode: ``mode``, ``minority`` (the class), ``cohort`` (its share in the
+    cohort), ``batches`` (its share among trained cases after the vanilla warm-up, each
+    case counted by its loss weight).
+    """
+    counts = labels.value_counts()
+    minority = counts.idxmin()
+    rows = []
+    for name, run_dir in runs.items():
+        hist = read_history(run_dir)
+        if "phase" in hist:
+            hist = hist[hist["phase"] != "vanilla"] if (hist["phase"] != "vanilla").any() else hist
+        hit = total = 0.0
+        for ids, weights in zip(hist["selected_ids"], hist.get("weights", [None] * len(hist))):
+            ids = parse_ids(ids)
+            w = [float(v) for v in parse_ids(weights)] if weights is not None else []
+            w = w if len(w) == len(ids) else [1.0] * len(ids)
+            for case, weight in zip(ids, w):
+                total += weight
+                hit += weight * (labels.get(case) == minority)
+        rows.append({"mode": name, "minority": minority, "cohort": counts[minority] / counts.sum(), "batches": hit / total if total else np.nan})
+    return pd.DataFrame(rows)
+
+
+def balance_figure(balance: pd.DataFrame, path: Path) -> Path:
+    """Bars of the minority share in the cohort and in each mode's training batches."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    names = ["cohort"] + list(balance["mode"])
+    values = [balance["cohort"].iloc[0]] + list(balance["batches"])
+    ax.bar(names, values, color=["grey"] + ["C0"] * len(balance))
+    ax.axhline(0.5, color="k", ls=":", lw=0.8)
+    ax.set(ylabel=f"share of class {balance['minority'].iloc[0]}", title="minority share in training batches", ylim=(0, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def umap_figure(tables: dict[str, pd.DataFrame], labels: pd.Series, path: Path, k: int = 3, seed: int = 0) -> Path:
+    """UMAP of each SSL table coloured by k-means cluster (left) and by label (right)."""
+    import umap  # lazily: its first import compiles with numba
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import StandardScaler
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(tables), 2, figsize=(7, 3.2 * len(tables)), squeeze=False)
+    for row, (name, table) in enumerate(tables.items()):
+        x = StandardScaler().fit_transform(table.filter(like="ssl_").to_numpy(float))
+        xy = umap.UMAP(n_neighbors=min(15, len(x) - 1), random_state=seed, n_jobs=1).fit_transform(x)
+        clusters = KMeans(k, n_init=10, random_state=seed).fit_predict(x)
+        y = table["ID"].map(labels).astype(str)
+        for ax, colour, title in ((axes[row, 0], clusters, "k-means cluster"), (axes[row, 1], y, "label")):
+            for value in sorted(set(colour)):
+                sel = np.asarray(colour) == value
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=12, label=str(value))
+            ax.set(title=f"{name}: {title}", xticks=[], yticks=[])
+            ax.legend(fontsize=7, markerscale=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _img_md(path: Path, out: Path) -> str:
+    return f"![{path.stem}]({path.relative_to(out).as_posix()})"
+
+
+def _img_html(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def write_report(out: str | Path, cfg: Any = None) -> Path:
+    """Write ``report.md`` and ``report.html`` from a pipeline output folder; return the md path."""
+    from .cache import read_cases
+    from .plots import correlation_density
+
+    out = Path(out)
+    figures = out / FIGURES
+    figures.mkdir(exist_ok=True)
+    sections: list[tuple[str, str, list[Path], pd.DataFrame | None]] = []
+
+    evaluation = out / "evaluation"
+    summary = (evaluation / "summary.md").read_text() if (evaluation / "summary.md").exists() else "(no evaluation)"
+    sections.append(("Table 2: linear SVM, stratified cross-validation", summary, sorted(evaluation.glob("*.png")), None))
+
+    cases = read_cases(out / "cache")
+    cases = cases[cases["status"] == "ok"]
+    labels = pd.Series(cases["Label"].to_numpy(), index=cases["ID"].to_numpy())
+    runs = {p.name: p for p in sorted((out / "runs").glob("*")) if (p / "history.csv").exists()}
+    if runs:
+        curves = training_curves(runs, figures / "training_curves.png")
+        balance = batch_balance(runs, labels)
+        bars = balance_figure(balance, figures / "batch_balance.png")
+        text = (
+            "Share of the minority class in the cohort and among the cases each mode trained on "
+            "after the vanilla warm-up (RE counts each case by its loss weight). SE aims at 0.5."
+        )
+        sections.append(("Training: loss, collapse and batch balance", text, [curves, bars], balance.round(3)))
+
+    ssl = {p.stem.removeprefix("ssl_"): pd.read_csv(p, dtype={"ID": str}) for p in sorted((out / "features").glob("ssl_*.csv"))}
+    if ssl:
+        k = getattr(getattr(cfg, "train", None), "clusters", 3) or 3
+        umap_png = umap_figure(ssl, labels, figures / "umap.png", k=max(2, k))
+        named = {f"3DSiam ({m})": t.drop(columns="ID") for m, t in ssl.items()}
+        corr = correlation_density(named, figures / "correlation_density.png")
+        sections.append(("Representations: UMAP by k-means cluster and by label", "", [umap_png], None))
+        sections.append(("Feature correlation (paper, Fig. 2)", "Density of pairwise Pearson correlations between the 256 SSL features.", [corr], None))
+
+    meta = json.loads((out / "versions.json").read_text()) if (out / "versions.json").exists() else {}
+    meta_text = "Config: `config.yaml`. Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+    sections.append(("Run", f"Date: {meta.get('date', '?')}. {meta_text}", [], None))
+
+    md = ["# napari-ssl-radiomics report", ""]
+    body = ["<h1>napari-ssl-radiomics report</h1>"]
+    for title, text, images, table in sections:
+        md += [f"## {title}", "", text, ""]
+        body += [f"<h2>{html.escape(title)}</h2>", _markdown_to_html(text)]
+        if table is not None:
+            md += [table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), ""]
+            body.append(table.to_html(index=False, border=0))
+        for image in images:
+            md += [_img_md(image, out), ""]
+            body.append(_img_html(image))
+    write_text(out / "report.md", "\n".join(md))
+    style = "body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd}img{max-width:100%}"
+    write_text(out / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>napari-ssl-radiomics report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    return out / "report.md"
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _markdown_to_html(text: str) -> str:
+    """Enough markdown for the summary: pipe tables, headings and paragraphs."""
+    out, rows = [], []
+
+    def flush() -> None:
+        if rows:
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows if not set(r) <= set("|-: ")]
+            head, *rest = cells
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>")
+            out.extend("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rest)
+            out.append("</table>")
+            rows.clear()
+
+    for line in text.splitlines():
+        if line.strip().startswith("|"):
+            rows.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = min(6, len(line) - len(line.lstrip("#")) + 2)
+            out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(out)
