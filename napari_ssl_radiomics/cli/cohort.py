@@ -34,7 +34,7 @@ def sample_command(args: argparse.Namespace) -> int:
 
     cfg = from_arguments(SampleConfig(), args)
     manifest = write_sample_cohort(args.out, cfg)
-    print(f"wrote {cfg.cases} synthetic cases of {cfg.size}³ voxels and {manifest}")
+    print(f"wrote {cfg.cases} synthetic cases of {cfg.size}x{cfg.size}x{cfg.size} voxels and {manifest}")
     return 0
 
 

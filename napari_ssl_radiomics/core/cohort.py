@@ -291,10 +291,20 @@ def read_image(path: Path, case_id: str, what: str) -> sitk.Image:
             return reader.Execute()
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        first = next((ln for ln in str(exc).splitlines() if ln.strip()), "unknown error")
         raise CaseError(
-            case_id, f"cannot read {what} {path} ({first.strip()[:200]}); check that it is a complete NIfTI, NRRD, MHA/MHD file or DICOM series"
+            case_id, f"cannot read {what} {path} ({_itk_reason(exc)}); check that it is a complete NIfTI, NRRD, MHA/MHD file or DICOM series"
         ) from None
+
+
+def _itk_reason(exc: Exception) -> str:
+    """The readable part of a SimpleITK exception (its 'sitk::ERROR:' line when there is one)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    error = next((ln for ln in lines if "ERROR:" in ln), lines[-1] if lines else "unknown error")
+    return error.split("ERROR:", 1)[-1].strip()[:200]
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 
 def _check_volume(img: sitk.Image, case_id: str, what: str, path: Path) -> None:
@@ -316,12 +326,12 @@ def _same_geometry(a: sitk.Image, b: sitk.Image, tol: float) -> list[str]:
         diffs.append(f"size {a.GetSize()} vs {b.GetSize()}")
     sa, sb = np.array(a.GetSpacing()), np.array(b.GetSpacing())
     if np.any(np.abs(sa - sb) > tol * sa):
-        diffs.append(f"spacing {tuple(np.round(sa, 4))} vs {tuple(np.round(sb, 4))} mm")
+        diffs.append(f"spacing {_fmt(sa)} vs {_fmt(sb)} mm")
     oa, ob = np.array(a.GetOrigin()), np.array(b.GetOrigin())
     if np.any(np.abs(oa - ob) > tol * sa):
-        diffs.append(f"origin {tuple(np.round(oa, 3))} vs {tuple(np.round(ob, 3))} mm")
+        diffs.append(f"origin {_fmt(oa)} vs {_fmt(ob)} mm")
     if np.any(np.abs(np.array(a.GetDirection()) - np.array(b.GetDirection())) > tol):
-        diffs.append(f"direction {tuple(np.round(a.GetDirection(), 3))} vs {tuple(np.round(b.GetDirection(), 3))}")
+        diffs.append(f"direction {_fmt(a.GetDirection())} vs {_fmt(b.GetDirection())}")
     return diffs
 
 
@@ -406,8 +416,7 @@ def _roi(mask: sitk.Image, case: Case) -> sitk.Image:
     arr = sitk.GetArrayViewFromImage(mask)
     if np.issubdtype(arr.dtype, np.floating) and not np.all(arr == np.round(arr)):
         raise CaseError(case.id, f"mask {case.mask.name} holds non-integer values; give a label mask (threshold a probability map first)")
-    values = np.unique(arr)
-    labels = [int(v) for v in values if v != 0]
+    labels = [int(v) for v in np.unique(arr[arr != 0])]
     if not labels:
         raise CaseError(case.id, f"mask {case.mask.name} is empty (all zero); draw the ROI or drop the case")
     if case.mask_label is not None:

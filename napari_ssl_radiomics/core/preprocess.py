@@ -163,7 +163,8 @@ def prepare_case(
     image : (C, S, S, S) float32 in [0, 255], numpy order (z, y, x)
     mask : (S, S, S) uint8 in {0, 1}
     meta : source paths and checksums, source and crop geometry (mm), background and
-        intensity range per channel, ROI volumes (mm³), settings and their hash
+        intensity range per channel, ROI volumes (mm³) and the share of the ROI inside
+        the crop, ``note`` (a warning, or ''), settings and their hash
 
     Raises
     ------
@@ -186,6 +187,7 @@ def prepare_case(
         ranges.append([low, high])
     mask = sitk.GetArrayFromImage(resample_onto(roi, grid, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
     meta = _meta(case, cfg, channels[0], roi, grid, backgrounds, ranges, mask, checksums)
+    meta["note"] = clipped_note(meta)
     return np.stack(crops).astype(np.float32), mask.astype(np.uint8), meta
 
 
@@ -214,19 +216,36 @@ def _meta(case, cfg, image, roi, grid, backgrounds, ranges, mask, checksums) -> 
         "intensity_range": ranges,
         "roi_volume_mm3": source_volume,
         "crop_roi_volume_mm3": crop_volume,
+        "roi_inside_fraction": roi_inside(roi, grid),
         "settings": settings_of(cfg),
         "settings_hash": config_hash(settings_of(cfg)),
         "version": PREPARE_VERSION,
     }
 
 
+def roi_inside(roi: sitk.Image, grid: Grid) -> float:
+    """Fraction of the ROI's source voxels whose centres lie inside the crop cube."""
+    zyx = np.argwhere(sitk.GetArrayViewFromImage(roi) > 0)
+    frame = np.array(roi.GetDirection()).reshape(3, 3) * np.array(roi.GetSpacing())
+    points = np.array(roi.GetOrigin()) + zyx[:, ::-1] @ frame.T
+    out_frame = np.array(grid.direction).reshape(3, 3) * np.array(grid.spacing)
+    cont = np.linalg.solve(out_frame, (points - np.array(grid.origin)).T)
+    inside = np.all((cont >= -0.5) & (cont <= grid.size - 0.5), axis=0)
+    return float(inside.mean()) if inside.size else 0.0
+
+
 def clipped_note(meta: dict) -> str:
-    """A warning when much of the ROI lies outside the crop ('' otherwise)."""
-    inside = meta["crop_roi_volume_mm3"] / max(meta["roi_volume_mm3"], 1e-9)
-    if inside >= 0.9:
-        return ""
-    return (f"only about {inside:.0%} of the ROI lies inside the crop; use --crop bbox, "
-            "a larger --size or a coarser --spacing")
+    """A warning when much of the ROI lies outside the crop, or resampling changed its
+    volume a lot (a small or thin ROI on a coarse grid); '' otherwise."""
+    notes = []
+    if meta["roi_inside_fraction"] < 0.9:
+        notes.append(f"only {meta['roi_inside_fraction']:.0%} of the ROI lies inside the crop; "
+                     "use --crop bbox, a larger --size or a coarser --spacing")
+    change = meta["crop_roi_volume_mm3"] / max(meta["roi_volume_mm3"], 1e-9) - 1
+    if meta["roi_inside_fraction"] >= 0.9 and abs(change) > 0.25:
+        notes.append(f"resampling changed the ROI's volume by {change:+.0%} (a small or thin ROI for a "
+                     f"{meta['spacing'][0]:.3g} mm grid); consider a finer --spacing")
+    return "; ".join(notes)
 
 
 # --- the cache ----------------------------------------------------------------------------
@@ -296,7 +315,6 @@ def process_case(case: Case, cfg: PrepareConfig, out: str | Path, known: dict[st
             return "cached", meta.get("note", ""), entries
         image, mask, meta = prepare_case(case, cfg, sums)
         meta["key"] = key
-        meta["note"] = clipped_note(meta)
         write_crop(out, case.id, image, mask, meta)
         return "ok", meta["note"], entries
     except CaseError as exc:

@@ -1,0 +1,147 @@
+"""The built-in synthetic cohort, its napari sample data and the sample/prepare commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from napari_ssl_radiomics.cli import main
+from napari_ssl_radiomics.config import PrepareConfig, SampleConfig
+from napari_ssl_radiomics.core.cache import load_prepared
+from napari_ssl_radiomics.core.preprocess import prepare_all
+from napari_ssl_radiomics.core.sample import CENTRES, cohort_design, make_case, write_sample_cohort
+
+
+def test_same_seed_same_case_other_seed_other_case():
+    a = make_case(5, 24, 1, 2)
+    b = make_case(5, 24, 1, 2)
+    c = make_case(6, 24, 1, 2)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].dtype == np.float32 and a[1].dtype == np.uint8 and a[0].shape == (24, 24, 24)
+    assert set(np.unique(a[1])) == {0, 1} and a[2]["volume_mm3"] == a[1].sum()
+
+
+@pytest.mark.parametrize("cases", [48, 20, 7])
+def test_labels_are_3_to_1_and_centres_60_30_10_within_each_label(cases):
+    design = cohort_design(SampleConfig(cases=cases, seed=3))
+    assert len(design) == cases and design["ID"].is_unique
+    n1 = (design["Label"] == 1).sum()
+    assert n1 == round(cases / 4)
+    if cases == 48:
+        assert n1 == 12
+        counts = design.groupby(["Label", "centre"]).size()
+        assert counts[0].tolist() == [22, 11, 3] and counts[1].tolist() == [7, 4, 1]
+    assert design["seed"].is_unique
+    # not sorted by label: IDs say nothing about the phenotype
+    assert not design["Label"].is_monotonic_increasing
+
+
+def features(image, mask):
+    """Per-case statistics after percentile rescaling (as preparation does)."""
+    low, high = np.percentile(image, (0.5, 99.5))
+    x = np.clip((image - low) / (high - low), 0, 1)
+    inside = mask > 0
+    core = ndi.binary_erosion(inside, iterations=2)  # away from the partial-volume edge
+    surface = inside & ~ndi.binary_erosion(inside)
+    return {
+        # texture: heterogeneity that survives smoothing by 1 voxel (coarse texture, necrosis)
+        "coarse": ndi.gaussian_filter(x, 1.0)[core if core.sum() >= 10 else inside].std(),
+        # shape: surface voxels per volume^(2/3), larger for a lobulated tumour
+        "irregularity": surface.sum() / inside.sum() ** (2 / 3),
+        # what naive clustering sees: the histogram of the whole volume
+        "histogram": np.histogram(x, 16, (0, 1))[0] / x.size,
+    }
+
+
+@pytest.fixture(scope="module")
+def small_cohort():
+    design = cohort_design(SampleConfig(cases=36, size=32, seed=1))
+    rows = []
+    for rec in design.itertuples():
+        image, mask, _ = make_case(rec.seed, 32, rec.Label, rec.centre)
+        rows.append({"Label": rec.Label, "centre": rec.centre, **features(image, mask)})
+    return pd.DataFrame(rows)
+
+
+def test_phenotypes_differ_in_texture_and_shape(small_cohort):
+    means = small_cohort.groupby("Label")[["coarse", "irregularity"]].mean()
+    assert means.loc[1, "coarse"] > 2 * means.loc[0, "coarse"]
+    assert means.loc[1, "irregularity"] > 1.15 * means.loc[0, "irregularity"]
+    # the texture signal does not come from one centre: it holds within each
+    by_centre = small_cohort.groupby(["centre", "Label"])["coarse"].mean().unstack()
+    assert (by_centre[1] > by_centre[0]).all()
+
+
+def test_naive_clustering_follows_the_centre_not_the_phenotype(small_cohort):
+    x = np.stack(small_cohort["histogram"])
+    clusters = KMeans(3, n_init=10, random_state=0).fit_predict(x)
+    by_centre = adjusted_rand_score(small_cohort["centre"], clusters)
+    by_label = adjusted_rand_score(small_cohort["Label"], clusters)
+    assert by_centre > 0.3 and by_centre > by_label + 0.15, (by_centre, by_label)
+
+
+def test_written_cohort_is_deterministic_and_readable(tmp_path):
+    cfg = SampleConfig(cases=8, size=24, seed=4)
+    m1 = write_sample_cohort(tmp_path / "a", cfg)
+    m2 = write_sample_cohort(tmp_path / "b", cfg)
+    t1, t2 = pd.read_csv(m1), pd.read_csv(m2)
+    assert list(t1.columns) == ["ID", "Image", "Mask", "Label", "Group"]
+    assert t1.equals(t2) and set(t1["Group"]) <= set(CENTRES) and (t1["Label"] == 1).sum() == 2
+    for rec in t1.itertuples():
+        img = sitk.ReadImage(str(tmp_path / "a" / rec.Image))
+        assert img.GetSpacing() == (1.0, 1.0, 1.0) and img.GetSize() == (24, 24, 24)
+        assert np.array_equal(sitk.GetArrayFromImage(img), sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "b" / rec.Image))))
+        assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "a" / rec.Mask))).sum() > 50
+    assert (tmp_path / "a" / "sample.json").exists()
+
+
+def test_sample_data_layers():
+    from napari_ssl_radiomics._sample_data import sample_case
+
+    (image, image_kw, image_type), (mask, mask_kw, mask_type) = sample_case()
+    assert (image_type, mask_type) == ("image", "labels")
+    assert image.shape == mask.shape == (48, 48, 48) and image_kw["scale"] == mask_kw["scale"] == (1.0, 1.0, 1.0)
+    f = mask_kw["features"]
+    assert f["index"] == [0, 1]
+    assert f["volume_mm3"][1] == mask.sum() and f["volume_mm3"][0] == mask.size - mask.sum()
+    assert f["mean_intensity"][1] == pytest.approx(image[mask == 1].mean(), rel=1e-6)
+    assert f["label"] == [1, 1] and f["centre"] == ["centre-A"] * 2
+
+
+def test_cli_sample_then_prepare_in_process(tmp_path, capsys):
+    assert main(["sample", "--out", str(tmp_path / "s"), "--cases", "8", "--size", "24", "--seed", "2"]) == 0
+    assert main(["prepare", str(tmp_path / "s" / "manifest.csv"), "--out", str(tmp_path / "c"),
+                 "--size", "24", "--spacing", "1"]) == 0
+    assert "8 ok, 0 cached, 0 skipped" in capsys.readouterr().out
+    cohort = load_prepared(tmp_path / "c")
+    assert cohort.images.shape == (8, 1, 24, 24, 24) and sorted(set(cohort.labels)) == ["0", "1"]
+    assert main(["prepare", str(tmp_path / "s" / "manifest.csv"), "--out", str(tmp_path / "c"),
+                 "--size", "24", "--spacing", "1"]) == 0
+    assert "0 ok, 8 cached, 0 skipped" in capsys.readouterr().out
+    # a manifest without Mask: an error for the whole manifest, without a traceback
+    (tmp_path / "bad.csv").write_text("ID,Image\na,b.nii.gz\n")
+    assert main(["prepare", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "c2")]) == 2
+    err = capsys.readouterr().err
+    assert "no column(s) ['Mask']" in err and "['ID', 'Image']" in err and "Traceback" not in err
+
+
+def test_cli_subprocess_with_a_process_pool_matches_one_process(tmp_path):
+    run = [sys.executable, "-m", "napari_ssl_radiomics"]
+    subprocess.run(run + ["sample", "--out", str(tmp_path / "s"), "--cases", "4", "--size", "24"], check=True)
+    done = subprocess.run(run + ["prepare", str(tmp_path / "s" / "manifest.csv"), "--out", str(tmp_path / "c"),
+                                 "--size", "24", "--jobs", "2"], check=True, capture_output=True, encoding="utf-8")
+    assert "4 ok, 0 cached, 0 skipped" in done.stdout
+    pool = load_prepared(tmp_path / "c")
+    prepare_all(tmp_path / "s" / "manifest.csv", PrepareConfig(size=24, jobs=1), tmp_path / "c1")
+    single = load_prepared(tmp_path / "c1")
+    assert pool.ids == single.ids and np.array_equal(pool.images, single.images)
+    assert np.array_equal(pool.masks, single.masks)
