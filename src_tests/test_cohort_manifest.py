@@ -8,6 +8,7 @@ import SimpleITK as sitk
 
 from napari_ssl_radiomics.config import PrepareConfig
 from napari_ssl_radiomics.core.cohort import CaseError, load_cohort, read_case
+from napari_ssl_radiomics.core.preprocess import prepare_case
 
 
 def write(path, array, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
@@ -51,6 +52,22 @@ def test_manifest_columns_relative_paths_and_channels(tmp_path):
     # the only nonzero value (255) is the ROI; the mask comes back binary
     arr = sitk.GetArrayFromImage(mask)
     assert set(np.unique(arr)) == {0, 1} and arr.sum() == (blob() > 0).sum()
+    # both channels reach the crop, each rescaled on its own range
+    crop, crop_mask, meta = prepare_case(case, PrepareConfig(size=12, spacing=1.0))
+    assert crop.shape == (2, 12, 12, 12) and crop_mask.shape == (12, 12, 12)
+    assert meta["channels"] == ["Image", "Image_T2"] and len(meta["intensity_range"]) == 2
+    assert set(meta["sources"]) == {"Image", "Image_T2", "Mask"}
+
+
+def test_manifest_with_byte_order_mark_and_masklabel(tmp_path):
+    write(tmp_path / "i.nii.gz", volume())
+    write(tmp_path / "m.nii.gz", blob(value=4))
+    (tmp_path / "m.csv").write_bytes("\ufeffID,Image,Mask,MaskLabel\r\nx,i.nii.gz,m.nii.gz,4\r\n".encode("utf-8"))
+    case = load_cohort(tmp_path / "m.csv").cases[0]
+    assert (case.id, case.mask_label) == ("x", 4)
+    (tmp_path / "bad.csv").write_text("ID,Image,Mask,MaskLabel\ny,i.nii.gz,m.nii.gz,four\n")
+    cohort = load_cohort(tmp_path / "bad.csv")
+    assert cohort.cases == [] and "MaskLabel 'four' is not an integer" in cohort.problems[0][1]
 
 
 def test_manifest_without_image_or_mask_names_the_columns(tmp_path):

@@ -119,6 +119,15 @@ def test_resampling_matches_an_independent_trilinear_reference(prepared, pyradio
     assert np.max(np.abs(image[0][deep] - ref[deep])) < 1e-2
 
 
+def test_bspline_interpolation_agrees_with_linear(prepared, pyradiomics_data):
+    linear, _, _ = prepared["brain1"]
+    case = next(c for c in load_cohort(pyradiomics_data).cases if c.id == "brain1")
+    bspline, _, meta = prepare_case(case, dataclasses.replace(CFG, interpolator="bspline"))
+    assert meta["settings"]["interpolator"] == "bspline"
+    assert not np.array_equal(bspline, linear)
+    assert np.corrcoef(bspline.ravel(), linear.ravel())[0, 1] > 0.98
+
+
 def test_padding_takes_the_background_value(pyradiomics_data):
     # The phantom is 41 x 33 x 39 mm; a 96 mm cube pads most of it. A window below the
     # image's minimum (0) makes the background a visible 42.5 instead of 0.

@@ -126,7 +126,10 @@ def load_cohort(path: str | Path) -> Cohort:
 def read_manifest(csv: str | Path) -> Cohort:
     """Read a manifest CSV (see the module docstring for its columns)."""
     csv = Path(csv)
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
+    try:  # utf-8-sig: spreadsheet programs often start a CSV with a byte-order mark
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"manifest {csv} is not a readable CSV ({exc}); save it as comma-separated UTF-8 text") from None
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
