@@ -1,0 +1,104 @@
+"""The learnt representation of each case: the encoder's 256-d output (paper, section 3).
+
+The paper exports "the last-layer feature of the encoder" (r2 = E_f(x2), i.e. the encoder
+output z, not the predictor's). Crops go through the encoder un-augmented, in eval mode
+(batch norm with its running statistics, so a case's vector does not depend on the other
+cases of its batch), in fp32 and without gradients.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .cache import PreparedCohort, load_prepared
+from .model import Encoder, SimSiam3D
+from .train import load_model, resolve_device
+
+PREFIX = "ssl_"
+
+
+def feature_columns(dim: int = 256) -> list[str]:
+    """Column names ``ssl_000`` ... of a ``dim``-d representation."""
+    return [f"{PREFIX}{i:03d}" for i in range(dim)]
+
+
+def encode(
+    model_or_encoder: SimSiam3D | Encoder | nn.Module,
+    images: np.ndarray,
+    device: str = "cpu",
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Encode volumes into representations.
+
+    Parameters
+    ----------
+    model_or_encoder : a SimSiam3D (its ``encoder`` is used) or an Encoder. It is moved to
+        ``device`` and left in the train/eval mode it came in.
+    images : (N, C, S, S, S) or (N, S, S, S) float array, intensities in [0, 255]
+    device : "auto", "cpu", "cuda" or "cuda:N"
+    batch_size : volumes per forward pass (memory, not results, depends on it)
+
+    Returns
+    -------
+    (N, dim) float32 array.
+    """
+    encoder = getattr(model_or_encoder, "encoder", model_or_encoder)
+    arr = np.asarray(images, dtype=np.float32)
+    if arr.ndim == 4:
+        arr = arr[:, None]
+    if arr.ndim != 5:
+        raise ValueError(f"encode takes (N, C, S, S, S) or (N, S, S, S) volumes; got shape {arr.shape}")
+    if len(arr) == 0:
+        raise ValueError("encode was given no volumes")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    dev = resolve_device(device)
+    encoder.to(dev)
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(arr), batch_size):
+                x = torch.from_numpy(arr[start:start + batch_size]).to(dev)
+                out.append(encoder(x).float().cpu().numpy())
+    finally:
+        encoder.train(was_training)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def embed(
+    run: str | Path,
+    cohort: PreparedCohort | str | Path,
+    device: str = "auto",
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """The representation of every prepared case of ``cohort`` from the run's checkpoint.
+
+    Parameters
+    ----------
+    run : a run folder (or its checkpoint.pt) written by :func:`train.train`
+    cohort : a loaded cohort or the folder of a prepared cache
+    device, batch_size : see :func:`encode`
+
+    Returns
+    -------
+    DataFrame with columns ``ID``, ``ssl_000`` ... ``ssl_255``, one row per case in the
+    cache's order.
+    """
+    data = cohort if isinstance(cohort, PreparedCohort) else load_prepared(cohort)
+    model = load_model(run, device="cpu")
+    if model.encoder.in_channels != data.channels:
+        raise ValueError(
+            f"the model of {run} takes {model.encoder.in_channels} channel(s) but the cohort {data.root} has "
+            f"{data.channels}; embed the cache the run was trained on (or one prepared the same way)"
+        )
+    feats = encode(model, data.images, device=device, batch_size=batch_size)
+    table = pd.DataFrame(feats, columns=feature_columns(feats.shape[1]))
+    table.insert(0, "ID", list(data.ids))
+    return table

@@ -1,0 +1,606 @@
+"""3DSiam training with the RE/SE imbalance module, as one generator of progress events.
+
+:func:`train` yields a :class:`TrainEvent` after every step (and on checkpoints, warnings,
+the end and a stop); the CLI's progress bar, the napari widget and the tests all consume
+the same generator. A run folder holds::
+
+    RUN/
+      checkpoint.pt   model, optimiser, grad scaler, every RNG state, configs, history
+      config.json     train + augment config, cohort, device, provenance (versions, date)
+      history.csv     one row per step (see HISTORY_COLUMNS)
+
+Method choices the paper leaves open (see also docs/field-notes.md):
+
+- Schedule. ``warmup_epochs`` epochs of vanilla 3DSiam (batches of m drawn without
+  replacement from a seeded permutation of the cohort), then RE or SE at every step with
+  features from the encoder of the last iteration ("dynamic" features, paper section 3).
+  ``mode='none'`` is vanilla 3DSiam all along. An epoch is n cases trained on, so the
+  warm-up lasts ``ceil(warmup_epochs * n / m)`` steps.
+- RE: the next m cases of the permutation stream are encoded, clustered (k-means, k =
+  ``clusters``) and weighted N/f_j (min 1); the loss is sum(w l) / sum(w).
+- SE: a pool of N = ``pool`` (0: clusters x 10, the paper's k x q) cases is drawn at random
+  without replacement, encoded, clustered, and the m/2 nearest to each of the two farthest
+  centroids form the batch (equal weights).
+- Features for RE/SE are computed from the *un-augmented* crops under ``torch.no_grad``
+  with the encoder in **eval mode**: in train mode batch norm would (a) fold the pool's
+  statistics into its running averages, a side effect on the model from a pass that is not
+  training, and (b) make each case's vector depend on which other cases share the pool.
+  Eval mode gives each case the representation :func:`embed.encode` would give it.
+- Collapse monitor: the std over the batch of the L2-normalised encoder output z1, mean
+  over dimensions; about 1/sqrt(256) = 0.0625 when healthy. Below 0.1/sqrt(d) for 50
+  consecutive steps a single "warning" event is yielded.
+- The learning rate is constant (the paper names no schedule).
+
+Speed: the cohort lives on the device when it takes < 40% of free device memory (else it
+stays in pinned host memory and each batch is copied); augmentation runs on the device with
+its parameters drawn on a seeded CPU generator; autocast (bf16, or fp16 with a grad
+scaler) and channels_last_3d on CUDA; cudnn.benchmark; the loss and collapse metric are the
+only values read back per step.
+
+Reproducibility: every random draw comes from state the checkpoint holds (model init from
+``seed``; the augmentation generator; the sampler's numpy generator, permutation and
+position; k-means seeded from (seed, iteration); python/numpy/torch global states). On CPU
+an interrupted and resumed run gives bit-identical losses to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import AugmentConfig, TrainConfig, from_dict, to_dict
+from .augment import augment as augment_batch
+from .cache import PreparedCohort, load_prepared
+from .imbalance import plan_batch
+from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, weighted_mean
+from .utils import atomic_path, cpu_count, provenance, write_csv, write_json
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG_JSON = "config.json"
+HISTORY_CSV = "history.csv"
+HISTORY_COLUMNS = [
+    "iteration", "epoch", "phase", "loss", "collapse", "lr", "cluster_sizes", "weights",
+    "selected_ids", "samples_per_s", "elapsed_s",
+]
+CHECKPOINT_FORMAT = 1
+#: settings that may differ when resuming: they do not change the trajectory on one device
+#: (``iterations`` may only grow; ``device`` lets a run move between machines)
+RESUMABLE = ("iterations", "checkpoint_every", "embed_batch_size", "device")
+COLLAPSE_FRACTION = 0.1
+COLLAPSE_STEPS = 50
+#: the cohort is kept on a CUDA device when it needs less than this share of free memory
+DEVICE_COHORT_SHARE = 0.4
+
+
+@dataclass
+class TrainEvent:
+    """One report from :func:`train`.
+
+    ``kind`` is "step" (after each optimisation step), "checkpoint" (after a checkpoint was
+    written), "warning" (``message`` says what), "done" or "stopped". ``iteration`` counts
+    finished steps (1-based); ``epoch`` is the 0-based epoch of the step (cases trained on
+    divided by the cohort size); ``loss`` is the weighted symmetric negative cosine
+    similarity in [-1, 1]; ``collapse`` the std of the L2-normalised output (healthy about
+    1/sqrt(256)); ``cluster_sizes`` the k-means cluster sizes of the batch (RE) or pool (SE),
+    empty for vanilla steps; ``weights`` and ``selected_ids`` the per-sample weights and
+    case IDs of the batch trained on; ``samples_per_s`` batch size over the step's wall time
+    (RE/SE feature pass included); ``elapsed_s`` seconds since this call started.
+    """
+
+    kind: str
+    iteration: int
+    total: int
+    epoch: int = 0
+    phase: str = "vanilla"
+    loss: float = float("nan")
+    collapse: float = float("nan")
+    lr: float = 0.0
+    cluster_sizes: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    selected_ids: list[str] = field(default_factory=list)
+    samples_per_s: float = 0.0
+    elapsed_s: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (the generator's ``StopIteration.value``)."""
+
+    run_dir: Path
+    checkpoint: Path
+    history: pd.DataFrame
+    stopped: bool
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+# --- devices ------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; check that a requested CUDA device exists."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu or auto")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: fp32, no autocast)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def place_cohort(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The cohort (N,C,S,S,S) float32 as a tensor on ``device`` when it fits, else pinned on the host."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    if device.type != "cuda":
+        return tensor
+    free, _total = torch.cuda.mem_get_info(device)
+    if tensor.nbytes < DEVICE_COHORT_SHARE * free:
+        return tensor.to(device)
+    return tensor.pin_memory()
+
+
+def _set_cpu_threads() -> None:
+    # torch defaults to the machine's physical cores, which oversubscribes a container or
+    # a job limited to fewer cores; never use more threads than this process may run on.
+    wanted = max(1, min(torch.get_num_threads(), cpu_count()))
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+
+
+# --- sampling -----------------------------------------------------------------------------
+
+
+class Sampler:
+    """Case positions for each step, from one seeded numpy generator (state checkpointed).
+
+    ``batch(m)`` takes the next m positions of a stream of permutations (each case once per
+    epoch; a batch that crosses an epoch's end continues in the next permutation).
+    ``pool(N)`` draws N distinct positions at random (SE's candidate pool).
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.rng = np.random.default_rng(seed)
+        self.perm = self.rng.permutation(n)
+        self.pos = 0
+
+    def batch(self, m: int) -> np.ndarray:
+        out: list[int] = []
+        while len(out) < m:
+            if self.pos == self.n:
+                self.perm = self.rng.permutation(self.n)
+                self.pos = 0
+            take = min(m - len(out), self.n - self.pos)
+            out.extend(int(i) for i in self.perm[self.pos:self.pos + take])
+            self.pos += take
+        return np.asarray(out, dtype=np.int64)
+
+    def pool(self, size: int) -> np.ndarray:
+        return self.rng.choice(self.n, size=min(size, self.n), replace=False).astype(np.int64)
+
+    def state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "perm": self.perm.tolist(), "pos": self.pos}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.perm = np.asarray(state["perm"], dtype=np.int64)
+        self.pos = int(state["pos"])
+
+
+def step_seed(seed: int, iteration: int) -> int:
+    """The k-means seed of a step: a function of (seed, iteration), so nothing to checkpoint."""
+    return int(np.random.SeedSequence([abs(int(seed)), int(iteration)]).generate_state(1)[0])
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def _check_cohort(data: PreparedCohort) -> None:
+    if len(data) < 2:
+        raise ValueError(f"{data.root}: training needs at least 2 prepared cases (batch norm), found {len(data)}")
+    if data.size < Encoder.MIN_SIZE:
+        raise ValueError(
+            f"{data.root}: crops of {data.size}³ voxels are smaller than the encoder's minimum of "
+            f"{Encoder.MIN_SIZE}³; prepare the cohort with --size {Encoder.MIN_SIZE} or more"
+        )
+    bad = ~np.isfinite(data.images.reshape(len(data), -1)).all(axis=1)
+    if bad.any():
+        names = ", ".join(data.ids[i] for i in np.flatnonzero(bad)[:5])
+        raise ValueError(f"{data.root}: case(s) {names} contain NaN or infinite intensities; prepare them again")
+
+
+def _config_mismatch(saved: dict, given: dict, section: str) -> str | None:
+    for key in sorted(set(saved) | set(given)):
+        if section == "train" and key in RESUMABLE:
+            continue
+        if saved.get(key) != given.get(key):
+            return f"{section}.{key}: the run used {saved.get(key)!r}, this call gives {given.get(key)!r}"
+    return None
+
+
+def saved_config(run: str | Path) -> tuple[TrainConfig, AugmentConfig]:
+    """The train and augment settings a run folder was started with (from config.json)."""
+    path = Path(run) / CONFIG_JSON
+    if not path.exists():
+        raise FileNotFoundError(f"{run} holds no training run ({CONFIG_JSON} is missing)")
+    data = json.loads(path.read_text())
+    return from_dict(TrainConfig, data["config"]["train"]), from_dict(AugmentConfig, data["config"]["augment"])
+
+
+class _Run:
+    """The state of one training run; :func:`train` drives it one step at a time."""
+
+    def __init__(self, data: PreparedCohort, out: Path, cfg: TrainConfig, aug: AugmentConfig) -> None:
+        self.data, self.out, self.cfg, self.aug = data, out, cfg, aug
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = resolve_precision(cfg.precision, self.device)
+        self.n = len(data)
+        self.m = min(cfg.batch_size, self.n)
+        self.k = max(1, cfg.clusters)
+        self.pool_size = min(cfg.pool or self.k * 10, self.n)
+        self.warmup_steps = math.ceil(cfg.warmup_epochs * self.n / self.m)
+        self.iteration = 0
+        self.history: list[dict[str, Any]] = []
+        self.collapse_run = 0
+        self.warned = False
+        self.saved_iteration = 0
+
+    def build(self, augment_on: str, channels_last: bool | None) -> None:
+        cfg, device = self.cfg, self.device
+        if device.type == "cpu":
+            _set_cpu_threads()
+        else:
+            torch.backends.cudnn.benchmark = True
+        self.channels_last = device.type == "cuda" if channels_last is None else channels_last
+        self.augment_on = augment_on
+        self.cohort = place_cohort(self.data.images, device if augment_on == "device" else torch.device("cpu"))
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        self.model = SimSiam3D(in_channels=self.data.channels).to(device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed)
+        self.sampler = Sampler(self.n, cfg.seed)
+
+    # -- checkpoints --
+
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT
+
+    def save(self) -> None:
+        """Write checkpoint.pt and history.csv whole; refuse to store non-finite weights."""
+        if not _finite(self.model):
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite by step {self.iteration}; the last good checkpoint "
+                f"(iteration {self.saved_iteration}) was kept. Try a lower --lr (now {self.cfg.lr}) or --precision fp32."
+            )
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": self.iteration,
+            "model": self.model.state_dict(),
+            "model_args": {"in_channels": self.data.channels},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "augment": self.aug_gen.get_state(),
+                "sampler": self.sampler.state(),
+            },
+            "train": to_dict(self.cfg),
+            "augment": to_dict(self.aug),
+            "ids": list(self.data.ids),
+            "history": self.history,
+            "collapse_run": self.collapse_run,
+            "warned": self.warned,
+        }
+        with atomic_path(self.checkpoint_path()) as tmp:
+            torch.save(payload, tmp)
+        write_csv(self.out / HISTORY_CSV, history_frame(self.history))
+        self.saved_iteration = self.iteration
+
+    def load(self, ckpt: dict[str, Any]) -> None:
+        for section, saved, given in (("train", ckpt["train"], to_dict(self.cfg)), ("augment", ckpt["augment"], to_dict(self.aug))):
+            problem = _config_mismatch(saved, given, section)
+            if problem:
+                raise ValueError(
+                    f"cannot resume {self.out} with other settings ({problem}); resume with the run's settings "
+                    f"(only {', '.join(RESUMABLE)} may change) or start a new run in another folder"
+                )
+        if self.cfg.iterations < ckpt["iteration"]:
+            raise ValueError(
+                f"cannot resume {self.out}: it already ran {ckpt['iteration']} steps, more than iterations = {self.cfg.iterations}"
+            )
+        if list(ckpt["ids"]) != list(self.data.ids):
+            raise ValueError(
+                f"cannot resume {self.out}: the cohort's cases differ from the run's ({len(ckpt['ids'])} cases then, "
+                f"{len(self.data)} now); resume with the cache the run was started on"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        rng = ckpt["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.aug_gen.set_state(rng["augment"])
+        self.sampler.load(rng["sampler"])
+        self.iteration = self.saved_iteration = int(ckpt["iteration"])
+        self.history = list(ckpt["history"])
+        self.collapse_run = int(ckpt["collapse_run"])
+        self.warned = bool(ckpt["warned"])
+
+    # -- one step --
+
+    def phase(self, iteration: int) -> str:
+        if self.cfg.mode == "none" or iteration <= self.warmup_steps:
+            return "vanilla"
+        return self.cfg.mode
+
+    def fetch(self, positions: np.ndarray) -> torch.Tensor:
+        """Crops at ``positions`` on the training device, (B,C,S,S,S) float32."""
+        index = torch.from_numpy(positions)
+        if self.cohort.device == self.device:
+            return self.cohort[index.to(self.device, non_blocking=True)]
+        x = self.cohort[index]
+        if self.augment_on == "host":
+            return x
+        return x.to(self.device, non_blocking=True)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    @torch.no_grad()
+    def features(self, positions: np.ndarray) -> np.ndarray:
+        """Encoder output (N, 256) of the un-augmented crops, eval mode (see module docstring)."""
+        self.model.eval()
+        try:
+            with self._autocast():
+                z = self.model.encoder(self._layout(self.fetch(positions)))
+            return z.float().cpu().numpy()
+        finally:
+            self.model.train()
+
+    def plan(self, phase: str, iteration: int) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+        """Positions, weights (None: equal) and cluster sizes of the batch of this step."""
+        if phase == "vanilla":
+            return self.sampler.batch(self.m), None, []
+        candidates = self.sampler.batch(self.m) if phase == "re" else self.sampler.pool(self.pool_size)
+        feats = self.features(candidates)
+        k = min(self.k, len(candidates))
+        plan = plan_batch(phase, feats, k, self.m, step_seed(self.cfg.seed, iteration))
+        weights = np.asarray(plan.weights, dtype=np.float32)
+        return candidates[np.asarray(plan.indices)], weights, [int(s) for s in plan.cluster_sizes]
+
+    def step(self) -> dict[str, Any]:
+        """One optimisation step; returns its history row (loss may be non-finite)."""
+        start = time.perf_counter()
+        iteration = self.iteration + 1
+        phase = self.phase(iteration)
+        positions, weights, sizes = self.plan(phase, iteration)
+        x = self.fetch(positions)
+        v1 = self._layout(augment_batch(x, self.aug, self.aug_gen))
+        v2 = self._layout(augment_batch(x, self.aug, self.aug_gen))
+        w = None if weights is None else torch.from_numpy(weights).to(self.device, non_blocking=True)
+        with self._autocast():
+            p1, p2, z1, z2 = self.model(v1, v2)
+        losses = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float())
+        loss = weighted_mean(losses, w)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        loss_value = float(loss.detach().item())  # the one sync per step
+        collapse = float(collapse_metric(z1.detach().float()))
+        self.iteration = iteration
+        elapsed = time.perf_counter() - start
+        return {
+            "iteration": iteration,
+            "epoch": (iteration - 1) * self.m // self.n,
+            "phase": phase,
+            "loss": loss_value,
+            "collapse": collapse,
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "cluster_sizes": sizes,
+            "weights": [1.0] * len(positions) if weights is None else [float(v) for v in weights],
+            "selected_ids": [self.data.ids[i] for i in positions],
+            "samples_per_s": len(positions) / elapsed if elapsed > 0 else float("inf"),
+        }
+
+
+def _finite(model: torch.nn.Module) -> bool:
+    tensors = [p.detach() for p in model.parameters()] + [b for b in model.buffers() if b.is_floating_point()]
+    return bool(torch.stack([t.isfinite().all() for t in tensors]).all().item())
+
+
+def history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
+    """The history as a table; list columns are JSON text (``json.loads`` reads them back)."""
+    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    for col in ("cluster_sizes", "weights", "selected_ids"):
+        frame[col] = [json.dumps(v) for v in frame[col]]
+    return frame
+
+
+def _event(kind: str, row: dict[str, Any], total: int, message: str = "") -> TrainEvent:
+    keys = TrainEvent.__dataclass_fields__
+    return TrainEvent(kind=kind, total=total, message=message, **{k: v for k, v in row.items() if k in keys and k != "kind"})
+
+
+def train(
+    cohort: PreparedCohort | str | Path,
+    out: str | Path,
+    cfg: TrainConfig,
+    augment: AugmentConfig,
+    resume: bool = False,
+    stop: Callable[[], bool] | None = None,
+    *,
+    augment_on: str = "device",
+    channels_last: bool | None = None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """Train 3DSiam (with RE/SE per ``cfg.mode``) on a prepared cohort, yielding progress.
+
+    Parameters
+    ----------
+    cohort : a loaded cohort or the folder of a prepared cache
+    out : the run folder (created); it must not hold a run unless ``resume``
+    cfg, augment : training and augmentation settings
+    resume : continue the run in ``out`` from its checkpoint; the settings must be the
+        run's (see ``RESUMABLE`` for those that may change)
+    stop : polled between steps; when it returns True a checkpoint is written, a "stopped"
+        event yielded and the generator returns with ``stopped=True``. Closing the generator
+        (``close()``) also writes the checkpoint.
+    augment_on : "device" (default) or "host": augment on the CPU and copy the views to the
+        device (for benchmarks)
+    channels_last : use channels_last_3d (default: on CUDA only)
+
+    Yields
+    ------
+    TrainEvent
+
+    Returns
+    -------
+    TrainResult (as ``StopIteration.value``)
+
+    Raises
+    ------
+    TrainingDiverged
+        When the loss or the weights become NaN/infinite; checkpoint.pt keeps the last good state.
+    ValueError, FileNotFoundError
+        For a bad cohort, settings that differ from a resumed run's, or a run folder in the way.
+    """
+    data = cohort if isinstance(cohort, PreparedCohort) else load_prepared(cohort)
+    _check_cohort(data)
+    if augment_on not in ("device", "host"):
+        raise ValueError(f"augment_on = {augment_on!r}; choose 'device' or 'host'")
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT
+    if resume and not ckpt_path.exists():
+        raise FileNotFoundError(f"{out} holds no checkpoint to resume; start a new run without --resume")
+    if not resume and ckpt_path.exists():
+        raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    run = _Run(data, out, cfg, augment)
+    run.build(augment_on, channels_last)
+    if resume:
+        run.load(torch.load(ckpt_path, map_location="cpu", weights_only=False))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG_JSON, provenance(
+        {"train": to_dict(cfg), "augment": to_dict(augment)},
+        cohort={"root": str(data.root), "cases": len(data), "channels": data.channels, "size": data.size},
+        device=str(run.device), precision=str(run.amp_dtype or "fp32"), resumed_from=run.iteration if resume else None,
+    ))
+    return (yield from _loop(run, stop))
+
+
+def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, None, TrainResult]:
+    cfg, total = run.cfg, run.cfg.iterations
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    if run.device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    started = time.perf_counter()
+    last_finite: tuple[int, float] | None = None
+
+    def result(stopped: bool) -> TrainResult:
+        return TrainResult(run.out, run.checkpoint_path(), history_frame(run.history), stopped)
+
+    try:
+        while run.iteration < total:
+            if stop is not None and stop():
+                run.save()
+                row = run.history[-1] if run.history else {"iteration": run.iteration}
+                yield _event("stopped", row, total, f"stopped at step {run.iteration} of {total}; checkpoint saved to {run.checkpoint_path()}")
+                return result(True)
+            row = run.step()
+            row["elapsed_s"] = time.perf_counter() - started
+            if not math.isfinite(row["loss"]):
+                where = f"step {last_finite[0]} ({last_finite[1]:.4f})" if last_finite else "none yet"
+                raise TrainingDiverged(
+                    f"training diverged at step {row['iteration']}: the loss is {row['loss']} (last finite loss: {where}). "
+                    f"The last good checkpoint {run.checkpoint_path()} (iteration {run.saved_iteration}) was kept. "
+                    f"Try a lower --lr (now {cfg.lr}) or --precision fp32."
+                )
+            last_finite = (row["iteration"], row["loss"])
+            run.history.append(row)
+            yield _event("step", row, total)
+            run.collapse_run = run.collapse_run + 1 if row["collapse"] < COLLAPSE_FRACTION / math.sqrt(256) else 0
+            if run.collapse_run >= COLLAPSE_STEPS and not run.warned:
+                run.warned = True
+                yield _event("warning", row, total, (
+                    f"the representation may be collapsing: the std of the normalised output has been below "
+                    f"{COLLAPSE_FRACTION / math.sqrt(256):.4f} for {COLLAPSE_STEPS} steps (healthy: about 0.0625); "
+                    "try stronger augmentation or a lower --lr"
+                ))
+            if run.iteration % cfg.checkpoint_every == 0 or run.iteration == total:
+                run.save()
+                yield _event("checkpoint", row, total, f"checkpoint saved to {run.checkpoint_path()}")
+    except GeneratorExit:
+        # close() arrives at a yield, between steps, so the state is consistent: keep it.
+        run.save()
+        raise
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    if run.saved_iteration != run.iteration or not run.checkpoint_path().exists():
+        run.save()
+    row = run.history[-1] if run.history else {"iteration": run.iteration}
+    yield _event("done", row, total, f"finished {total} steps; checkpoint saved to {run.checkpoint_path()}")
+    return result(False)
+
+
+def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D:
+    """The trained SimSiam3D of a run folder or checkpoint file, in eval mode on ``device``."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; train a run first (ssl-radiomics train CACHE --out RUN)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = SimSiam3D(**ckpt["model_args"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(resolve_device(device)).eval()
+
+
+def run_to_end(gen: Generator[TrainEvent, None, TrainResult]) -> TrainResult:
+    """Consume a :func:`train` generator and return its result."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value

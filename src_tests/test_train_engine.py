@@ -1,0 +1,205 @@
+"""The training engine: learning, stop/resume, checkpoints, divergence, RE/SE records.
+
+Real torch training on a tiny synthetic cache (28³ crops written with core.cache), a few
+steps each. ``make_cache`` is shared with test_train_cli.py and test_embed_features.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from napari_ssl_radiomics.config import AugmentConfig, TrainConfig
+from napari_ssl_radiomics.core.cache import CASE_COLUMNS, load_prepared, write_crop
+from napari_ssl_radiomics.core.train import (
+    CHECKPOINT, CONFIG_JSON, HISTORY_COLUMNS, HISTORY_CSV, TrainingDiverged, _Run, load_model, run_to_end, train,
+)
+from napari_ssl_radiomics.core.utils import write_csv
+
+SIZE = 28
+
+
+def make_cache(root: Path, cases: int = 12, size: int = SIZE, seed: int = 0) -> Path:
+    """A prepared cache of bright spheres (radius 4 or 9 voxels, two classes) on a noisy background."""
+    rng = np.random.default_rng(seed)
+    grid = np.mgrid[:size, :size, :size] - size / 2 + 0.5
+    rows = []
+    for i in range(cases):
+        centre = rng.uniform(-3, 3, 3)[:, None, None, None]
+        dist = np.sqrt(((grid - centre) ** 2).sum(axis=0))
+        radius = 4 if i % 3 else 9  # an imbalanced toy: one large sphere for two small ones
+        image = 40 + 160 / (1 + np.exp((dist - radius) * 1.5)) + rng.normal(0, 8, dist.shape)
+        image = np.clip(image, 0, 255)[None].astype(np.float32)
+        case_id = f"case{i:02d}"
+        write_crop(root, case_id, image, (dist < radius).astype(np.uint8), {"toy": True})
+        rows.append({"ID": case_id, "Label": "large" if radius == 9 else "small", "Group": "",
+                     "status": "ok", "reason": "", "file": f"crops/{case_id}.npz"})
+    write_csv(root / "cases.csv", pd.DataFrame(rows, columns=CASE_COLUMNS))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return make_cache(tmp_path_factory.mktemp("cache"))
+
+
+def small(**kw) -> TrainConfig:
+    base = dict(mode="none", batch_size=4, iterations=4, device="cpu", seed=0, checkpoint_every=100)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def events(gen) -> list:
+    out = []
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration as done:
+            return out, done.value
+
+
+def test_loss_falls_on_a_learnable_toy_without_collapse(cache, tmp_path):
+    cfg = small(mode="none", batch_size=6, iterations=24)
+    evs, result = events(train(cache, tmp_path / "run", cfg, AugmentConfig()))
+    steps = [e for e in evs if e.kind == "step"]
+    losses = np.array([e.loss for e in steps])
+    assert len(steps) == 24 and evs[-1].kind == "done" and not result.stopped
+    # random init gives a cosine near 0; SimSiam pulls the two views together
+    assert losses[-6:].mean() < losses[:3].mean() - 0.3, losses
+    assert min(e.collapse for e in steps) > 0.02  # healthy is about 1/sqrt(256) = 0.0625
+    history = pd.read_csv(tmp_path / "run" / HISTORY_CSV)
+    assert list(history.columns) == HISTORY_COLUMNS
+    np.testing.assert_allclose(history["loss"], losses)
+    config = json.loads((tmp_path / "run" / CONFIG_JSON).read_text())
+    assert config["config"]["train"]["iterations"] == 24 and "torch" in config["versions"]
+
+
+def test_stop_and_close_then_resume_equals_an_uninterrupted_run(cache, tmp_path):
+    # SE after one vanilla epoch (12 cases / batch 4 = 3 steps): exercises the sampler,
+    # the augmentation generator, k-means seeds and the optimiser state across resumes.
+    cfg = small(mode="se", clusters=2, pool=8, iterations=6)
+    aug = AugmentConfig()
+    _, full = events(train(cache, tmp_path / "full", cfg, aug))
+
+    run = tmp_path / "parts"
+    gen = train(cache, run, cfg, aug)
+    for _ in range(2):
+        assert next(gen).kind == "step"
+    gen.close()  # closing between steps writes a checkpoint
+    assert torch.load(run / CHECKPOINT, weights_only=False)["iteration"] == 2
+
+    count = {"n": 0}
+
+    def stop() -> bool:
+        count["n"] += 1
+        return count["n"] > 2  # two more steps, then stop
+
+    evs, part = events(train(cache, run, cfg, aug, resume=True, stop=stop))
+    assert part.stopped and evs[-1].kind == "stopped" and evs[-1].iteration == 4
+    _, rest = events(train(cache, run, cfg, aug, resume=True))
+    assert not rest.stopped
+    # bit-identical on the CPU
+    assert rest.history["loss"].tolist() == full.history["loss"].tolist()
+    assert rest.history["selected_ids"].tolist() == full.history["selected_ids"].tolist()
+    a, b = load_model(tmp_path / "full"), load_model(run)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_se_and_re_record_clusters_weights_and_selection(cache, tmp_path):
+    data = load_prepared(cache)
+    cfg = small(mode="se", clusters=3, pool=9, iterations=4)  # steps 1-3 vanilla, step 4 SE
+    evs, result = events(train(cache, tmp_path / "se", cfg, AugmentConfig()))
+    steps = [e for e in evs if e.kind == "step"]
+    assert [e.phase for e in steps] == ["vanilla"] * 3 + ["se"]
+    assert steps[0].cluster_sizes == [] and len(steps[0].selected_ids) == 4
+    se = steps[-1]
+    assert sum(se.cluster_sizes) == 9 and len(se.cluster_sizes) <= 3
+    assert len(set(se.selected_ids)) == 4 and set(se.selected_ids) <= set(data.ids)
+    assert se.weights == [1.0] * 4
+    row = result.history.iloc[-1]
+    assert json.loads(row["cluster_sizes"]) == se.cluster_sizes
+    assert json.loads(row["selected_ids"]) == se.selected_ids
+    # every case once per vanilla epoch
+    assert sorted(sum((e.selected_ids for e in steps[:3]), [])) == sorted(data.ids)
+
+    cfg = small(mode="re", clusters=2, iterations=4, warmup_epochs=0)
+    evs, result = events(train(cache, tmp_path / "re", cfg, AugmentConfig()))
+    steps = [e for e in evs if e.kind == "step"]
+    assert all(e.phase == "re" for e in steps)
+    for e in steps:
+        assert sum(e.cluster_sizes) == 4
+        w = np.array(e.weights)
+        assert w.min() == 1.0
+        # N / f_j rescaled: a sample's weight is (largest cluster) / (its cluster's size)
+        assert sorted(set(np.round(w, 6))) == sorted(set(np.round(max(e.cluster_sizes) / np.array(e.cluster_sizes), 6)))
+    saved = pd.read_csv(tmp_path / "re" / HISTORY_CSV)
+    assert [json.loads(w) for w in saved["weights"]] == [e.weights for e in steps]
+
+
+def test_checkpoint_round_trips_model_and_optimiser(cache, tmp_path):
+    cfg = small(iterations=2)
+    run_to_end(train(cache, tmp_path / "a", cfg, AugmentConfig()))
+    ckpt = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=False)
+    state = _Run(load_prepared(cache), tmp_path / "b", cfg, AugmentConfig())
+    state.build("device", None)
+    state.load(ckpt)
+    for name, value in ckpt["model"].items():
+        assert torch.equal(state.model.state_dict()[name], value), name
+    opt = state.optimizer.state_dict()
+    assert opt["param_groups"] == ckpt["optimizer"]["param_groups"]
+    for key, entry in ckpt["optimizer"]["state"].items():
+        for name, value in entry.items():
+            assert torch.equal(torch.as_tensor(opt["state"][key][name]), torch.as_tensor(value))
+    state.save()
+    again = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)
+    assert again["iteration"] == 2 and again["rng"]["sampler"] == ckpt["rng"]["sampler"]
+    assert torch.equal(again["rng"]["augment"], ckpt["rng"]["augment"])
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(cache, tmp_path):
+    # an absurd learning rate: Adam's first step moves every weight by about lr
+    cfg = small(iterations=6, lr=1e30, checkpoint_every=1)
+    gen = train(cache, tmp_path / "run", cfg, AugmentConfig())
+    seen = []
+    with pytest.raises(TrainingDiverged, match=r"diverged.*lower --lr.*fp32"):
+        for event in gen:
+            seen.append(event)
+    ckpt = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
+    good = [e.iteration for e in seen if e.kind == "checkpoint"]
+    assert good and ckpt["iteration"] == good[-1] < 6
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert all(math.isfinite(row["loss"]) for row in ckpt["history"])
+    assert len(pd.read_csv(tmp_path / "run" / HISTORY_CSV)) == ckpt["iteration"]
+
+
+def test_resume_refuses_other_settings_and_overwrites_nothing(cache, tmp_path):
+    cfg = small(iterations=1)
+    run_to_end(train(cache, tmp_path / "run", cfg, AugmentConfig()))
+    with pytest.raises(ValueError, match="already holds a training run"):
+        next(train(cache, tmp_path / "run", cfg, AugmentConfig()))
+    with pytest.raises(ValueError, match=r"train\.lr"):
+        next(train(cache, tmp_path / "run", small(iterations=2, lr=0.5), AugmentConfig(), resume=True))
+    with pytest.raises(ValueError, match=r"augment\.gamma_p"):
+        next(train(cache, tmp_path / "run", small(iterations=2), AugmentConfig(gamma_p=0.0), resume=True))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        next(train(cache, tmp_path / "none", cfg, AugmentConfig(), resume=True))
+    # iterations may be raised: the run continues where it stopped
+    evs, result = events(train(cache, tmp_path / "run", small(iterations=2), AugmentConfig(), resume=True))
+    assert [e.iteration for e in evs if e.kind == "step"] == [2] and len(result.history) == 2
+
+
+def test_bad_cohorts_are_named(cache, tmp_path):
+    data = load_prepared(cache)
+    data.images[3, 0, 5, 5, 5] = np.nan
+    with pytest.raises(ValueError, match="case03.*NaN"):
+        next(train(data, tmp_path / "run", small(), AugmentConfig()))
+    small_root = make_cache(tmp_path / "tiny", cases=3, size=20)
+    with pytest.raises(ValueError, match="smaller than the encoder's minimum"):
+        next(train(small_root, tmp_path / "run2", small(), AugmentConfig()))
