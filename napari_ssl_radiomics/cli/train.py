@@ -1,9 +1,123 @@
-"""Subcommands of `ssl-radiomics` (placeholder until its issue lands)."""
+"""``ssl-radiomics train`` (3DSiam + RE/SE on a prepared cache) and ``ssl-radiomics embed``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..config import AugmentConfig, TrainConfig, add_arguments, from_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to the parser."""
+    """Add ``train`` and ``embed``."""
+    p = sub.add_parser(
+        "train",
+        help="train 3DSiam (with the RE/SE imbalance module) on a prepared cache",
+        description=(
+            "Train the 3D Siamese network on the crops of CACHE and write RUN/checkpoint.pt, "
+            "RUN/config.json and RUN/history.csv. Ctrl-C saves a checkpoint; --resume continues the run."
+        ),
+    )
+    p.add_argument("cache", help="prepared cache folder (ssl-radiomics prepare)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (its settings are reused; --iterations may be raised)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arguments(p, TrainConfig, only=[n for n in TrainConfig.__dataclass_fields__ if n != "embed_batch_size"])
+    add_arguments(p, AugmentConfig)
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser(
+        "embed",
+        help="write the learnt 256-d representation of every case as a CSV",
+        description="Encode every prepared case of CACHE with the encoder of RUN; columns ID, ssl_000 ... ssl_255.",
+    )
+    e.add_argument("run", help="run folder written by `ssl-radiomics train`")
+    e.add_argument("cache", help="prepared cache folder")
+    e.add_argument("--out", default="ssl_features.csv", help="output CSV (default: ssl_features.csv)")
+    add_arguments(e, TrainConfig, only=["device", "embed_batch_size"])
+    e.set_defaults(func=run_embed)
+
+
+@contextlib.contextmanager
+def _stop_on_sigint() -> Iterator[list[bool]]:
+    """A flag that the first Ctrl-C sets (the step finishes, then a checkpoint is written);
+    a second Ctrl-C interrupts at once."""
+    flag = [False]
+    previous = None
+
+    def handler(signum, frame):  # noqa: ARG001
+        flag[0] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nstopping after this step (Ctrl-C again to abort without saving)...", file=sys.stderr)
+
+    with contextlib.suppress(ValueError):  # not the main thread: keep Python's default
+        previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..core.train import CHECKPOINT, TrainingDiverged, saved_config, train
+    from . import CommandError
+
+    out = Path(args.out)
+    base_train, base_aug = saved_config(out) if args.resume else (TrainConfig(), AugmentConfig())
+    cfg = from_arguments(base_train, args)
+    aug = from_arguments(base_aug, args)
+    bar = None
+    result = None
+    with _stop_on_sigint() as flag:
+        gen = train(args.cache, out, cfg, aug, resume=args.resume, stop=lambda: flag[0])
+        try:
+            while True:
+                try:
+                    event = next(gen)
+                except StopIteration as done:
+                    result = done.value
+                    break
+                if bar is None:
+                    bar = tqdm(total=event.total, initial=max(0, event.iteration - 1), unit="step",
+                               dynamic_ncols=True, disable=args.no_progress, file=sys.stderr)
+                if event.kind == "step":
+                    bar.update(event.iteration - bar.n)
+                    bar.set_postfix(phase=event.phase, loss=f"{event.loss:.4f}", collapse=f"{event.collapse:.4f}",
+                                    sps=f"{event.samples_per_s:.2f}", refresh=False)
+                elif event.kind == "warning":
+                    bar.write(f"warning: {event.message}", file=sys.stderr)
+        except TrainingDiverged as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            if bar is not None:
+                bar.close()
+    assert result is not None
+    if result.stopped:
+        print(
+            f"stopped at step {len(result.history)} of {cfg.iterations}; checkpoint saved to {out / CHECKPOINT}.\n"
+            f"Resume with: ssl-radiomics train {args.cache} --out {out} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    last = result.history.iloc[-1] if len(result.history) else None
+    summary = f" (last loss {last['loss']:.4f}, collapse {last['collapse']:.4f})" if last is not None else ""
+    print(f"trained {cfg.iterations} steps{summary}; run folder: {out}")
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from ..core.embed import embed
+    from ..core.utils import write_csv
+
+    cfg = from_arguments(TrainConfig(), args)
+    table = embed(args.run, args.cache, device=cfg.device, batch_size=cfg.embed_batch_size)
+    write_csv(args.out, table)
+    print(f"wrote {len(table)} cases x {table.shape[1] - 1} features to {args.out}")
+    return 0

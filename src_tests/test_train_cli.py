@@ -1,0 +1,65 @@
+"""`ssl-radiomics train` / `embed` in-process: a run, a resume, Ctrl-C, a clear refusal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from napari_ssl_radiomics.cli import main
+from napari_ssl_radiomics.core.train import CHECKPOINT, CONFIG_JSON, HISTORY_CSV
+from test_train_engine import make_cache  # the shared synthetic-cache fixture
+
+FAST = ["--device", "cpu", "--batch-size", "4", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return make_cache(tmp_path_factory.mktemp("cache"), cases=8)
+
+
+def test_train_resume_and_embed(cache, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(cache), "--out", str(run), "--mode", "re", "--iterations", "2", "--clusters", "2",
+                 "--warmup-epochs", "0", "--no-progress", *FAST]) == 0
+    assert len(pd.read_csv(run / HISTORY_CSV)) == 2
+    # --resume reuses the run's settings; only --iterations is given
+    assert main(["train", str(cache), "--out", str(run), "--resume", "--iterations", "3", "--no-progress"]) == 0
+    history = pd.read_csv(run / HISTORY_CSV)
+    assert history["iteration"].tolist() == [1, 2, 3] and set(history["phase"]) == {"re"}
+    out = tmp_path / "features" / "ssl_features.csv"
+    assert main(["embed", str(run), str(cache), "--out", str(out), "--device", "cpu"]) == 0
+    table = pd.read_csv(out, dtype={"ID": str})
+    assert list(table.columns) == ["ID"] + [f"ssl_{i:03d}" for i in range(256)]
+    assert table["ID"].tolist() == [f"case{i:02d}" for i in range(8)]
+    # a resume with another setting is refused with the setting named, exit status 2
+    capsys.readouterr()
+    assert main(["train", str(cache), "--out", str(run), "--resume", "--lr", "0.1", "--no-progress"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(cache, tmp_path, capsys):
+    run = tmp_path / "run"
+
+    def interrupt() -> None:  # Ctrl-C once training has started (config.json is written first)
+        deadline = time.monotonic() + 120
+        while not (run / CONFIG_JSON).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.start()
+    rc = main(["train", str(cache), "--out", str(run), "--mode", "none", "--iterations", "500", "--no-progress", *FAST])
+    thread.join()
+    assert rc == 130
+    err = capsys.readouterr().err
+    assert "--resume" in err and str(run) in err
+    ckpt = torch.load(run / CHECKPOINT, weights_only=False)
+    assert 0 <= ckpt["iteration"] < 500
+    assert len(pd.read_csv(run / HISTORY_CSV)) == ckpt["iteration"]
