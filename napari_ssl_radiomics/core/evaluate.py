@@ -275,18 +275,22 @@ def make_folds(labels: Labels | pd.DataFrame, cfg: EvaluateConfig) -> pd.DataFra
 
     Returns
     -------
-    DataFrame with columns ``ID, repeat, fold`` (one row per case and repeat).
+    DataFrame with columns ``ID, repeat, fold`` (one row per case and repeat, IDs sorted).
     """
     if isinstance(labels, pd.DataFrame):
         labels = labels_of({"labels": labels}, cfg)
-    ids = labels.y.index.to_numpy()
-    y = labels.y.to_numpy()
+    # Sorted by ID, so that tables listing the same cases in another order (a manifest, a
+    # prepared cache) get the same folds.
+    y_sorted = labels.y.sort_index()
+    ids = y_sorted.index.to_numpy()
+    y = y_sorted.to_numpy()
+    groups = labels.groups.loc[ids] if labels.groups is not None else None
     rows = []
     for r in range(cfg.repeats):
         seed = cfg.seed + r
-        if labels.groups is not None:
+        if groups is not None:
             cv = StratifiedGroupKFold(labels.folds, shuffle=True, random_state=seed)
-            splits = cv.split(ids, y, labels.groups.to_numpy())
+            splits = cv.split(ids, y, groups.to_numpy())
         else:
             splits = StratifiedKFold(labels.folds, shuffle=True, random_state=seed).split(ids, y)
         fold = np.empty(len(ids), dtype=int)
