@@ -172,3 +172,210 @@ def test_augment_preview_side_by_side_and_shared(make_napari_viewer, qtbot, tmp_
     idle(qtbot, widget)
     assert widget.seed.value() == 1
     assert not np.array_equal(first, viewer.layers[VIEW_LAYERS[0]].data)
+
+
+# --- training -------------------------------------------------------------------------
+
+TRAIN = dict(mode="se", clusters=2, pool=4, batch_size=2, iterations=12, warmup_epochs=0, checkpoint_every=5, seed=0, device="cpu")
+
+
+class Ticks:
+    """The largest gap between ticks of a 10 ms QTimer: how long the event loop stalled."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.gaps: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.gaps.append(now - self.last)
+        self.last = now
+
+    def stop(self) -> float:
+        self.timer.stop()
+        return max(self.gaps) if self.gaps else float("inf")
+
+
+def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_path, errors):
+    from napari_ssl_radiomics.widgets.train import TrainWidget
+
+    viewer = make_napari_viewer()
+    load_and_prepare(qtbot, viewer, tmp_path)
+    state = get_state(viewer)
+    widget = TrainWidget(viewer)
+    qtbot.addWidget(widget)
+    set_form(widget.form, **TRAIN)
+    assert widget.form.value() == TrainConfig(**{**TrainConfig().__dict__, **TRAIN})
+
+    widget.start_button.click()
+    assert widget.start_button.text() == "Stop"
+    qtbot.waitUntil(lambda: sum(e.kind == "step" for e in widget.events) >= 3, timeout=WAIT_MS)
+    widget.start_button.click()  # Stop
+    idle(qtbot, widget)
+    assert not errors.messages, errors.messages
+    assert widget.start_button.text() == "Start"
+    first = widget.result
+    assert first.stopped and first.checkpoint.exists()
+    stopped_at = [e for e in widget.events if e.kind == "stopped"][0].iteration
+    assert 3 <= stopped_at < TRAIN["iterations"]  # stopped between steps, not at the end
+    history = pd.read_csv(first.run_dir / "history.csv")
+    assert list(history["iteration"]) == list(range(1, stopped_at + 1))  # the log was saved with the checkpoint
+    assert state.run_dir == first.run_dir
+    assert len(widget.plot.loss) == stopped_at
+
+    # resume from the checkpoint, measuring how long the event loop stalls while it trains
+    idle_gap = Ticks()  # the machine's own stall (other processes), for comparison
+    qtbot.wait(1000)
+    idle_stall = idle_gap.stop()
+    widget.resume.setChecked(True)
+    widget.start_button.click()
+    qtbot.waitUntil(lambda: any(e.kind == "step" for e in widget.events[-1:]), timeout=WAIT_MS)
+    ticks = Ticks()
+    qtbot.waitUntil(lambda: widget.events[-1].kind == "done", timeout=WAIT_MS)
+    stall = ticks.stop()
+    idle(qtbot, widget)
+    print(f"\nlongest event-loop stall while training: {stall * 1000:.0f} ms over {len(ticks.gaps)} ticks "
+          f"(idle, before training: {idle_stall * 1000:.0f} ms)")
+    assert not errors.messages, errors.messages
+    second = widget.result
+    assert not second.stopped and second.run_dir == first.run_dir
+    steps = [e.iteration for e in widget.events if e.kind == "step"]
+    assert steps == list(range(stopped_at + 1, TRAIN["iterations"] + 1))
+    history = pd.read_csv(second.run_dir / "history.csv")
+    assert list(history["iteration"]) == list(range(1, TRAIN["iterations"] + 1))
+    assert history["phase"].iloc[-1] == "se"
+    assert widget.plot.draws >= 2
+    assert stall < 0.25
+
+
+def test_train_error_arrives_as_notification(make_napari_viewer, qtbot, tmp_path, errors):
+    from napari_ssl_radiomics.widgets.train import TrainWidget
+
+    viewer = make_napari_viewer()
+    load_and_prepare(qtbot, viewer, tmp_path)
+    widget = TrainWidget(viewer)
+    qtbot.addWidget(widget)
+    set_form(widget.form, **TRAIN)
+    widget.resume.setChecked(True)
+    widget.out.setText(str(tmp_path / "no-run-here"))
+    widget.start_button.click()
+    idle(qtbot, widget)
+    assert any("no checkpoint to resume" in m for m in errors.messages), errors.messages
+    assert widget.start_button.text() == "Start" and widget.start_button.isEnabled()
+
+
+# --- clusters and features (one short run shared by these tests) -----------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A prepared sample cohort and a short SE run on it, made with the core."""
+    from napari_ssl_radiomics.core.preprocess import prepare_all
+    from napari_ssl_radiomics.core.sample import write_sample_cohort
+    from napari_ssl_radiomics.core.train import run_to_end, train
+
+    from napari_ssl_radiomics.config import AugmentConfig
+
+    work = tmp_path_factory.mktemp("trained")
+    manifest = write_sample_cohort(work / "sample", SampleConfig(cases=CASES, size=SIZE))
+    prepare = PrepareConfig(size=CROP)
+    prepare_all(manifest, prepare, work / "prepared")
+    cfg = TrainConfig(**{**TrainConfig().__dict__, **TRAIN, "iterations": 6})
+    result = run_to_end(train(work / "prepared", work / "runs" / "se", cfg, AugmentConfig()))
+    return work, manifest, prepare, result.run_dir
+
+
+def with_state(viewer, trained):
+    """Point the viewer's shared state at the fixture's cohort, cache and run."""
+    from napari_ssl_radiomics.core.cache import read_cases
+    from napari_ssl_radiomics.core.cohort import load_cohort
+
+    work, manifest, prepare, run_dir = trained
+    state = get_state(viewer)
+    state.workdir = work
+    state.set_cohort(load_cohort(manifest))
+    state.set_cases(read_cases(work / "prepared"), prepare)
+    state.set_run(run_dir)
+    return state
+
+
+def test_clusters_one_point_per_case_and_features_on_masks(make_napari_viewer, qtbot, trained, errors):
+    from napari_ssl_radiomics.core.report import parse_ids
+    from napari_ssl_radiomics.widgets.clusters import BY_LABEL, ClustersWidget
+
+    viewer = make_napari_viewer()
+    state = with_state(viewer, trained)
+    widget = ClustersWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.neighbours.setValue(4)
+    widget.compute_button.click()
+    idle(qtbot, widget, timeout=180_000)  # the first UMAP fit in a process compiles (numba)
+    assert not errors.messages, errors.messages
+
+    ids = state.prepared().ids
+    assert len(widget.plot.points.get_offsets()) == len(ids) == CASES
+    layer = viewer.layers[COHORT_MASKS]
+    assert layer.data.shape == (CASES, CROP, CROP, CROP)
+    table = layer.features
+    assert list(table["ID"]) == list(ids)
+    for col in ("index", "ID", "Label", "UMAP_0", "UMAP_1", "cluster", "se_selected_count"):
+        assert col in table.columns
+    # row i <-> label i + 1: the mask of case i is painted with its row's index value
+    for i in (0, CASES - 1):
+        assert set(np.unique(layer.data[i])) == {0, int(table["index"].iloc[i])}
+    # the SE counts are those of the run's history
+    history = pd.read_csv(trained[3] / "history.csv")
+    counts = pd.Series([i for cell in history["selected_ids"] for i in parse_ids(cell)]).value_counts()
+    assert table.set_index("ID")["se_selected_count"].to_dict() == {i: int(counts.get(i, 0)) for i in ids}
+    # bars: cluster sizes split by label add up to the cohort
+    bars = sum(p.get_height() for p in widget.plot.ax_bars.patches)
+    assert bars == CASES
+
+    # a click on a point shows that case; the lasso marks cases in the features table
+    widget.select_case(3)
+    assert state.case_id == ids[3] and viewer.dims.current_step[0] == 3
+    widget.mark(np.array([1, 2]))
+    assert list(layer.features["selected"]) == [i in (1, 2) for i in range(CASES)]
+    widget.colour.setCurrentText(BY_LABEL)
+    assert widget.plot.ax_scatter.get_legend() is not None
+
+
+def test_features_extract_evaluate_export(make_napari_viewer, qtbot, trained, tmp_path, errors):
+    from napari_ssl_radiomics.widgets.features import FeaturesWidget
+
+    viewer = make_napari_viewer()
+    state = with_state(viewer, trained)
+    widget = FeaturesWidget(viewer)
+    qtbot.addWidget(widget)
+    set_form(widget.radiomics_form, jobs=1)
+    set_form(widget.evaluate_form, folds=3, label_fractions=(1.0,))
+    widget.extract_button.click()
+    idle(qtbot, widget, timeout=300_000)
+    assert not errors.messages, errors.messages
+    assert set(widget.sets) == {"Trad.", "3DSiam+SE", "Trad.+3DSiam+SE"}
+    both = widget.sets["Trad.+3DSiam+SE"]
+    assert len(both) == CASES
+    assert any(c.startswith("original_") for c in both) and "ssl_000" in both
+
+    widget.evaluate_button.click()
+    idle(qtbot, widget, timeout=300_000)
+    assert not errors.messages, errors.messages
+    assert "3DSiam+SE" in widget.summary.toPlainText()
+    assert widget.roc.pixmap() is not None and not widget.roc.pixmap().isNull()
+
+    files = widget.export(tmp_path / "export")
+    names = {p.name for p in files}
+    assert {"features.csv", "results.csv", "predictions.csv"} <= names
+    assert any(n.startswith("roc") and n.endswith(".png") for n in names)
+    features = pd.read_csv(tmp_path / "export" / "features.csv", dtype={"ID": str})
+    assert list(features.columns[:3]) == ["ID", "Label", "Group"] and len(features) == CASES
+    assert set(features["ID"]) == set(state.prepared().ids)
+    results = pd.read_csv(tmp_path / "export" / "results.csv")
+    assert {"feature_set", "label_fraction", "repeat", "fold", "metric", "value"} <= set(results.columns)
+    assert set(results["feature_set"]) == set(widget.sets)
+    predictions = pd.read_csv(tmp_path / "export" / "predictions.csv", dtype={"ID": str})
+    assert {"ID", "feature_set", "y_true", "y_pred"} <= set(predictions.columns)

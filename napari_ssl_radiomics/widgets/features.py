@@ -47,7 +47,8 @@ def run_name(run: Path) -> str:
 
     folder = run if run.is_dir() else run.parent
     try:
-        mode = json.loads((folder / "config.json").read_text())["train"]["mode"]
+        record = json.loads((folder / "config.json").read_text())
+        mode = record.get("config", record)["train"]["mode"]  # provenance() nests it under "config"
     except (OSError, KeyError, ValueError):
         return "SSL"
     return MODE_NAMES.get(mode, mode)
