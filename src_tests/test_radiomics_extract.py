@@ -81,10 +81,12 @@ def test_mask_label_and_single_label_masks(tmp_path):
     two = sitk.GetArrayFromImage(sitk.ReadImage(str(ones.mask))) * 2
     two[:, :3, :3] = 3
     multi = Case(id="multi", image=ones.image, mask=_write(tmp_path / "multi_mask.nii.gz", two, np.uint8), mask_label=2)
-    features, failures = extract_all([ones, stored_255, named, multi], RadiomicsConfig(jobs=1))
+    # a multi-channel case: features come from the primary image only
+    channels = Case(id="channels", image=ones.image, mask=ones.mask, extra_images={"t2": stored_255.image})
+    features, failures = extract_all([ones, stored_255, named, multi, channels], RadiomicsConfig(jobs=1))
     assert failures.empty, failures.to_string()
     f = features.set_index("ID")
-    for other in ("s255", "named", "multi"):
+    for other in ("s255", "named", "multi", "channels"):
         pd.testing.assert_series_equal(f.loc["ones"], f.loc[other], check_names=False)
 
 

@@ -57,7 +57,7 @@ def test_supervised_predictions_use_the_evaluation_folds_and_score_as_a_feature_
 def test_supervised_baseline_learns_a_visible_difference():
     cohort = _cohort(n=24)
     cfg = EvaluateConfig(folds=2, label_fractions=(1.0,), seed=0)
-    preds = run_supervised(cohort, cfg, demo_train_config(iterations=10, lr=3e-3))
+    preds = run_supervised(cohort, cfg, demo_train_config(iterations=5, lr=3e-3))
     table = pd.DataFrame({"ID": cohort.ids, "Label": cohort.labels, "f0": 0.0, "f1": np.arange(len(cohort.ids), dtype=float)})
     result = evaluate({"index": table}, cfg, predictions={"supervised": preds})
     auc = result.results.query("feature_set == 'supervised' and metric == 'auc'")["value"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -58,10 +59,14 @@ def test_cli_combine_and_evaluate(tmp_path, capsys):
     ssl.to_csv(tmp_path / "ssl.csv", index=False)
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame({"ID": trad["ID"], "Image": "x.nii", "Mask": "y.nii", "Label": trad["Label"], "Group": ""}).to_csv(manifest, index=False)
-    assert main(["combine", str(tmp_path / "trad.csv"), str(tmp_path / "ssl.csv"), "--out", str(tmp_path / "f.csv"), "--manifest", str(manifest)]) == 0
+    (tmp_path / "checkpoint.pt").write_bytes(b"weights")
+    assert main(["combine", str(tmp_path / "trad.csv"), str(tmp_path / "ssl.csv"), "--out", str(tmp_path / "f.csv"),
+                 "--manifest", str(manifest), "--checkpoint", str(tmp_path / "checkpoint.pt")]) == 0
     f = pd.read_csv(tmp_path / "f.csv", keep_default_na=False)
     assert f.shape == (40, 8) and (f["Group"] == "").all()
-    assert json.loads((tmp_path / "f.json").read_text())["sources"][0].endswith("trad.csv")
+    side = json.loads((tmp_path / "f.json").read_text())
+    assert side["sources"][0].endswith("trad.csv")
+    assert side["checkpoint_sha256"] == hashlib.sha256(b"weights").hexdigest()
 
     out = tmp_path / "ev"
     code = main(["evaluate", f"trad={tmp_path / 'trad.csv'}", f"ssl={tmp_path / 'ssl.csv'}",

@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("tables", nargs="+", help="feature table CSVs")
     p.add_argument("--out", required=True, help="combined CSV to write (with a <name>.json sidecar)")
     p.add_argument("--manifest", default=None, help="manifest whose Label and Group columns to use")
+    p.add_argument("--checkpoint", default=None, help="the SSL checkpoint the ssl_* features came from (its SHA-256 goes into the sidecar)")
     p.set_defaults(func=run_combine)
 
     p = sub.add_parser(
@@ -147,11 +148,13 @@ def load_feature_set(text: str, labels=None):
 
 def run_combine(args: argparse.Namespace) -> int:
     from ..core.tables import combine, labels_from_cohort, write_table
+    from ..core.utils import sha256
 
     labels = labels_from_cohort(args.manifest) if args.manifest else None
     tables = {p: _read(p) for p in args.tables}
     table = combine(tables, labels=labels)
-    write_table(table, args.out, None, sources=list(args.tables), manifest=args.manifest)
+    extra = {"checkpoint": args.checkpoint, "checkpoint_sha256": sha256(args.checkpoint)} if args.checkpoint else {}
+    write_table(table, args.out, None, sources=list(args.tables), manifest=args.manifest, **extra)
     log.info("wrote %s: %d cases, %d columns", args.out, len(table), table.shape[1])
     return 0
 

@@ -28,7 +28,6 @@ Choices the paper leaves open, made here:
 from __future__ import annotations
 
 import ast
-import dataclasses
 import logging
 import multiprocessing as mp
 import threading
@@ -379,8 +378,3 @@ def extract_all(
             next(gen)
         except StopIteration as stop:
             return stop.value
-
-
-def spec_summary(cfg: RadiomicsConfig) -> dict:
-    """The settings in force, for provenance files."""
-    return {"config": dataclasses.asdict(cfg), "spec": load_spec(cfg)}
