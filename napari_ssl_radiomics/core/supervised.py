@@ -48,6 +48,21 @@ class SupervisedEvent:
     loss: float
     elapsed_s: float
 
+    @property
+    def index(self) -> int:
+        """Steps done over all splits."""
+        return (self.split - 1) * self.iterations + self.iteration
+
+    @property
+    def total(self) -> int:
+        """Steps over all splits."""
+        return self.splits * self.iterations
+
+    @property
+    def message(self) -> str:
+        return (f"split {self.split}/{self.splits} (repeat {self.repeat}, fold {self.fold}, "
+                f"{self.label_fraction:.0%} labels) step {self.iteration}/{self.iterations} loss {self.loss:.3f}")
+
 
 def _device(name: str) -> str:
     import torch
@@ -95,7 +110,13 @@ def train_supervised(
     if isinstance(cohort, (str, Path)):
         cohort = load_prepared(cohort)
     labels = _labels(cohort, cfg)
-    folds = make_folds(labels, cfg) if folds is None else folds
+    folds = make_folds(labels, cfg) if folds is None else folds.assign(ID=folds["ID"].astype(str))
+    unknown = sorted(set(folds["ID"]) - set(cohort.ids))
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} case(s) of the folds are not in the prepared cache ({', '.join(unknown[:5])}); "
+            "make the folds from the cases the cache holds"
+        )
     all_splits = list(splits(folds, labels, tuple(cfg.label_fractions), cfg.seed))
     index = {cid: i for i, cid in enumerate(cohort.ids)}
     device = _device(train_cfg.device)
@@ -214,6 +235,13 @@ def run_supervised(cohort: Any, cfg: EvaluateConfig | None = None, train_cfg: Tr
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def cross_validate(cohort: Any, folds: pd.DataFrame | None, cfg: EvaluateConfig | None = None,
+                   train_cfg: TrainConfig | None = None, augment_cfg: AugmentConfig | None = None
+                   ) -> Generator[SupervisedEvent, None, pd.DataFrame]:
+    """:func:`train_supervised` with the folds first (the pipeline's call)."""
+    return (yield from train_supervised(cohort, cfg, train_cfg, augment_cfg, folds))
 
 
 def demo_train_config(**changes: Any) -> TrainConfig:
