@@ -44,6 +44,28 @@ def save(widget, path: Path) -> None:
     print(f"wrote {path} ({pixmap.width()}x{pixmap.height()})")
 
 
+def save_window(viewer, path: Path, width: int = 1000) -> None:
+    """The whole window (canvas, layer list, docks), scaled down to ``width`` pixels."""
+    import numpy as np
+    from qtpy.QtCore import Qt
+    from qtpy.QtGui import QImage
+
+    shot = np.ascontiguousarray(viewer.screenshot(canvas_only=False, flash=False))
+    h, w = shot.shape[:2]
+    image = QImage(shot.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
+    image.scaledToWidth(min(width, w), Qt.TransformationMode.SmoothTransformation).save(str(path))
+    print(f"wrote {path}")
+
+
+def show_only(app, frames: dict, name: str | None) -> None:
+    """Show one dock (the others hidden) for a window screenshot; None shows them all."""
+    for key, frame in frames.items():
+        frame.setVisible(name is None or key == name)
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.01)
+
+
 def replace(form, **values) -> None:
     form.set_value(dataclasses.replace(form.value(), **values))
 
@@ -51,7 +73,7 @@ def replace(form, **values) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "screenshots"))
-    parser.add_argument("--iterations", type=int, default=40, help="training steps of the demo run")
+    parser.add_argument("--iterations", type=int, default=24, help="training steps of the demo run")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,16 +90,16 @@ def main() -> None:
     viewer = napari.Viewer(title="napari-ssl-radiomics")
     viewer.window.resize(1400, 900)
     app = QApplication.instance()
-    docks = {}
+    docks, frames = {}, {}
     for name, cls in (("Cohort", CohortWidget), ("Augmentation preview", AugmentWidget), ("Training", TrainWidget),
                       ("Clusters", ClustersWidget), ("Features", FeaturesWidget)):
         docks[name] = cls(viewer)
-        viewer.window.add_dock_widget(docks[name], name=name, area="right", tabify=True)
+        frames[name] = viewer.window.add_dock_widget(docks[name], name=name, area="right", tabify=True)
 
     cohort = docks["Cohort"]
     cohort.workdir.setText(tempfile.mkdtemp(prefix="ssl-radiomics-shots-"))
     replace(cohort.sample_form, cases=24, size=40)
-    replace(cohort.prepare_form, size=32)
+    replace(cohort.prepare_form, size=28)
     cohort.load()
     wait(app, cohort)
     cohort.prepare()
@@ -92,16 +114,14 @@ def main() -> None:
     viewer.layers["case image"].visible = False
     viewer.layers["case mask"].visible = False
     save(augment, out / "augment.png")
-    viewer.window._qt_window.raise_()
-    for _ in range(10):
-        app.processEvents()
-    viewer.screenshot(str(out / "viewer_augment.png"), canvas_only=False, scale=0.6)
-    print(f"wrote {out / 'viewer_augment.png'}")
+    show_only(app, frames, "Augmentation preview")
+    save_window(viewer, out / "viewer_augment.png")
+    show_only(app, frames, None)
     for name in ("view 1", "view 2"):
         viewer.layers[name].visible = False
 
     train = docks["Training"]
-    replace(train.form, mode="se", clusters=3, pool=12, batch_size=4, iterations=args.iterations,
+    replace(train.form, mode="se", clusters=3, pool=8, batch_size=4, iterations=args.iterations,
             warmup_epochs=1, checkpoint_every=20, device="cpu")
     train.start()
     wait(app, train, timeout=1800)
@@ -120,9 +140,10 @@ def main() -> None:
     wait(app, features, timeout=1800)
     features.evaluate()
     wait(app, features)
+    features.summary.setMinimumHeight(320)
     save(features, out / "features.png")
-    viewer.screenshot(str(out / "viewer_clusters.png"), canvas_only=False, scale=0.6)
-    print(f"wrote {out / 'viewer_clusters.png'}")
+    show_only(app, frames, "Clusters")
+    save_window(viewer, out / "viewer_clusters.png")
     viewer.close()
 
 

@@ -176,7 +176,7 @@ def test_augment_preview_side_by_side_and_shared(make_napari_viewer, qtbot, tmp_
 
 # --- training -------------------------------------------------------------------------
 
-TRAIN = dict(mode="se", clusters=2, pool=4, batch_size=2, iterations=12, warmup_epochs=0, checkpoint_every=5, seed=0, device="cpu")
+TRAIN = dict(mode="se", clusters=2, pool=4, batch_size=2, iterations=8, warmup_epochs=0, checkpoint_every=4, seed=0, device="cpu")
 
 
 class Ticks:
@@ -213,7 +213,7 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
 
     widget.start_button.click()
     assert widget.start_button.text() == "Stop"
-    qtbot.waitUntil(lambda: sum(e.kind == "step" for e in widget.events) >= 3, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: sum(e.kind == "step" for e in widget.events) >= 2, timeout=WAIT_MS)
     widget.start_button.click()  # Stop
     idle(qtbot, widget)
     assert not errors.messages, errors.messages
@@ -221,7 +221,7 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
     first = widget.result
     assert first.stopped and first.checkpoint.exists()
     stopped_at = [e for e in widget.events if e.kind == "stopped"][0].iteration
-    assert 3 <= stopped_at < TRAIN["iterations"]  # stopped between steps, not at the end
+    assert 2 <= stopped_at < TRAIN["iterations"]  # stopped between steps, not at the end
     history = pd.read_csv(first.run_dir / "history.csv")
     assert list(history["iteration"]) == list(range(1, stopped_at + 1))  # the log was saved with the checkpoint
     assert state.run_dir == first.run_dir
@@ -284,7 +284,7 @@ def trained(tmp_path_factory):
     manifest = write_sample_cohort(work / "sample", SampleConfig(cases=CASES, size=SIZE))
     prepare = PrepareConfig(size=CROP)
     prepare_all(manifest, prepare, work / "prepared")
-    cfg = TrainConfig(**{**TrainConfig().__dict__, **TRAIN, "iterations": 6})
+    cfg = TrainConfig(**{**TrainConfig().__dict__, **TRAIN, "iterations": 4})
     result = run_to_end(train(work / "prepared", work / "runs" / "se", cfg, AugmentConfig()))
     return work, manifest, prepare, result.run_dir
 

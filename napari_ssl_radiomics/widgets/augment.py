@@ -19,7 +19,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayo
 from ..config import AugmentConfig
 from . import _workers
 from ._form import ConfigForm
-from ._layers import put_layer
+from ._layers import _zyx, put_layer
 from ._state import VIEW_LAYERS, get_state
 
 GAP = 4  # voxels between the two views
@@ -97,8 +97,8 @@ class AugmentWidget(QWidget):
         self.reroll_button.setEnabled(True)
 
     def _show(self, result: tuple[str, tuple[np.ndarray, np.ndarray], dict]) -> None:
-        case_id, views, _ = result
-        spacing = (self.state.prepare.spacing,) * 3
+        case_id, views, meta = result
+        spacing = _zyx(meta.get("spacing", self.state.prepare.spacing))  # per case for crop='bbox'
         width = views[0].shape[-1]
         for i, (name, view) in enumerate(zip(VIEW_LAYERS, views)):
             view = np.asarray(view)

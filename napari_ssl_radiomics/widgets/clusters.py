@@ -45,7 +45,7 @@ from ..config import TrainConfig
 from . import _workers
 from ._form import ConfigForm
 from ._layers import put_layer
-from ._state import COHORT_MASKS, get_state
+from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, get_state
 
 COHORT_IMAGES = "cohort images"
 BY_CLUSTER, BY_LABEL = "k-means cluster", "label"
@@ -249,6 +249,10 @@ class ClustersWidget(QWidget):
         put_layer(self.viewer, COHORT_IMAGES, images, scale=spacing, colormap="gray", contrast_limits=(0, 255))
         layer = put_layer(self.viewer, COHORT_MASKS, stack, kind="labels", scale=spacing, opacity=0.5)
         layer.features = table
+        # the single-case layers sit at their physical position, elsewhere in world space
+        for name in (IMAGE_LAYER, MASK_LAYER, *VIEW_LAYERS):
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = False
 
     def _redraw(self, *_: Any) -> None:
         if self.table is not None:
@@ -260,7 +264,11 @@ class ClustersWidget(QWidget):
             return
         self.viewer.dims.set_current_step(0, index)
         if COHORT_MASKS in self.viewer.layers:
-            self.viewer.layers[COHORT_MASKS].selected_label = index + 1
+            layer = self.viewer.layers[COHORT_MASKS]
+            layer.selected_label = index + 1
+            slices = np.flatnonzero(layer.data[index].any(axis=(1, 2)))
+            if len(slices) and self.viewer.dims.ndisplay == 2:  # go to the ROI's middle slice
+                self.viewer.dims.set_point(1, float(slices[len(slices) // 2]) * layer.scale[1])
         case_id = self.table["ID"].iloc[index]
         self.info.setText(f"case {case_id}: label {self.table['Label'].iloc[index]}, cluster {self.table['cluster'].iloc[index]}, "
                           f"selected by SE {self.table['se_selected_count'].iloc[index]}×")

@@ -81,6 +81,7 @@ class CohortWidget(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setMinimumHeight(220)
         self.table.itemSelectionChanged.connect(self._row_selected)
         self.crop = QCheckBox("show the prepared crop (else the full volume)")
         self.crop.toggled.connect(lambda _: self._show(self.state.case_id))
