@@ -335,9 +335,19 @@ def test_clusters_one_point_per_case_and_features_on_masks(make_napari_viewer, q
     bars = sum(p.get_height() for p in widget.plot.ax_bars.patches)
     assert bars == CASES
 
-    # a click on a point shows that case; the lasso marks cases in the features table
-    widget.select_case(3)
+    # a click on a point shows that case
+    from matplotlib.backend_bases import MouseEvent
+
+    canvas = widget.plot
+    x, y = canvas.ax_scatter.transData.transform(table[["UMAP_0", "UMAP_1"]].to_numpy()[3])
+    MouseEvent("button_press_event", canvas, x, y, button=1)._process()
+    MouseEvent("button_release_event", canvas, x, y, button=1)._process()
     assert state.case_id == ids[3] and viewer.dims.current_step[0] == 3
+    # the lasso marks the cases inside it in the features table
+    xy = table[["UMAP_0", "UMAP_1"]].to_numpy()
+    lo, hi = xy.min(axis=0) - 1, xy.max(axis=0) + 1
+    widget._lassoed([(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])])
+    assert layer.features["selected"].all()
     widget.mark(np.array([1, 2]))
     assert list(layer.features["selected"]) == [i in (1, 2) for i in range(CASES)]
     widget.colour.setCurrentText(BY_LABEL)

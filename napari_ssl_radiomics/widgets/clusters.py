@@ -257,6 +257,9 @@ class ClustersWidget(QWidget):
     def _redraw(self, *_: Any) -> None:
         if self.table is not None:
             self.plot.show(self.table, self.colour.currentText())
+            # clearing the axes removed the lasso's line: attach a fresh selector
+            self.lasso.disconnect_events()
+            self.lasso = LassoSelector(self.plot.ax_scatter, self._lassoed)
 
     def select_case(self, index: int) -> None:
         """Show case ``index`` (row of the table): move the case slider there and share the choice."""
@@ -275,8 +278,12 @@ class ClustersWidget(QWidget):
         self.state.set_case(case_id)
 
     def _picked(self, event: Any) -> None:
-        if event.artist is self.plot.points and len(event.ind):
-            self.select_case(int(event.ind[0]))
+        if event.artist is not self.plot.points or not len(event.ind) or self.table is None:
+            return
+        # of the points under the cursor, the nearest one
+        xy = self.plot.ax_scatter.transData.transform(self.table[["UMAP_0", "UMAP_1"]].to_numpy()[event.ind])
+        near = np.hypot(xy[:, 0] - event.mouseevent.x, xy[:, 1] - event.mouseevent.y)
+        self.select_case(int(event.ind[int(np.argmin(near))]))
 
     def _lassoed(self, vertices: list) -> None:
         if self.table is None or len(vertices) < 3:
