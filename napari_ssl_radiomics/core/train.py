@@ -302,7 +302,7 @@ class _Run:
         """Write checkpoint.pt and history.csv whole; refuse to store non-finite weights."""
         if not _finite(self.model):
             raise TrainingDiverged(
-                f"the weights became NaN or infinite by step {self.iteration}; the last good checkpoint "
+                f"training diverged: the weights became NaN or infinite by step {self.iteration}; the last good checkpoint "
                 f"(iteration {self.saved_iteration}) was kept. Try a lower --lr (now {self.cfg.lr}) or --precision fp32."
             )
         payload = {
