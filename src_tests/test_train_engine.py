@@ -20,6 +20,7 @@ from napari_ssl_radiomics.core.cache import CASE_COLUMNS, load_prepared, write_c
 from napari_ssl_radiomics.core.train import (
     CHECKPOINT, CONFIG_JSON, HISTORY_COLUMNS, HISTORY_CSV, TrainingDiverged, _Run, load_model, run_to_end, train,
 )
+from napari_ssl_radiomics.core import train as train_module
 from napari_ssl_radiomics.core.utils import write_csv
 
 SIZE = 27  # the encoder's minimum edge: the cheapest volume it takes
@@ -204,3 +205,17 @@ def test_bad_cohorts_are_named(cache, tmp_path):
     small_root = make_cache(tmp_path / "tiny", cases=3, size=20)
     with pytest.raises(ValueError, match="smaller than the encoder's minimum"):
         next(train(small_root, tmp_path / "run2", small(), AugmentConfig()))
+
+
+def test_a_collapsed_representation_warns_once(tmp_path, monkeypatch):
+    # identical featureless cases and no augmentation: every view is the same volume, so
+    # the batch's outputs coincide and the collapse metric is 0 from the first step
+    root = make_cache(tmp_path / "flat", cases=4)
+    data = load_prepared(root)
+    data.images[:] = 100.0
+    off = AugmentConfig(rotation_p=0, scale_p=0, shift_p=0, gamma_p=0, sharpen_p=0, blur_p=0, noise_p=0)
+    monkeypatch.setattr(train_module, "COLLAPSE_STEPS", 2)  # the real threshold is 50 steps
+    evs, _ = events(train(data, tmp_path / "run", small(iterations=3, batch_size=2), off))
+    assert all(e.collapse < 1e-3 for e in evs if e.kind == "step")
+    warnings = [e for e in evs if e.kind == "warning"]
+    assert len(warnings) == 1 and warnings[0].iteration == 2 and "collapsing" in warnings[0].message
