@@ -8,6 +8,7 @@ One cohort and one short training run are shared by the later tests (module fixt
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -201,11 +202,15 @@ class Ticks:
 
 
 def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_path, errors):
+    from napari_ssl_radiomics.widgets.augment import AugmentWidget
     from napari_ssl_radiomics.widgets.train import TrainWidget
 
     viewer = make_napari_viewer()
     load_and_prepare(qtbot, viewer, tmp_path)
     state = get_state(viewer)
+    augment = AugmentWidget(viewer)
+    qtbot.addWidget(augment)
+    set_form(augment.form, blur_p=0.55)  # what the preview shows is what training uses
     widget = TrainWidget(viewer)
     qtbot.addWidget(widget)
     set_form(widget.form, **TRAIN)
@@ -225,6 +230,8 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
     history = pd.read_csv(first.run_dir / "history.csv")
     assert list(history["iteration"]) == list(range(1, stopped_at + 1))  # the log was saved with the checkpoint
     assert state.run_dir == first.run_dir
+    run_config = json.loads((first.run_dir / "config.json").read_text())
+    assert run_config["config"]["augment"]["blur_p"] == 0.55
     assert len(widget.plot.loss) == stopped_at
 
     # resume from the checkpoint, measuring how long the event loop stalls while it trains
@@ -389,3 +396,26 @@ def test_features_extract_evaluate_export(make_napari_viewer, qtbot, trained, tm
     assert set(results["feature_set"]) == set(widget.sets)
     predictions = pd.read_csv(tmp_path / "export" / "predictions.csv", dtype={"ID": str})
     assert {"ID", "feature_set", "y_true", "y_pred"} <= set(predictions.columns)
+
+
+# --- the manifest ---------------------------------------------------------------------
+
+
+def test_every_widget_opens_from_the_plugin_menu(make_napari_viewer):
+    import yaml
+
+    from napari_ssl_radiomics.widgets import augment, clusters, cohort, features, train
+
+    manifest = yaml.safe_load((Path(__file__).resolve().parents[1] / "napari.yaml").read_text())
+    names = [w["display_name"] for w in manifest["contributions"]["widgets"]]
+    expected = {
+        "Cohort": cohort.CohortWidget, "Augmentation preview": augment.AugmentWidget,
+        "Training (3DSiam + RE/SE)": train.TrainWidget, "Clusters (UMAP)": clusters.ClustersWidget,
+        "Features and evaluation": features.FeaturesWidget,
+    }
+    assert sorted(names) == sorted(expected)
+    viewer = make_napari_viewer()
+    opened = [viewer.window.add_plugin_dock_widget("napari-ssl-radiomics", name)[1] for name in names]
+    for name, widget in zip(names, opened):
+        assert isinstance(widget, expected[name])
+    assert len({id(get_state(viewer))} | {id(w.state) for w in opened}) == 1  # one shared state per viewer
