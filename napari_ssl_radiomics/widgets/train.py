@@ -169,8 +169,14 @@ class TrainWidget(QWidget):
         self._stop.clear()
         self.events = []
         self.result = None
-        if not resume:
-            self.plot.clear()
+        self.plot.clear()
+        history = out / "history.csv"
+        if resume and history.exists():  # continue the curve of the run being resumed
+            import pandas as pd
+
+            for row in pd.read_csv(history).itertuples():
+                self.plot.add(int(row.iteration), float(row.loss), float(row.collapse))
+            self.plot.redraw()
         self._bar = progress(total=cfg.iterations, desc=f"Training ({cfg.mode})")
         stop = self._stop.is_set
 
