@@ -49,6 +49,15 @@ from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, get_stat
 
 COHORT_IMAGES = "cohort images"
 BY_CLUSTER, BY_LABEL = "k-means cluster", "label"
+#: labels get colours apart from the clusters' (tab10), so the bars never mix the two up
+LABEL_COLOURS = ("0.55", "tab:red", "tab:purple", "tab:olive", "tab:cyan", "tab:pink")
+
+
+def _palette(values: pd.Series, labels: bool) -> dict[str, str]:
+    keys = sorted(values.astype(str).unique())
+    if labels:
+        return {v: LABEL_COLOURS[i % len(LABEL_COLOURS)] for i, v in enumerate(keys)}
+    return {v: f"C{i % 10}" for i, v in enumerate(keys)}
 
 
 def selected_counts(run_dir: Path | None, recent: int) -> Counter:
@@ -123,7 +132,7 @@ class ClusterPlot(FigureCanvasQTAgg):
         ax.clear()
         key = "cluster" if colour_by == BY_CLUSTER else "Label"
         values = table[key].astype(str)
-        palette = {v: f"C{i % 10}" for i, v in enumerate(sorted(values.unique()))}
+        palette = _palette(values, labels=key == "Label")
         colours = [palette[v] for v in values]
         count = table["se_selected_count"].to_numpy()
         edges = np.where(count > 0, "black", "none")
@@ -146,9 +155,10 @@ class ClusterPlot(FigureCanvasQTAgg):
         ax = self.ax_bars
         ax.clear()
         split = pd.crosstab(table["cluster"], table["Label"].astype(str))
+        colours = _palette(table["Label"], labels=True)
         bottom = np.zeros(len(split))
-        for i, label in enumerate(split.columns):
-            ax.bar(split.index.astype(str), split[label], bottom=bottom, label=f"label {label}", color=f"C{i % 10}")
+        for label in split.columns:
+            ax.bar(split.index.astype(str), split[label], bottom=bottom, label=f"label {label}", color=colours[label])
             bottom += split[label].to_numpy()
         ax.set(xlabel="cluster", ylabel="cases")
         ax.legend(fontsize=7)
