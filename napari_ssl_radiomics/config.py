@@ -140,6 +140,7 @@ class PipelineConfig:
     out: str = option("results", "output folder")
     modes: tuple[str, ...] = option(("none", "re", "se"), "training modes to compare")
     supervised: bool = option(True, "also train the supervised baseline (weighted cross-entropy)")
+    supervised_iterations: int = option(500, "training steps of the supervised baseline on each training fold")
     sample: SampleConfig = field(default_factory=SampleConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

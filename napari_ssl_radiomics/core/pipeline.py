@@ -69,6 +69,9 @@ def demo_config(out: str | Path = "results", full: bool = False) -> PipelineConf
     training steps per mode; ``full`` uses the paper's 96³ crops and 2000 iterations (a GPU).
     """
     cfg = PipelineConfig(out=str(out))
+    # The sample cohort's Group is the acquisition centre: the paper's folds are not
+    # grouped by centre (grouping 3 centres would turn the CV into leave-centre-out).
+    cfg.evaluate = dataclasses.replace(cfg.evaluate, group="")
     if full:
         cfg.sample = dataclasses.replace(cfg.sample, cases=200, size=112)
         cfg.prepare = dataclasses.replace(cfg.prepare, size=96)
@@ -271,13 +274,14 @@ def _supervised_stage(cfg: PipelineConfig, cache: Path, folds: Path, out: Path, 
     from .utils import write_csv
 
     path = out / "features" / "supervised_predictions.csv"
-    key = config_hash([to_dict(cfg.train), to_dict(cfg.augment), _file_key(cache / "cases.csv", folds)])
+    train_cfg = dataclasses.replace(cfg.train, iterations=cfg.supervised_iterations)
+    key = config_hash([to_dict(train_cfg), to_dict(cfg.augment), _file_key(cache / "cases.csv", folds)])
     if state.fresh("supervised", key, path):
         yield StageEvent("supervised", "cached", message=str(path))
         return path
     yield StageEvent("supervised", "start")
     fold_table = pd.read_csv(folds, dtype={"ID": str})
-    predictions = yield from _forward("supervised", supervised.cross_validate(cache, fold_table, cfg.evaluate, cfg.train, cfg.augment))
+    predictions = yield from _forward("supervised", supervised.cross_validate(cache, fold_table, cfg.evaluate, train_cfg, cfg.augment))
     write_csv(path, predictions)
     state.mark("supervised", key)
     yield StageEvent("supervised", "done", message=str(path))
@@ -331,7 +335,9 @@ def _evaluate_stage(
         return combine([labels, *[_read(p)[lambda t: t["ID"].isin(ids)] for p in files]])
 
     tables = {name: joined(files) for name, files in sets.items()}
-    write_csv(out / "features" / "features.csv", joined([trad, *ssl_tables.values()]))
+    # One table with every mode: each mode's columns get its name (ssl_se_000, ...).
+    renamed = [_read(p).rename(columns=lambda c, m=m: c.replace("ssl_", f"ssl_{m}_", 1) if c.startswith("ssl_") else c) for m, p in ssl_tables.items()]
+    write_csv(out / "features" / "features.csv", combine([labels, _read(trad)[lambda t: t["ID"].isin(ids)], *[t[t["ID"].isin(ids)] for t in renamed]]))
     external = {"Supervised": _read(supervised)} if supervised else None
     result = evaluate(tables, cfg.evaluate, predictions=external, folds=fold_table)
     for note in result.warnings:

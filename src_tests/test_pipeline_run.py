@@ -1,0 +1,97 @@
+"""`ssl-radiomics run`: one config, every stage cached, a killed run continues where it stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from napari_ssl_radiomics import config as C
+from napari_ssl_radiomics.cli import main
+from napari_ssl_radiomics.cli.pipeline import parse_sweep
+
+
+def tiny_config(out: Path) -> C.PipelineConfig:
+    """A cohort and schedule small enough for seconds, big enough for 3 folds."""
+    cfg = C.PipelineConfig(out=str(out), modes=("none", "se"), supervised=False)
+    cfg.sample = C.SampleConfig(cases=20, size=32, seed=3)
+    cfg.prepare = C.PrepareConfig(size=28)
+    cfg.train = C.TrainConfig(iterations=16, checkpoint_every=4, batch_size=4, pool=12, device="cpu", seed=5)
+    cfg.radiomics = C.RadiomicsConfig(jobs=1)
+    cfg.evaluate = C.EvaluateConfig(folds=3, label_fractions=(1.0,), group="")
+    return cfg
+
+
+def write_config(cfg: C.PipelineConfig, path: Path) -> Path:
+    path.write_text(C.dump_yaml(cfg))
+    return path
+
+
+def run_cli(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "napari_ssl_radiomics", "run", str(config)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def kill_during_training(config: Path, out: Path) -> None:
+    """Start a run and SIGKILL it once the second mode has written a checkpoint."""
+    proc = subprocess.Popen([sys.executable, "-m", "napari_ssl_radiomics", "run", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = out / "runs" / "se" / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert target.exists(), "the run ended or stalled before training the second mode"
+    assert not (out / "features" / "ssl_se.csv").exists(), "the kill came too late to interrupt training"
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_redoing_stages_and_equals_an_uninterrupted_run(tmp_path):
+    killed = tmp_path / "killed"
+    config = write_config(tiny_config(killed), tmp_path / "killed.yaml")
+    kill_during_training(config, killed)
+    finished_before = {p: p.stat().st_mtime_ns for p in [killed / "sample" / "manifest.csv", killed / "cache" / "cases.csv", killed / "runs" / "none" / "checkpoint.pt"]}
+
+    again = run_cli(config)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for stage in ("cohort", "prepare", "train:none", "embed:none"):
+        assert f"{stage}: unchanged, reused" in again.stdout + again.stderr, stage
+    assert {p: p.stat().st_mtime_ns for p in finished_before} == finished_before
+
+    whole = tmp_path / "whole"
+    done = run_cli(write_config(tiny_config(whole), tmp_path / "whole.yaml"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("features/ssl_none.csv", "features/ssl_se.csv", "features/trad.csv", "evaluation/results.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(killed / name), pd.read_csv(whole / name), obj=name)
+    loss = [pd.read_csv(d / "runs" / "se" / "history.csv")["loss"] for d in (killed, whole)]
+    pd.testing.assert_series_equal(*loss)
+
+    # What a user gets: the config it ran with, the versions, the report.
+    assert C.load_yaml(killed / "config.yaml") == tiny_config(killed)
+    assert "torch" in (killed / "versions.json").read_text()
+    report = (killed / "report.html").read_text()
+    assert "3DSiam+SE" in report and "data:image/png;base64," in report
+
+
+def test_config_command_prints_a_loadable_default(tmp_path, capsys):
+    assert main(["config", "--out", str(tmp_path / "c.yaml")]) == 0
+    assert C.load_yaml(tmp_path / "c.yaml") == C.PipelineConfig()
+
+
+def test_run_names_a_missing_config_and_how_to_make_one(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "ssl-radiomics config --out" in capsys.readouterr().err
+
+
+def test_sweep_accepts_the_papers_two_sweeps_only():
+    assert parse_sweep(["clusters=0,2,3", "batch_size=2,4"]) == [("clusters", [0, 2, 3]), ("batch_size", [2, 4])]
+    with pytest.raises(ValueError, match="clusters=0,2,3,4,5"):
+        parse_sweep(["lr=1,2"])
