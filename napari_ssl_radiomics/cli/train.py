@@ -66,14 +66,18 @@ def _stop_on_sigint() -> Iterator[list[bool]]:
 def run_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..core.train import CHECKPOINT, TrainingDiverged, saved_config, train
+    from ..core.train import CHECKPOINT, HISTORY_CSV, TrainingDiverged, saved_config, train
     from . import CommandError
 
     out = Path(args.out)
     base_train, base_aug = saved_config(out) if args.resume else (TrainConfig(), AugmentConfig())
     cfg = from_arguments(base_train, args)
     aug = from_arguments(base_aug, args)
-    bar = None
+    done_before = 0
+    if args.resume and (out / HISTORY_CSV).exists():  # history.csv is written with each checkpoint
+        done_before = sum(1 for _ in open(out / HISTORY_CSV, encoding="utf-8")) - 1
+    bar = tqdm(total=cfg.iterations, initial=max(0, done_before), unit="step", dynamic_ncols=True,
+               disable=args.no_progress, file=sys.stderr)
     result = None
     with _stop_on_sigint() as flag:
         gen = train(args.cache, out, cfg, aug, resume=args.resume, stop=lambda: flag[0])
@@ -84,9 +88,6 @@ def run_train(args: argparse.Namespace) -> int:
                 except StopIteration as done:
                     result = done.value
                     break
-                if bar is None:
-                    bar = tqdm(total=event.total, initial=max(0, event.iteration - 1), unit="step",
-                               dynamic_ncols=True, disable=args.no_progress, file=sys.stderr)
                 if event.kind == "step":
                     bar.update(event.iteration - bar.n)
                     bar.set_postfix(phase=event.phase, loss=f"{event.loss:.4f}", collapse=f"{event.collapse:.4f}",
@@ -96,8 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
         except TrainingDiverged as exc:
             raise CommandError(str(exc)) from None
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
     assert result is not None
     if result.stopped:
         print(
