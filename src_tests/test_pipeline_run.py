@@ -20,9 +20,9 @@ from napari_ssl_radiomics.cli.pipeline import parse_sweep
 def tiny_config(out: Path) -> C.PipelineConfig:
     """A cohort and schedule small enough for seconds, big enough for 3 folds."""
     cfg = C.PipelineConfig(out=str(out), modes=("none", "se"), supervised=False)
-    cfg.sample = C.SampleConfig(cases=20, size=32, seed=3)
+    cfg.sample = C.SampleConfig(cases=16, size=30, seed=3)
     cfg.prepare = C.PrepareConfig(size=28)
-    cfg.train = C.TrainConfig(iterations=16, checkpoint_every=4, batch_size=4, pool=12, device="cpu", seed=5)
+    cfg.train = C.TrainConfig(iterations=8, checkpoint_every=2, batch_size=4, pool=12, device="cpu", seed=5)
     cfg.radiomics = C.RadiomicsConfig(jobs=1)
     cfg.evaluate = C.EvaluateConfig(folds=3, label_fractions=(1.0,), group="")
     return cfg
