@@ -32,17 +32,9 @@ CASES = ("brain1", "brain2", "breast1", "lung1", "lung2")
 
 
 def machine() -> str:
-    from napari_ssl_radiomics.core.utils import cpu_count
+    from napari_ssl_radiomics.core.utils import cpu_count, cpu_model
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {cpu_count()} cores usable, Python {platform.python_version()}, {platform.system()}"
+    return f"{cpu_model()}, {cpu_count()} cores usable, Python {platform.python_version()}, {platform.system()}"
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ import torch
 from napari_ssl_radiomics.config import AugmentConfig, TrainConfig
 from napari_ssl_radiomics.core.cache import PreparedCohort
 from napari_ssl_radiomics.core.train import resolve_device, train
+from napari_ssl_radiomics.core.utils import cpu_model
 
 
 def cohort(size: int, cases: int, seed: int = 0) -> PreparedCohort:
@@ -61,14 +62,7 @@ def measure(data: PreparedCohort, steps: int, warmup: int, **kw) -> tuple[float,
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     return (f"date {dt.date.today()}, CPU {cpu} ({torch.get_num_threads()} torch threads), GPU {gpu}, "
             f"torch {torch.__version__}, python {platform.python_version()}")

@@ -44,7 +44,7 @@ def problems(out: Path) -> list[str]:
         found += [f"results.csv: no {f:.0%} labels scenario" for f in (1.0, 0.5) if f not in set(table["label_fraction"])]
     report = out / "report.md"
     if report.exists():
-        found += [f"report.md lacks {r}" for r in ROWS if f"| {r} |" not in report.read_text()]
+        found += [f"report.md lacks {r}" for r in ROWS if f"| {r} |" not in report.read_text(encoding="utf-8")]
     return found
 
 
@@ -54,7 +54,7 @@ if __name__ == "__main__":
     for line in wrong:
         print("check_demo:", line)
     if not wrong:
-        summary = (out / "evaluation/summary.md").read_text()
+        summary = (out / "evaluation/summary.md").read_text(encoding="utf-8")
         print(summary)
         print(f"check_demo: {out} holds every promised file and column")
     sys.exit(1 if wrong else 0)

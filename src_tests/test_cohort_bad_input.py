@@ -75,7 +75,7 @@ def bad_cohort(tmp_path_factory):
     add("nan", write(d / "nan.nrrd", nan), write(d / "nan_m.nii.gz", blob()))
     add("constant", write(d / "co.nii.gz", np.full((N,) * 3, 7.0, np.float32)), write(d / "co_m.nii.gz", blob()))
     add("good1", write(d / "dup.nii.gz", image(9)), write(d / "dup_m.nii.gz", blob()))
-    (d / "manifest.csv").write_text("ID,Image,Mask,MaskLabel\n" + "\n".join(rows) + "\n")
+    (d / "manifest.csv").write_text("ID,Image,Mask,MaskLabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
     out = d / "cache"
     gen = prepare(d / "manifest.csv", CFG, out)
     events = []
@@ -183,7 +183,7 @@ def test_duplicate_id_second_is_skipped(bad_cohort):
 def test_a_run_without_any_good_case_still_writes_its_table(tmp_path):
     write(tmp_path / "e.nii.gz", image())
     write(tmp_path / "e_m.nii.gz", np.zeros((N,) * 3, np.uint8))
-    (tmp_path / "m.csv").write_text("ID,Image,Mask\ne,e.nii.gz,e_m.nii.gz\n")
+    (tmp_path / "m.csv").write_text("ID,Image,Mask\ne,e.nii.gz,e_m.nii.gz\n", encoding="utf-8")
     from napari_ssl_radiomics.core.preprocess import prepare_all
 
     table = prepare_all(tmp_path / "m.csv", CFG, tmp_path / "c")

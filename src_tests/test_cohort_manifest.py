@@ -39,7 +39,7 @@ def test_manifest_columns_relative_paths_and_channels(tmp_path):
     (tmp_path / "m.csv").write_text(
         "ID,Image,Image_T2,Mask,Label,Group,MaskLabel\n"
         "a,data/a_t1.nii.gz,data/a_t2.nrrd,data/a_mask.nii.gz,high,site1,\n"
-    )
+    , encoding="utf-8")
     cohort = load_cohort(tmp_path / "m.csv")
     assert cohort.problems == []
     case = cohort.cases[0]
@@ -65,13 +65,13 @@ def test_manifest_with_byte_order_mark_and_masklabel(tmp_path):
     (tmp_path / "m.csv").write_bytes("\ufeffID,Image,Mask,MaskLabel\r\nx,i.nii.gz,m.nii.gz,4\r\n".encode("utf-8"))
     case = load_cohort(tmp_path / "m.csv").cases[0]
     assert (case.id, case.mask_label) == ("x", 4)
-    (tmp_path / "bad.csv").write_text("ID,Image,Mask,MaskLabel\ny,i.nii.gz,m.nii.gz,four\n")
+    (tmp_path / "bad.csv").write_text("ID,Image,Mask,MaskLabel\ny,i.nii.gz,m.nii.gz,four\n", encoding="utf-8")
     cohort = load_cohort(tmp_path / "bad.csv")
     assert cohort.cases == [] and "MaskLabel 'four' is not an integer" in cohort.problems[0][1]
 
 
 def test_manifest_without_image_or_mask_names_the_columns(tmp_path):
-    (tmp_path / "m.csv").write_text("ID,image_path,Mask\na,x.nii.gz,y.nii.gz\n")
+    (tmp_path / "m.csv").write_text("ID,image_path,Mask\na,x.nii.gz,y.nii.gz\n", encoding="utf-8")
     with pytest.raises(ValueError) as err:
         load_cohort(tmp_path / "m.csv")
     text = str(err.value)
@@ -79,9 +79,9 @@ def test_manifest_without_image_or_mask_names_the_columns(tmp_path):
 
 
 def test_ids_default_to_file_names_and_duplicates_are_rejected(tmp_path):
-    (tmp_path / "m.csv").write_text("Image,Mask\nx/p1.nii.gz,p1_m.nii.gz\nx/p2.nrrd,p2_m.nii.gz\n")
+    (tmp_path / "m.csv").write_text("Image,Mask\nx/p1.nii.gz,p1_m.nii.gz\nx/p2.nrrd,p2_m.nii.gz\n", encoding="utf-8")
     assert [c.id for c in load_cohort(tmp_path / "m.csv").cases] == ["p1", "p2"]
-    (tmp_path / "d.csv").write_text("ID,Image,Mask\nA,a.nii,am.nii\nB,b.nii,bm.nii\nA,c.nii,cm.nii\n,d.nii,dm.nii\n")
+    (tmp_path / "d.csv").write_text("ID,Image,Mask\nA,a.nii,am.nii\nB,b.nii,bm.nii\nA,c.nii,cm.nii\n,d.nii,dm.nii\n", encoding="utf-8")
     cohort = load_cohort(tmp_path / "d.csv")
     assert [c.id for c in cohort.cases] == ["A", "B"]
     assert cohort.problems[0][0] == "A" and "duplicate ID" in cohort.problems[0][1] and "row 1" in cohort.problems[0][1]
@@ -125,7 +125,7 @@ def test_dicom_series_folder(tmp_path):
         writer.SetFileName(str(series / f"{z:03d}.dcm"))
         writer.Execute(sl)
     write(tmp_path / "m.nrrd", blob(), spacing=(0.7, 0.7, 2.0))
-    (tmp_path / "m.csv").write_text("ID,Image,Mask\nct,ct,m.nrrd\n")
+    (tmp_path / "m.csv").write_text("ID,Image,Mask\nct,ct,m.nrrd\n", encoding="utf-8")
     images, mask = read_case(load_cohort(tmp_path / "m.csv").cases[0], PrepareConfig())
     assert images[0].GetSize() == (16, 16, 16)
     assert np.allclose(images[0].GetSpacing(), (0.7, 0.7, 2.0))
@@ -133,7 +133,7 @@ def test_dicom_series_folder(tmp_path):
 
 
 def test_case_error_names_case(tmp_path):
-    (tmp_path / "m.csv").write_text("ID,Image,Mask\nzz,none.nii.gz,none_m.nii.gz\n")
+    (tmp_path / "m.csv").write_text("ID,Image,Mask\nzz,none.nii.gz,none_m.nii.gz\n", encoding="utf-8")
     with pytest.raises(CaseError) as err:
         read_case(load_cohort(tmp_path / "m.csv").cases[0], PrepareConfig())
     assert err.value.case_id == "zz" and str(err.value).startswith("case zz:") and "not found" in str(err.value)

@@ -12,7 +12,7 @@ from napari_ssl_radiomics import config as C
 
 def test_commented_yaml_round_trips_to_the_defaults(tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text(C.commented_yaml())
+    path.write_text(C.commented_yaml(), encoding="utf-8")
     assert C.load_yaml(path) == C.PipelineConfig()
 
 
@@ -28,7 +28,7 @@ def test_commented_yaml_documents_every_field():
 
 def test_partial_yaml_keeps_other_defaults(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"train": {"mode": "re", "iterations": 7}, "evaluate": {"label_fractions": [1, 0.5]}}))
+    path.write_text(yaml.safe_dump({"train": {"mode": "re", "iterations": 7}, "evaluate": {"label_fractions": [1, 0.5]}}), encoding="utf-8")
     cfg = C.load_yaml(path)
     assert cfg.train.mode == "re" and cfg.train.iterations == 7
     assert cfg.train.lr == C.TrainConfig().lr

@@ -152,7 +152,7 @@ def test_outputs_are_written_and_summary_is_laid_out_like_table_2(binary_result,
     assert list(tidy.columns) == ["feature_set", "label_fraction", "repeat", "fold", "metric", "value"]
     pred = pd.read_csv(tmp_path / "ev" / "predictions.csv")
     assert list(pred.columns[:8]) == ["ID", "feature_set", "label_fraction", "repeat", "fold", "y_true", "y_pred", "score"]
-    summary = (tmp_path / "ev" / "summary.md").read_text()
+    summary = (tmp_path / "ev" / "summary.md").read_text(encoding="utf-8")
     row = next(line for line in summary.splitlines() if line.startswith("| separable |"))
     assert row.count("/") == 2 and row.count("±") == 4  # sens/spec at 100% and 50% labels
     assert "100% labels | 50% labels" in summary and "### AUC" in summary

@@ -20,8 +20,8 @@ def test_root_manifest_validates_and_is_the_one_the_package_ships():
 
     manifest = PluginManifest.from_file(ROOT / "napari.yaml")
     assert manifest.name == "napari-ssl-radiomics"
-    shipped = resources.files("napari_ssl_radiomics").joinpath("napari.yaml").read_text()
-    assert shipped == (ROOT / "napari.yaml").read_text()
+    shipped = resources.files("napari_ssl_radiomics").joinpath("napari.yaml").read_text(encoding="utf-8")
+    assert shipped == (ROOT / "napari.yaml").read_text(encoding="utf-8")
 
 
 def test_napari_finds_the_installed_plugin_with_its_widgets_and_sample_data():
@@ -37,14 +37,14 @@ def test_napari_finds_the_installed_plugin_with_its_widgets_and_sample_data():
 def test_every_manifest_command_imports():
     import importlib
 
-    data = yaml.safe_load((ROOT / "napari.yaml").read_text())
+    data = yaml.safe_load((ROOT / "napari.yaml").read_text(encoding="utf-8"))
     for command in data["contributions"]["commands"]:
         module, _, name = command["python_name"].partition(":")
         assert callable(getattr(importlib.import_module(module), name)), command["id"]
 
 
 def test_cli_lists_every_subcommand():
-    out = subprocess.run([sys.executable, "-m", "napari_ssl_radiomics", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "napari_ssl_radiomics", "--help"], capture_output=True, text=True, encoding="utf-8", check=True).stdout
     for command in ("sample", "prepare", "train", "embed", "radiomics", "combine", "evaluate", "demo", "run", "config"):
         assert command in out
 
@@ -57,7 +57,7 @@ def test_built_wheel_carries_the_manifest_and_entry_points(tmp_path):
     )
     (wheel,) = tmp_path.glob("napari_ssl_radiomics-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        assert zf.read("napari_ssl_radiomics/napari.yaml").decode() == (ROOT / "napari.yaml").read_text()
+        assert zf.read("napari_ssl_radiomics/napari.yaml").decode() == (ROOT / "napari.yaml").read_text(encoding="utf-8")
         entry_points = next(n for n in zf.namelist() if n.endswith("entry_points.txt"))
         text = zf.read(entry_points).decode()
         metadata = zf.read(next(n for n in zf.namelist() if n.endswith("METADATA"))).decode()

@@ -29,14 +29,14 @@ def tiny_config(out: Path) -> C.PipelineConfig:
 
 
 def write_config(cfg: C.PipelineConfig, path: Path) -> Path:
-    path.write_text(C.dump_yaml(cfg))
+    path.write_text(C.dump_yaml(cfg), encoding="utf-8")
     return path
 
 
 def run_cli(config: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "napari_ssl_radiomics", "run", str(config)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True, text=True, encoding="utf-8", timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -76,8 +76,8 @@ def test_killed_run_resumes_without_redoing_stages_and_equals_an_uninterrupted_r
 
     # What a user gets: the config it ran with, the versions, the report.
     assert C.load_yaml(killed / "config.yaml") == tiny_config(killed)
-    assert "torch" in (killed / "versions.json").read_text()
-    report = (killed / "report.html").read_text()
+    assert "torch" in (killed / "versions.json").read_text(encoding="utf-8")
+    report = (killed / "report.html").read_text(encoding="utf-8")
     assert "3DSiam+SE" in report and "data:image/png;base64," in report
 
 

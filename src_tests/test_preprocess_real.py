@@ -30,7 +30,7 @@ def manifest(folder, data, ids):
     lines = ["ID,Image,Mask,MaskLabel"]
     lines += [f"{i},{data / CASES[i][0]},{data / CASES[i][1]},{CASES[i][2]}" for i in ids]
     path = folder / "manifest.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
@@ -174,7 +174,7 @@ def test_second_run_reuses_the_cache_and_changes_redo_it(pyradiomics_data, tmp_p
         shutil.copy(pyradiomics_data / name, data / name)
     (tmp_path / "m.csv").write_text(
         "ID,Image,Mask,MaskLabel\nbreast1,data/breast1_image.nrrd,data/breast1_label.nrrd,\n"
-        "phantom,data/prostate_phantom_subvolume.nrrd,data/prostate_phantom_subvolume-label.nrrd,8\n")
+        "phantom,data/prostate_phantom_subvolume.nrrd,data/prostate_phantom_subvolume-label.nrrd,8\n", encoding="utf-8")
     cfg = dataclasses.replace(CFG, size=32)
     out = tmp_path / "cache"
 

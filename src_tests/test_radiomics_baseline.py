@@ -33,7 +33,7 @@ def test_features_match_pyradiomics_baseline(pyradiomics_data, baseline, tmp_pat
     for case in CASES:  # every case of a column was made with the same settings
         assert settings_from_baseline(baseline["shape"].loc["diagnostics_Configuration_Settings", case + suffix]) == settings
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"setting": settings, "imageType": {"Original": {}}, "featureClass": {c: None for c in DEFAULT_CLASSES}}))
+    params.write_text(yaml.safe_dump({"setting": settings, "imageType": {"Original": {}}, "featureClass": {c: None for c in DEFAULT_CLASSES}}), encoding="utf-8")
     cases = [Case(id=n, image=pyradiomics_data / f"{n}_image.nrrd", mask=pyradiomics_data / f"{n}_label.nrrd") for n in CASES]
 
     features, failures = extract_all(cases, RadiomicsConfig(params=str(params), jobs=2))

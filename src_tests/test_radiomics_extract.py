@@ -70,7 +70,7 @@ def test_a_failing_case_is_recorded_and_the_others_go_on(tmp_path):
     assert set(reasons) == {"empty", "missing"}
     assert "nope.nii.gz" in reasons["missing"]
     assert "mask" in reasons["empty"].lower()
-    assert not any(json.loads(p.read_text())["ID"] == "empty" for p in (tmp_path / "cache").glob("*.json"))
+    assert not any(json.loads(p.read_text(encoding="utf-8"))["ID"] == "empty" for p in (tmp_path / "cache").glob("*.json"))
 
 
 def test_mask_label_and_single_label_masks(tmp_path):
@@ -112,6 +112,6 @@ def test_cli_writes_table_sidecar_failures_and_cache(tmp_path, capsys):
     table = pd.read_csv(out)
     assert list(table.columns[:2]) == ["ID", "Label"] and table.shape == (2, 109)
     assert list(pd.read_csv(out.with_name("trad_failures.csv"))["ID"]) == ["bad"]
-    side = json.loads(out.with_suffix(".json").read_text())
+    side = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert side["config"]["jobs"] == 1 and "versions" in side and "date" in side
     assert len(list((out.parent / ".radiomics_cache").glob("*.json"))) == 2

@@ -128,7 +128,7 @@ def test_cli_sample_then_prepare_in_process(tmp_path, capsys):
                  "--size", "24", "--spacing", "1"]) == 0
     assert "0 ok, 8 cached, 0 skipped" in capsys.readouterr().out
     # a manifest without Mask: an error for the whole manifest, without a traceback
-    (tmp_path / "bad.csv").write_text("ID,Image\na,b.nii.gz\n")
+    (tmp_path / "bad.csv").write_text("ID,Image\na,b.nii.gz\n", encoding="utf-8")
     assert main(["prepare", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "c2")]) == 2
     err = capsys.readouterr().err
     assert "no column(s) ['Mask']" in err and "['ID', 'Image']" in err and "Traceback" not in err

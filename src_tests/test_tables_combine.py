@@ -49,7 +49,7 @@ def test_write_and_read_round_trip_with_sidecar(tmp_path):
     path, side = write_table(combine([trad, ssl]), tmp_path / "features.csv", None, checkpoint_sha256="abc")
     back = read_table(path)
     pd.testing.assert_frame_equal(back, combine([trad, ssl]), check_dtype=False)
-    info = json.loads(side.read_text())
+    info = json.loads(side.read_text(encoding="utf-8"))
     assert side.name == "features.json" and info["checkpoint_sha256"] == "abc" and "versions" in info
 
 
@@ -64,7 +64,7 @@ def test_cli_combine_and_evaluate(tmp_path, capsys):
                  "--manifest", str(manifest), "--checkpoint", str(tmp_path / "checkpoint.pt")]) == 0
     f = pd.read_csv(tmp_path / "f.csv", keep_default_na=False)
     assert f.shape == (40, 8) and (f["Group"] == "").all()
-    side = json.loads((tmp_path / "f.json").read_text())
+    side = json.loads((tmp_path / "f.json").read_text(encoding="utf-8"))
     assert side["sources"][0].endswith("trad.csv")
     assert side["checkpoint_sha256"] == hashlib.sha256(b"weights").hexdigest()
 
@@ -75,8 +75,8 @@ def test_cli_combine_and_evaluate(tmp_path, capsys):
     results = pd.read_csv(out / "results.csv")
     assert list(dict.fromkeys(results["feature_set"])) == ["trad", "ssl", "trad+ssl"]
     assert set(results["label_fraction"]) == {1.0}
-    assert "| trad+ssl |" in (out / "summary.md").read_text()
-    assert json.loads((out / "evaluate.json").read_text())["feature_sets"]["trad+ssl"]["n_features"] == 5
+    assert "| trad+ssl |" in (out / "summary.md").read_text(encoding="utf-8")
+    assert json.loads((out / "evaluate.json").read_text(encoding="utf-8"))["feature_sets"]["trad+ssl"]["n_features"] == 5
 
     assert main(["evaluate", str(tmp_path / "ssl.csv"), "--out", str(out)]) == 2
     assert "no 'Label' column" in capsys.readouterr().err

@@ -77,7 +77,7 @@ def test_loss_falls_on_a_learnable_toy_without_collapse(cache, tmp_path):
     history = pd.read_csv(tmp_path / "run" / HISTORY_CSV)
     assert list(history.columns) == HISTORY_COLUMNS
     np.testing.assert_allclose(history["loss"], losses)
-    config = json.loads((tmp_path / "run" / CONFIG_JSON).read_text())
+    config = json.loads((tmp_path / "run" / CONFIG_JSON).read_text(encoding="utf-8"))
     assert config["config"]["train"]["iterations"] == 12 and "torch" in config["versions"]
 
 

@@ -230,7 +230,7 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
     history = pd.read_csv(first.run_dir / "history.csv")
     assert list(history["iteration"]) == list(range(1, stopped_at + 1))  # the log was saved with the checkpoint
     assert state.run_dir == first.run_dir
-    run_config = json.loads((first.run_dir / "config.json").read_text())
+    run_config = json.loads((first.run_dir / "config.json").read_text(encoding="utf-8"))
     assert run_config["config"]["augment"]["blur_p"] == 0.55
     assert len(widget.plot.loss) == stopped_at
 
@@ -409,7 +409,7 @@ def test_every_widget_opens_from_the_plugin_menu(make_napari_viewer):
 
     from napari_ssl_radiomics.widgets import augment, clusters, cohort, features, train
 
-    manifest = yaml.safe_load((Path(__file__).resolve().parents[1] / "napari.yaml").read_text())
+    manifest = yaml.safe_load((Path(__file__).resolve().parents[1] / "napari.yaml").read_text(encoding="utf-8"))
     names = [w["display_name"] for w in manifest["contributions"]["widgets"]]
     expected = {
         "Cohort": cohort.CohortWidget, "Augmentation preview": augment.AugmentWidget,

@@ -67,7 +67,7 @@ def read_crop(cache_dir: str | Path, case_id: str) -> tuple[np.ndarray, np.ndarr
     npz, meta_path = crop_paths(cache_dir, case_id)
     with np.load(npz) as data:
         image, mask = data["image"], data["mask"]
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
     return image, mask, meta
 
 

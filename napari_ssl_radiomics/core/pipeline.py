@@ -94,7 +94,7 @@ class _State:
 
     def __init__(self, out: Path):
         self.path = out / STATE_JSON
-        self.data: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data: dict[str, str] = json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
 
     def fresh(self, stage: str, key: str, *outputs: Path) -> bool:
         return self.data.get(stage) == key and all(p.exists() for p in outputs)
@@ -373,12 +373,9 @@ def _report_stage(cfg: PipelineConfig, out: Path, cache: Path, ssl_tables: dict[
 
 def run_all(cfg: PipelineConfig) -> PipelineResult:
     """Run the pipeline without watching its progress."""
-    gen = run(cfg)
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
+    from .utils import run_to_end
+
+    return run_to_end(run(cfg))
 
 
 def iter_events(cfg: PipelineConfig) -> Iterator[StageEvent]:

@@ -293,7 +293,7 @@ def _cached(out: Path, case: Case, key: str) -> dict | None:
     if not (npz.exists() and meta_path.exists()):
         return None
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return meta if meta.get("key") == key else None
@@ -391,7 +391,7 @@ def _run(cases: list[Case], cfg: PrepareConfig, out: Path, known: dict) -> Itera
 def _load_checksums(out: Path) -> dict:
     path = out / CHECKSUMS_JSON
     try:
-        return json.loads(path.read_text()) if path.exists() else {}
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     except (OSError, ValueError):
         return {}
 
@@ -452,12 +452,9 @@ def prepare(
 
 def prepare_all(cohort: Cohort | str | Path, cfg: PrepareConfig, out: str | Path) -> pd.DataFrame:
     """Run :func:`prepare` to the end and return the ``cases.csv`` table."""
-    gen = prepare(cohort, cfg, out)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from .utils import run_to_end
+
+    return run_to_end(prepare(cohort, cfg, out))
 
 
 def summary(table: pd.DataFrame, events: list[PrepareEvent]) -> str:

@@ -372,9 +372,6 @@ def extract_all(
     cohort: Any, cfg: RadiomicsConfig | None = None, cache_dir: str | Path | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run :func:`extract` to the end; return ``(features, failures)``."""
-    gen = extract(cohort, cfg, cache_dir)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from .utils import run_to_end
+
+    return run_to_end(extract(cohort, cfg, cache_dir))

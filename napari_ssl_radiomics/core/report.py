@@ -159,7 +159,7 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
     sections: list[tuple[str, str, list[Path], pd.DataFrame | None]] = []
 
     evaluation = out / "evaluation"
-    summary = (evaluation / "summary.md").read_text() if (evaluation / "summary.md").exists() else "(no evaluation)"
+    summary = (evaluation / "summary.md").read_text(encoding="utf-8") if (evaluation / "summary.md").exists() else "(no evaluation)"
     sections.append(("Table 2: linear SVM, stratified cross-validation", summary, sorted(evaluation.glob("*.png")), None))
 
     cases = read_cases(out / "cache")
@@ -185,7 +185,7 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
         sections.append(("Representations: UMAP by k-means cluster and by label", "", [umap_png], None))
         sections.append(("Feature correlation (paper, Fig. 2)", "Density of pairwise Pearson correlations between the 256 SSL features.", [corr], None))
 
-    meta = json.loads((out / "versions.json").read_text()) if (out / "versions.json").exists() else {}
+    meta = json.loads((out / "versions.json").read_text(encoding="utf-8")) if (out / "versions.json").exists() else {}
     meta_text = "Config: `config.yaml`. Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
     sections.append(("Run", f"Date: {meta.get('date', '?')}. {meta_text}", [], None))
 

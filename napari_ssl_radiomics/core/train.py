@@ -249,7 +249,7 @@ def saved_config(run: str | Path) -> tuple[TrainConfig, AugmentConfig]:
     path = Path(run) / CONFIG_JSON
     if not path.exists():
         raise FileNotFoundError(f"{run} holds no training run ({CONFIG_JSON} is missing)")
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     return from_dict(TrainConfig, data["config"]["train"]), from_dict(AugmentConfig, data["config"]["augment"])
 
 
@@ -599,8 +599,6 @@ def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D:
 
 def run_to_end(gen: Generator[TrainEvent, None, TrainResult]) -> TrainResult:
     """Consume a :func:`train` generator and return its result."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            return done.value
+    from .utils import run_to_end as drain
+
+    return drain(gen)

@@ -106,6 +106,26 @@ def provenance(config: Any = None, **extra: Any) -> dict[str, Any]:
     return record
 
 
+def run_to_end(gen: Any) -> Any:
+    """Consume one of the core's progress generators and return its value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cpu_count() -> int:
     """Cores this process may use."""
     try:

@@ -47,7 +47,7 @@ def run_name(run: Path) -> str:
 
     folder = run if run.is_dir() else run.parent
     try:
-        record = json.loads((folder / "config.json").read_text())
+        record = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         mode = record.get("config", record)["train"]["mode"]  # provenance() nests it under "config"
     except (OSError, KeyError, ValueError):
         return "SSL"
