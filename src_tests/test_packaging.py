@@ -67,3 +67,13 @@ def test_built_wheel_carries_the_manifest_and_entry_points(tmp_path):
     # No Qt binding in the base dependencies: napari plugins leave that to the user.
     base = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert not [line for line in base if any(q in line.lower() for q in ("pyqt", "pyside"))]
+
+
+def test_the_core_imports_without_qt_or_napari():
+    code = (
+        "import importlib, pkgutil, sys, napari_ssl_radiomics.core as core\n"
+        "for m in pkgutil.iter_modules(core.__path__): importlib.import_module(f'napari_ssl_radiomics.core.{m.name}')\n"
+        "print(sorted({n.split('.')[0] for n in sys.modules} & {'napari', 'qtpy', 'PyQt6', 'PySide6', 'magicgui', 'superqt'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True).stdout
+    assert out.strip() == "[]"

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from napari_ssl_radiomics.config import AugmentConfig
+from ..config import AugmentConfig
 
 SHARPEN_SIGMA = 1.0  # voxels; the blur that the unsharp mask subtracts
 
