@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,7 +142,7 @@ def run(cfg: PipelineConfig) -> Generator[StageEvent, None, PipelineResult]:
     if cfg.supervised:
         supervised = yield from _supervised_stage(cfg, cache, folds, out, state)
     results = yield from _evaluate_stage(cfg, trad, ssl_tables, supervised, folds, out, state)
-    report = yield from _report_stage(cfg, out, cache, ssl_tables, state)
+    report = yield from _report_stage(cfg, out)
     paths.update(manifest=manifest, cache=cache, trad=trad, evaluation=out / "evaluation")
     return PipelineResult(out=out, report=report, results=results, paths=paths)
 
@@ -362,7 +362,8 @@ def _labels(out: Path, cfg: PipelineConfig) -> pd.DataFrame:
     return cases[columns].reset_index(drop=True)
 
 
-def _report_stage(cfg: PipelineConfig, out: Path, cache: Path, ssl_tables: dict[str, Path], state: _State) -> Generator[StageEvent, None, Path]:
+def _report_stage(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, Path]:
+    # Always rewritten: it is cheap next to training, and it reads what every stage left.
     from .report import write_report
 
     yield StageEvent("report", "start")
@@ -376,8 +377,3 @@ def run_all(cfg: PipelineConfig) -> PipelineResult:
     from .utils import run_to_end
 
     return run_to_end(run(cfg))
-
-
-def iter_events(cfg: PipelineConfig) -> Iterator[StageEvent]:
-    """The pipeline's events (the result is dropped; see :func:`run`)."""
-    yield from run(cfg)
