@@ -80,3 +80,17 @@ def test_cli_combine_and_evaluate(tmp_path, capsys):
 
     assert main(["evaluate", str(tmp_path / "ssl.csv"), "--out", str(out)]) == 2
     assert "no 'Label' column" in capsys.readouterr().err
+
+
+def test_table2_sets_are_trad_each_ssl_method_then_trad_plus_each():
+    from napari_ssl_radiomics.core.tables import table2_sets
+
+    labels = pd.DataFrame({"ID": ["a", "b"], "Label": ["0", "1"]})
+    trad = pd.DataFrame({"ID": ["b", "a"], "original_x": [2.0, 1.0]})
+    ssl = {"3DSiam": pd.DataFrame({"ID": ["a", "b"], "ssl_000": [0.1, 0.2]}), "3DSiam+SE": pd.DataFrame({"ID": ["a", "b"], "ssl_000": [0.3, 0.4]})}
+    sets = table2_sets(labels, trad, ssl)
+    assert list(sets) == ["Trad.", "3DSiam", "3DSiam+SE", "Trad.+3DSiam", "Trad.+3DSiam+SE"]
+    both = sets["Trad.+3DSiam+SE"]
+    assert list(both.columns) == ["ID", "Label", "original_x", "ssl_000"]
+    assert both.set_index("ID").loc["a", ["original_x", "ssl_000"]].tolist() == [1.0, 0.3]
+    assert list(table2_sets(labels, None, ssl)) == ["3DSiam", "3DSiam+SE"]

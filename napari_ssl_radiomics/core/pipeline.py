@@ -32,7 +32,7 @@ from .utils import config_hash, provenance, sha256, write_json, write_text
 
 STATE_JSON = "pipeline_state.json"
 
-# The rows of the paper's Table 2, as (row name, feature sets joined by '+').
+# The paper's names of Table 2's 3DSiam rows, by training mode.
 MODE_NAMES = {"none": "3DSiam", "se": "3DSiam+SE", "re": "3DSiam+RE"}
 
 
@@ -292,16 +292,6 @@ def _supervised_stage(cfg: PipelineConfig, cache: Path, folds: Path, out: Path, 
     return path
 
 
-def feature_sets(trad: Path, ssl_tables: dict[str, Path]) -> dict[str, list[Path]]:
-    """Table 2's rows that the given tables allow: name -> the tables joined for it."""
-    sets: dict[str, list[Path]] = {"Trad.": [trad]}
-    for mode, path in ssl_tables.items():
-        sets[MODE_NAMES.get(mode, mode)] = [path]
-    for mode, path in ssl_tables.items():
-        sets["Trad.+" + MODE_NAMES.get(mode, mode)] = [trad, path]
-    return sets
-
-
 def _read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"ID": str})
 
@@ -319,36 +309,33 @@ def _evaluate_stage(
     cfg: PipelineConfig, trad: Path, ssl_tables: dict[str, Path], supervised: Path | None, folds: Path, out: Path, state: _State
 ) -> Generator[StageEvent, None, pd.DataFrame]:
     from .evaluate import evaluate, write_outputs
-    from .tables import combine
+    from .tables import combine, table2_sets
     from .utils import write_csv
 
     folder = out / "evaluation"
-    sets = feature_sets(trad, ssl_tables)
     inputs = [trad, *ssl_tables.values(), folds] + ([supervised] if supervised else [])
     key = config_hash([to_dict(cfg.evaluate), _file_key(*inputs)])
     if state.fresh("evaluate", key, folder / "results.csv"):
         yield StageEvent("evaluate", "cached", message=str(folder))
         return pd.read_csv(folder / "results.csv")
-    yield StageEvent("evaluate", "start", total=len(sets))
+    yield StageEvent("evaluate", "start")
     fold_table = pd.read_csv(folds, dtype={"ID": str})
     ids = set(fold_table["ID"])
     labels = _labels(out, cfg)
     labels = labels[labels["ID"].isin(ids)]
-
-    def joined(files: list[Path]) -> pd.DataFrame:
-        return combine([labels, *[_read(p)[lambda t: t["ID"].isin(ids)] for p in files]])
-
-    tables = {name: joined(files) for name, files in sets.items()}
+    trad_table = _read(trad)[lambda t: t["ID"].isin(ids)]
+    ssl = {mode: _read(p)[lambda t: t["ID"].isin(ids)] for mode, p in ssl_tables.items()}
+    tables = table2_sets(labels, trad_table, {MODE_NAMES.get(m, m): t for m, t in ssl.items()})
     # One table with every mode: each mode's columns get its name (ssl_se_000, ...).
-    renamed = [_read(p).rename(columns=lambda c, m=m: c.replace("ssl_", f"ssl_{m}_", 1) if c.startswith("ssl_") else c) for m, p in ssl_tables.items()]
-    write_csv(out / "features" / "features.csv", combine([labels, _read(trad)[lambda t: t["ID"].isin(ids)], *[t[t["ID"].isin(ids)] for t in renamed]]))
+    renamed = [t.rename(columns=lambda c, m=m: c.replace("ssl_", f"ssl_{m}_", 1) if c.startswith("ssl_") else c) for m, t in ssl.items()]
+    write_csv(out / "features" / "features.csv", combine([labels, trad_table, *renamed]))
     external = {"Supervised": _read(supervised)} if supervised else None
     result = evaluate(tables, cfg.evaluate, predictions=external, folds=fold_table)
     for note in result.warnings:
         yield StageEvent("evaluate", "warning", message=note)
     write_outputs(result, folder)
     state.mark("evaluate", key)
-    yield StageEvent("evaluate", "done", len(sets), len(sets), str(folder))
+    yield StageEvent("evaluate", "done", len(tables), len(tables), str(folder))
     return result.results
 
 

@@ -211,3 +211,38 @@ def write_table(table: pd.DataFrame, path: str | Path, config: Any = None, **ext
     info = {"rows": int(len(table)), "columns": int(table.shape[1]), "features": len(feature_columns(table))}
     write_json(sidecar, provenance(config, table=info, **extra))
     return path, sidecar
+
+
+TRAD = "Trad."
+
+
+def common_cases(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Restrict every table to the IDs all of them hold; return the tables and the IDs dropped."""
+    ids = [set(t[ID].astype(str)) for t in tables.values()]
+    keep = set.intersection(*ids)
+    dropped = sorted(set.union(*ids) - keep)
+    return {k: t[t[ID].astype(str).isin(keep)].reset_index(drop=True) for k, t in tables.items()}, dropped
+
+
+def table2_sets(labels: pd.DataFrame, trad: pd.DataFrame | None, ssl: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The rows of the paper's Table 2 that the tables allow, each joined with ``labels``.
+
+    Parameters
+    ----------
+    labels : ``ID`` with ``Label`` (and ``Group``)
+    trad : pyradiomics' features, or None
+    ssl : method name (e.g. ``3DSiam+SE``) -> its SSL feature table
+
+    Returns
+    -------
+    ``Trad.``, each SSL method, then ``Trad.+<method>`` for each, in that order.
+    """
+    sets: dict[str, pd.DataFrame] = {}
+    if trad is not None:
+        sets[TRAD] = combine([labels, trad])
+    for name, table in ssl.items():
+        sets[name] = combine([labels, table])
+    if trad is not None:
+        for name, table in ssl.items():
+            sets[f"{TRAD}+{name}"] = combine([labels, trad, table])
+    return sets

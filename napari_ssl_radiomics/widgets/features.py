@@ -34,12 +34,10 @@ from qtpy.QtWidgets import (
 )
 
 from ..config import EvaluateConfig, RadiomicsConfig
+from ..core.tables import common_cases, table2_sets
 from . import _workers
 from ._form import ConfigForm
 from ._state import get_state
-
-TRAD = "Trad."
-
 
 def run_name(run: Path) -> str:
     """The paper's name of a run's method (3DSiam, 3DSiam+RE, 3DSiam+SE) from its config.json."""
@@ -52,28 +50,6 @@ def run_name(run: Path) -> str:
     except (OSError, KeyError, ValueError):
         return "SSL"
     return MODE_NAMES.get(mode, mode)
-
-
-def common_cases(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Restrict every table to the IDs all of them hold; return the tables and the IDs dropped."""
-    ids = [set(t["ID"].astype(str)) for t in tables.values()]
-    keep = set.intersection(*ids)
-    dropped = sorted(set.union(*ids) - keep)
-    return {k: t[t["ID"].astype(str).isin(keep)].reset_index(drop=True) for k, t in tables.items()}, dropped
-
-
-def feature_sets(trad: pd.DataFrame | None, ssl: pd.DataFrame | None, labels: pd.DataFrame, name: str) -> dict[str, pd.DataFrame]:
-    """The rows of Table 2 the tables allow: Trad., the SSL method, Trad.+SSL (each with labels)."""
-    from ..core.tables import combine
-
-    sets: dict[str, pd.DataFrame] = {}
-    if trad is not None:
-        sets[TRAD] = combine([labels, trad])
-    if ssl is not None:
-        sets[name] = combine([labels, ssl])
-    if trad is not None and ssl is not None:
-        sets[f"{TRAD}+{name}"] = combine([labels, trad, ssl])
-    return sets
 
 
 class FeaturesWidget(QWidget):
@@ -178,7 +154,8 @@ class FeaturesWidget(QWidget):
             labels = ok[["ID"] + [c for c in ("Label", "Group") if c in ok and (ok[c] != "").any()]]
             tables["labels"] = labels
             tables, dropped = common_cases(tables)
-            self.sets = feature_sets(tables.get("trad"), tables.get("ssl"), tables["labels"], name)
+            ssl = {name: tables["ssl"]} if "ssl" in tables else {}
+            self.sets = table2_sets(tables["labels"], tables.get("trad"), ssl)
             widest = max(self.sets.values(), key=lambda t: t.shape[1])
             state.set_features(widest)
             text = f"{len(widest)} cases, " + ", ".join(f"{k}: {t.shape[1] - len(labels.columns)} features" for k, t in self.sets.items())
