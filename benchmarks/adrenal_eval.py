@@ -20,7 +20,12 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-NPZ = Path(os.environ.get("SSL_RADIOMICS_SHARED", ROOT.parent / "shared")) / "data" / "adrenalmnist3d" / "adrenalmnist3d.npz"
+NPZ = (
+    Path(os.environ.get("SSL_RADIOMICS_SHARED", ROOT.parent / "shared"))
+    / "data"
+    / "adrenalmnist3d"
+    / "adrenalmnist3d.npz"
+)
 
 
 def load_pooled(npz: Path = NPZ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -83,16 +88,34 @@ def main() -> None:
     assert cli(["radiomics", str(manifest), "--out", str(out / "trad.csv"), "--jobs", str(args.jobs)]) == 0
     t_extract = time.perf_counter() - t0
     t0 = time.perf_counter()
-    assert cli(["evaluate", f"trad={out / 'trad.csv'}", "--out", str(out / "evaluation"), "--repeats", str(args.repeats),
-                "--positive", "1"]) == 0
+    assert (
+        cli(
+            [
+                "evaluate",
+                f"trad={out / 'trad.csv'}",
+                "--out",
+                str(out / "evaluation"),
+                "--repeats",
+                str(args.repeats),
+                "--positive",
+                "1",
+            ]
+        )
+        == 0
+    )
     t_eval = time.perf_counter() - t0
     res = pd.read_csv(out / "evaluation" / "results.csv")
     agg = res.groupby(["label_fraction", "metric"])["value"].agg(["mean", "std"])
-    print(f"\nAdrenalMNIST3D: {len(keep)} cases ({int(labels[keep].sum())} positive), {args.repeats} repeat(s) of 5-fold CV")
+    print(
+        f"\nAdrenalMNIST3D: {len(keep)} cases ({int(labels[keep].sum())} positive), {args.repeats} repeat(s) of 5-fold CV"
+    )
     print("| labels | sensitivity | specificity | AUC | balanced accuracy |")
     print("|---|---|---|---|---|")
     for frac in sorted(set(res["label_fraction"]), reverse=True):
-        cells = [f"{agg.loc[(frac, m), 'mean']:.3f} ± {agg.loc[(frac, m), 'std']:.3f}" for m in ("sensitivity", "specificity", "auc", "balanced_accuracy")]
+        cells = [
+            f"{agg.loc[(frac, m), 'mean']:.3f} ± {agg.loc[(frac, m), 'std']:.3f}"
+            for m in ("sensitivity", "specificity", "auc", "balanced_accuracy")
+        ]
         print(f"| {frac:.0%} | " + " | ".join(cells) + " |")
     print(f"wall time: write {t_write:.1f} s, extract {t_extract:.1f} s, evaluate {t_eval:.1f} s")
 

@@ -58,14 +58,20 @@ def main() -> None:
             shutil.copy(DATA / f"{name}_label.nrrd", msk)
             cases.append(Case(id=f"{name}_{r}", image=img, mask=msk))
     batch = work / "input.csv"
-    pd.DataFrame({"ID": [c.id for c in cases], "Image": [str(c.image) for c in cases], "Mask": [str(c.mask) for c in cases]}).to_csv(batch, index=False)
+    pd.DataFrame(
+        {"ID": [c.id for c in cases], "Image": [str(c.image) for c in cases], "Mask": [str(c.mask) for c in cases]}
+    ).to_csv(batch, index=False)
 
     rows = []
     for jobs in args.jobs:
         out = work / f"ref_{jobs}.csv"
         t0 = time.perf_counter()
-        subprocess.run([str(pyradiomics), str(batch), "-o", str(out), "-f", "csv", "-j", str(jobs)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [str(pyradiomics), str(batch), "-o", str(out), "-f", "csv", "-j", str(jobs)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         t_ref = time.perf_counter() - t0
         ref = pd.read_csv(out).set_index("ID")
 
@@ -79,7 +85,9 @@ def main() -> None:
         assert failures.empty, failures
         ours = ours.set_index("ID")
         cols = [c for c in ours.columns]
-        rel = np.abs(ours[cols].to_numpy() - ref.loc[ours.index, cols].to_numpy(float)) / np.maximum(np.abs(ref.loc[ours.index, cols].to_numpy(float)), 1e-12)
+        rel = np.abs(ours[cols].to_numpy() - ref.loc[ours.index, cols].to_numpy(float)) / np.maximum(
+            np.abs(ref.loc[ours.index, cols].to_numpy(float)), 1e-12
+        )
         rows.append((jobs, len(cases), t_ref, t_ours, t_ours / t_ref, t_warm, float(rel.max())))
 
     print(f"machine: {machine()}")

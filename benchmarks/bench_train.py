@@ -43,8 +43,12 @@ def cohort(size: int, cases: int, seed: int = 0) -> PreparedCohort:
         dist = np.sqrt(((grid - rng.uniform(-3, 3, (3, 1, 1, 1)).astype(np.float32)) ** 2).sum(0))
         radius = size / (4 if i % 3 else 8)
         images[i, 0] = np.clip(40 + 160 / (1 + np.exp(dist - radius)) + rng.normal(0, 8, dist.shape), 0, 255)
-    return PreparedCohort(root=Path("<bench>"), ids=[f"b{i:03d}" for i in range(cases)], images=images,
-                          masks=np.zeros((cases, size, size, size), np.uint8))
+    return PreparedCohort(
+        root=Path("<bench>"),
+        ids=[f"b{i:03d}" for i in range(cases)],
+        images=images,
+        masks=np.zeros((cases, size, size, size), np.uint8),
+    )
 
 
 def measure(data: PreparedCohort, steps: int, warmup: int, **kw) -> tuple[float, float]:
@@ -54,8 +58,9 @@ def measure(data: PreparedCohort, steps: int, warmup: int, **kw) -> tuple[float,
     cfg = TrainConfig(iterations=steps, checkpoint_every=10**9, warmup_epochs=0, seed=0, **kw)
     rates = []
     with tempfile.TemporaryDirectory() as tmp:
-        for event in train(data, Path(tmp) / "run", cfg, AugmentConfig(), augment_on=augment_on,
-                           channels_last=channels_last):
+        for event in train(
+            data, Path(tmp) / "run", cfg, AugmentConfig(), augment_on=augment_on, channels_last=channels_last
+        ):
             if event.kind == "step" and event.iteration > warmup:
                 rates.append(event.samples_per_s)
     return statistics.median(rates), max(rates)
@@ -64,8 +69,10 @@ def measure(data: PreparedCohort, steps: int, warmup: int, **kw) -> tuple[float,
 def machine(device: torch.device) -> str:
     cpu = cpu_model()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    return (f"date {dt.date.today()}, CPU {cpu} ({torch.get_num_threads()} torch threads), GPU {gpu}, "
-            f"torch {torch.__version__}, python {platform.python_version()}")
+    return (
+        f"date {dt.date.today()}, CPU {cpu} ({torch.get_num_threads()} torch threads), GPU {gpu}, "
+        f"torch {torch.__version__}, python {platform.python_version()}"
+    )
 
 
 def rows(args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -105,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     steps = args.steps or (3 if args.quick else 12)
     print(f"# bench_train: {machine(device)}")
-    print(f"# mode none unless noted; {steps} steps per row; median and best of the steps after the first {args.warmup}")
+    print(
+        f"# mode none unless noted; {steps} steps per row; median and best of the steps after the first {args.warmup}"
+    )
     print("| crop | batch | setting | samples/s (median) | samples/s (best) | s/step (median) |")
     print("|---|---|---|---|---|---|")
     cohorts: dict[int, PreparedCohort] = {}
@@ -114,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         what = row.pop("what")
         data = cohorts.setdefault(size, cohort(size, args.cases))
         rate, best = measure(data, steps, args.warmup, device=str(device), mode=row.pop("mode", "none"), **row)
-        print(f"| {size}³ | {row['batch_size']} | {what} | {rate:.2f} | {best:.2f} | {row['batch_size'] / rate:.2f} |", flush=True)
+        print(
+            f"| {size}³ | {row['batch_size']} | {what} | {rate:.2f} | {best:.2f} | {row['batch_size'] / rate:.2f} |",
+            flush=True,
+        )
     return 0
 
 

@@ -58,7 +58,9 @@ class PrepareConfig:
         choices=("percentile", "window"),
     )
     percentiles: tuple[float, float] = option((0.5, 99.5), "low and high percentile for intensity='percentile'")
-    window: tuple[float, float] = option((-1000.0, 400.0), "low and high value for intensity='window' (e.g. a CT HU window)")
+    window: tuple[float, float] = option(
+        (-1000.0, 400.0), "low and high value for intensity='window' (e.g. a CT HU window)"
+    )
     resample_mask: bool = option(
         False, "resample a mask whose geometry differs from the image onto the image (nearest neighbour)"
     )
@@ -94,7 +96,11 @@ class AugmentConfig:
 class TrainConfig:
     """3DSiam training with the RE/SE imbalance module."""
 
-    mode: str = option("se", "imbalance module: none (vanilla 3DSiam), re (re-weighting) or se (selection)", choices=("none", "re", "se"))
+    mode: str = option(
+        "se",
+        "imbalance module: none (vanilla 3DSiam), re (re-weighting) or se (selection)",
+        choices=("none", "re", "se"),
+    )
     clusters: int = option(3, "k of the k-means in the RE/SE module")
     pool: int = option(0, "SE candidate pool N drawn per step (0: clusters x 10, the paper's k x q)")
     batch_size: int = option(6, "batch size m (for SE, the size of the selected batch)")
@@ -103,7 +109,11 @@ class TrainConfig:
     lr: float = option(1e-2, "Adam learning rate")
     weight_decay: float = option(1e-4, "Adam weight decay")
     device: str = option("auto", "auto (CUDA when present), cuda, cuda:N or cpu")
-    precision: str = option("auto", "auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16", choices=("auto", "fp32", "bf16", "fp16"))
+    precision: str = option(
+        "auto",
+        "auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16",
+        choices=("auto", "fp32", "bf16", "fp16"),
+    )
     seed: int = option(0, "seed of every random draw (augmentation, sampling, k-means, weights)")
     checkpoint_every: int = option(100, "write a checkpoint every N steps (also on stop and at the end)")
     embed_batch_size: int = option(16, "batch size when computing representations")
@@ -294,7 +304,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, only: list[str] | 
             kw["nargs"] = "+"
             kw["type"] = typing.get_args(hint)[0]
         elif hint is bool:
-            kw["type"] = lambda s: _convert(s, bool, f.name)
+            kw["type"] = lambda s, name=f.name: _convert(s, bool, name)
             kw["metavar"] = "{true,false}"
         else:
             kw["type"] = hint
@@ -307,7 +317,7 @@ def from_arguments(cfg: Any, ns: argparse.Namespace) -> Any:
     prefix = type(cfg).__name__ + "."
     for key, value in vars(ns).items():
         if key.startswith(prefix) and value is not None:
-            name = key[len(prefix):]
+            name = key[len(prefix) :]
             hint = typing.get_type_hints(type(cfg))[name]
             changes[name] = _convert(value, hint, key)
     new = dataclasses.replace(cfg, **changes)

@@ -18,10 +18,28 @@ COLUMNS = {
     "features/ssl_se.csv": ["ID", "ssl_000", "ssl_255"],
     "features/features.csv": ["ID", "Label", "Group", "original_firstorder_Mean", "ssl_none_000", "ssl_se_255"],
     "evaluation/results.csv": ["feature_set", "label_fraction", "repeat", "fold", "metric", "value"],
-    "evaluation/predictions.csv": ["ID", "feature_set", "label_fraction", "repeat", "fold", "y_true", "y_pred", "score"],
+    "evaluation/predictions.csv": [
+        "ID",
+        "feature_set",
+        "label_fraction",
+        "repeat",
+        "fold",
+        "y_true",
+        "y_pred",
+        "score",
+    ],
     "runs/se/history.csv": ["iteration", "phase", "loss", "collapse", "cluster_sizes", "selected_ids"],
 }
-FILES = ["config.yaml", "versions.json", "report.md", "report.html", "evaluation/summary.md", "figures/umap.png", "figures/training_curves.png", "figures/correlation_density.png"]
+FILES = [
+    "config.yaml",
+    "versions.json",
+    "report.md",
+    "report.html",
+    "evaluation/summary.md",
+    "figures/umap.png",
+    "figures/training_curves.png",
+    "figures/correlation_density.png",
+]
 ROWS = ["Trad.", "3DSiam", "3DSiam+SE", "3DSiam+RE", "Trad.+3DSiam", "Trad.+3DSiam+SE", "Trad.+3DSiam+RE", "Supervised"]
 
 
@@ -41,7 +59,9 @@ def problems(out: Path) -> list[str]:
     if results.exists():
         table = pd.read_csv(results)
         found += [f"results.csv: no row for {r}" for r in ROWS if r not in set(table["feature_set"])]
-        found += [f"results.csv: no {f:.0%} labels scenario" for f in (1.0, 0.5) if f not in set(table["label_fraction"])]
+        found += [
+            f"results.csv: no {f:.0%} labels scenario" for f in (1.0, 0.5) if f not in set(table["label_fraction"])
+        ]
     report = out / "report.md"
     if report.exists():
         found += [f"report.md lacks {r}" for r in ROWS if f"| {r} |" not in report.read_text(encoding="utf-8")]

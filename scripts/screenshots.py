@@ -91,8 +91,13 @@ def main() -> None:
     viewer.window.resize(1400, 900)
     app = QApplication.instance()
     docks, frames = {}, {}
-    for name, cls in (("Cohort", CohortWidget), ("Augmentation preview", AugmentWidget), ("Training", TrainWidget),
-                      ("Clusters", ClustersWidget), ("Features", FeaturesWidget)):
+    for name, cls in (
+        ("Cohort", CohortWidget),
+        ("Augmentation preview", AugmentWidget),
+        ("Training", TrainWidget),
+        ("Clusters", ClustersWidget),
+        ("Features", FeaturesWidget),
+    ):
         docks[name] = cls(viewer)
         frames[name] = viewer.window.add_dock_widget(docks[name], name=name, area="right", tabify=True)
 
@@ -121,8 +126,17 @@ def main() -> None:
         viewer.layers[name].visible = False
 
     train = docks["Training"]
-    replace(train.form, mode="se", clusters=3, pool=8, batch_size=4, iterations=args.iterations,
-            warmup_epochs=1, checkpoint_every=20, device="cpu")
+    replace(
+        train.form,
+        mode="se",
+        clusters=3,
+        pool=8,
+        batch_size=4,
+        iterations=args.iterations,
+        warmup_epochs=1,
+        checkpoint_every=20,
+        device="cpu",
+    )
     train.start()
     wait(app, train, timeout=1800)
     save(train, out / "train.png")

@@ -57,8 +57,11 @@ def bad_cohort(tmp_path_factory):
     add("unreadable", "garbage.nii.gz", write(d / "unreadable_m.nii.gz", blob()))
     add("spacing", write(d / "sp.nii.gz", image()), write(d / "sp_m.nii.gz", blob(), spacing=(1.0, 1.0, 1.5)))
     add("origin", write(d / "or.nii.gz", image()), write(d / "or_m.nii.gz", blob(), origin=(3.0, 0.0, 0.0)))
-    add("direction", write(d / "di.nii.gz", image()),
-        write(d / "di_m.nii.gz", blob(), direction=(0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)))
+    add(
+        "direction",
+        write(d / "di.nii.gz", image()),
+        write(d / "di_m.nii.gz", blob(), direction=(0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0)),
+    )
     add("size", write(d / "si.nii.gz", image()), write(d / "si_m.nii.gz", np.pad(blob(), ((0, 2), (0, 0), (0, 0)))))
     add("empty", write(d / "em.nii.gz", image()), write(d / "em_m.nii.gz", np.zeros((N,) * 3, np.uint8)))
     add("absent", write(d / "ab.nii.gz", image()), write(d / "ab_m.nii.gz", blob()), "3")
@@ -115,8 +118,9 @@ def test_unreadable_file(bad_cohort):
     assert "cannot read image" in text and "garbage.nii.gz" in text and "NIfTI" in text
 
 
-@pytest.mark.parametrize("case_id, what", [("spacing", "spacing"), ("origin", "origin"), ("direction", "direction"),
-                                           ("size", "size")])
+@pytest.mark.parametrize(
+    "case_id, what", [("spacing", "spacing"), ("origin", "origin"), ("direction", "direction"), ("size", "size")]
+)
 def test_geometry_mismatch_offers_resampling(bad_cohort, case_id, what):
     text = reason(bad_cohort[2], case_id)
     assert f"geometry differ ({what}" in text and "--resample-mask true" in text

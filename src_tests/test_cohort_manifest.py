@@ -38,8 +38,9 @@ def test_manifest_columns_relative_paths_and_channels(tmp_path):
     write(data / "a_mask.nii.gz", blob(value=255))
     (tmp_path / "m.csv").write_text(
         "ID,Image,Image_T2,Mask,Label,Group,MaskLabel\n"
-        "a,data/a_t1.nii.gz,data/a_t2.nrrd,data/a_mask.nii.gz,high,site1,\n"
-    , encoding="utf-8")
+        "a,data/a_t1.nii.gz,data/a_t2.nrrd,data/a_mask.nii.gz,high,site1,\n",
+        encoding="utf-8",
+    )
     cohort = load_cohort(tmp_path / "m.csv")
     assert cohort.problems == []
     case = cohort.cases[0]
@@ -81,7 +82,9 @@ def test_manifest_without_image_or_mask_names_the_columns(tmp_path):
 def test_ids_default_to_file_names_and_duplicates_are_rejected(tmp_path):
     (tmp_path / "m.csv").write_text("Image,Mask\nx/p1.nii.gz,p1_m.nii.gz\nx/p2.nrrd,p2_m.nii.gz\n", encoding="utf-8")
     assert [c.id for c in load_cohort(tmp_path / "m.csv").cases] == ["p1", "p2"]
-    (tmp_path / "d.csv").write_text("ID,Image,Mask\nA,a.nii,am.nii\nB,b.nii,bm.nii\nA,c.nii,cm.nii\n,d.nii,dm.nii\n", encoding="utf-8")
+    (tmp_path / "d.csv").write_text(
+        "ID,Image,Mask\nA,a.nii,am.nii\nB,b.nii,bm.nii\nA,c.nii,cm.nii\n,d.nii,dm.nii\n", encoding="utf-8"
+    )
     cohort = load_cohort(tmp_path / "d.csv")
     assert [c.id for c in cohort.cases] == ["A", "B"]
     assert cohort.problems[0][0] == "A" and "duplicate ID" in cohort.problems[0][1] and "row 1" in cohort.problems[0][1]
@@ -97,7 +100,9 @@ def test_folder_of_pairs_both_layouts(tmp_path):
     write(flat / "lonely_image.nii.gz", volume())
     cohort = load_cohort(flat)
     assert [(c.id, c.image.name, c.mask.name) for c in cohort.cases] == [
-        ("c1", "c1_image.nii.gz", "c1_mask.nii.gz"), ("c2", "c2.nrrd", "c2-label.nrrd")]
+        ("c1", "c1_image.nii.gz", "c1_mask.nii.gz"),
+        ("c2", "c2.nrrd", "c2-label.nrrd"),
+    ]
     assert cohort.problems[0][0] == "lonely" and "no mask" in cohort.problems[0][1]
     split = tmp_path / "split"
     write(split / "images" / "p.mha", volume())
@@ -118,9 +123,14 @@ def test_dicom_series_folder(tmp_path):
     img.SetSpacing((0.7, 0.7, 2.0))
     for z in range(arr.shape[0]):
         sl = img[:, :, z]
-        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.1"), ("0020|0013", str(z + 1)),
-                           ("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, z))))),
-                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0008|0060", "CT"), ("0028|0030", "0.7\\0.7")):
+        for tag, value in (
+            ("0020|000e", "1.2.826.0.1.3680043.2.1125.1"),
+            ("0020|0013", str(z + 1)),
+            ("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, z))))),
+            ("0020|0037", "1\\0\\0\\0\\1\\0"),
+            ("0008|0060", "CT"),
+            ("0028|0030", "0.7\\0.7"),
+        ):
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(series / f"{z:03d}.dcm"))
         writer.Execute(sl)

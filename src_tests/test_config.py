@@ -20,7 +20,7 @@ def test_commented_yaml_documents_every_field():
     lines = C.commented_yaml().splitlines()
     for name, section in C.SECTIONS.items():
         start = lines.index(f"{name}:")
-        block = [line for line in lines[start + 1:] if line.startswith("  ")]
+        block = [line for line in lines[start + 1 :] if line.startswith("  ")]
         for f in section.__dataclass_fields__.values():
             line = next(line for line in block if line.strip().startswith(f"{f.name}:"))
             assert f.metadata["help"] in line
@@ -28,7 +28,10 @@ def test_commented_yaml_documents_every_field():
 
 def test_partial_yaml_keeps_other_defaults(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"train": {"mode": "re", "iterations": 7}, "evaluate": {"label_fractions": [1, 0.5]}}), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({"train": {"mode": "re", "iterations": 7}, "evaluate": {"label_fractions": [1, 0.5]}}),
+        encoding="utf-8",
+    )
     cfg = C.load_yaml(path)
     assert cfg.train.mode == "re" and cfg.train.iterations == 7
     assert cfg.train.lr == C.TrainConfig().lr

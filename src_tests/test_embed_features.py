@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_train_engine import make_cache  # the shared synthetic-cache fixture
 
 from napari_ssl_radiomics.config import AugmentConfig, TrainConfig
 from napari_ssl_radiomics.core.cache import load_prepared
 from napari_ssl_radiomics.core.embed import embed, encode, feature_columns
 from napari_ssl_radiomics.core.train import load_model, run_to_end, train
-from test_train_engine import make_cache  # the shared synthetic-cache fixture
 
 
 @pytest.fixture(scope="module")

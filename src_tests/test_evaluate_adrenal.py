@@ -31,8 +31,23 @@ def test_traditional_features_beat_chance_on_adrenalmnist3d(adrenal_data, tmp_pa
     assert main(["radiomics", str(manifest), "--out", str(tmp_path / "trad.csv"), "--jobs", "2"]) == 0
     trad = pd.read_csv(tmp_path / "trad.csv")
     assert trad.shape == (150, 2 + 107) and not (tmp_path / "trad_failures.csv").exists()
-    assert main(["evaluate", f"trad={tmp_path / 'trad.csv'}", "--out", str(tmp_path / "ev"), "--label-fraction", "1.0",
-                 "--positive", "1", "--repeats", "2"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                f"trad={tmp_path / 'trad.csv'}",
+                "--out",
+                str(tmp_path / "ev"),
+                "--label-fraction",
+                "1.0",
+                "--positive",
+                "1",
+                "--repeats",
+                "2",
+            ]
+        )
+        == 0
+    )
     res = pd.read_csv(tmp_path / "ev" / "results.csv")
     auc = res[res.metric == "auc"]["value"]
     assert len(auc) == 10 and auc.mean() > 0.7, auc.describe()

@@ -16,7 +16,9 @@ CFG = EvaluateConfig(label_fractions=(1.0,))
 def _table(labels, seed=0, n_feat=4):
     rng = np.random.default_rng(seed)
     n = len(labels)
-    return pd.DataFrame({"ID": [f"c{i}" for i in range(n)], "Label": labels, **{f"f{j}": rng.normal(size=n) for j in range(n_feat)}})
+    return pd.DataFrame(
+        {"ID": [f"c{i}" for i in range(n)], "Label": labels, **{f"f{j}": rng.normal(size=n) for j in range(n_feat)}}
+    )
 
 
 def test_no_label_column():

@@ -9,7 +9,15 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_scor
 
 from napari_ssl_radiomics.config import EvaluateConfig
 from napari_ssl_radiomics.core.evaluate import (
-    C_GRID, LinearSVMCV, binary_auc, evaluate, labels_of, make_folds, splits, svm_pipeline, write_outputs,
+    C_GRID,
+    LinearSVMCV,
+    binary_auc,
+    evaluate,
+    labels_of,
+    make_folds,
+    splits,
+    svm_pipeline,
+    write_outputs,
 )
 
 
@@ -43,7 +51,9 @@ def test_separable_features_give_auc_one_and_random_about_half(binary_result):
     assert len(rnd_mean) == 3
     assert abs(rnd_mean.mean() - 0.5) < 0.12, rnd_mean.tolist()
     assert result.positive == "L"  # the minority class is the positive one
-    sens = result.results.query("feature_set == 'separable' and metric == 'sensitivity' and label_fraction == 1.0")["value"]
+    sens = result.results.query("feature_set == 'separable' and metric == 'sensitivity' and label_fraction == 1.0")[
+        "value"
+    ]
     assert sens.mean() > 0.9
 
 
@@ -103,8 +113,10 @@ def test_half_of_the_labels_is_a_stratified_subset_with_the_same_test_folds():
     assert all(again[key] == by_key[key].train for key in by_key)  # the same for every feature set
     result = evaluate({"sep": sep, "rnd": rnd}, cfg)
     p = result.predictions
-    assert (p[p.label_fraction == 1.0].sort_values(["feature_set", "ID"])["fold"].to_numpy()
-            == p[p.label_fraction == 0.5].sort_values(["feature_set", "ID"])["fold"].to_numpy()).all()
+    assert (
+        p[p.label_fraction == 1.0].sort_values(["feature_set", "ID"])["fold"].to_numpy()
+        == p[p.label_fraction == 0.5].sort_values(["feature_set", "ID"])["fold"].to_numpy()
+    ).all()
 
 
 def test_linear_svm_cv_picks_c_from_the_grid_and_refits_on_everything():
@@ -125,7 +137,9 @@ def test_multiclass_metrics_and_external_predictions(tmp_path):
     for (_, k), g in preds.groupby(["repeat", "fold"]):
         got = result.results.query("fold == @k").set_index("metric")["value"]
         assert got["overall_accuracy"] == pytest.approx(accuracy_score(g["y_true"], g["y_pred"]))
-        assert got["minor_accuracy"] == pytest.approx(recall_score(g["y_true"], g["y_pred"], labels=["II"], average="macro"))
+        assert got["minor_accuracy"] == pytest.approx(
+            recall_score(g["y_true"], g["y_pred"], labels=["II"], average="macro")
+        )
         ovr = np.mean([roc_auc_score(g["y_true"] == c, g[f"score_{c}"]) for c in ("I", "II", "III")])
         assert got["auc"] == pytest.approx(ovr)
     assert result.results.query("metric == 'overall_accuracy'")["value"].mean() > 0.9
@@ -145,13 +159,31 @@ def test_outputs_are_written_and_summary_is_laid_out_like_table_2(binary_result,
     result, _ = binary_result
     paths = write_outputs(result, tmp_path / "ev")
     names = {p.name for p in paths}
-    assert {"results.csv", "predictions.csv", "folds.csv", "summary.md", "evaluate.json", "roc_100pct.png", "roc_50pct.png", "metrics.png"} <= names
+    assert {
+        "results.csv",
+        "predictions.csv",
+        "folds.csv",
+        "summary.md",
+        "evaluate.json",
+        "roc_100pct.png",
+        "roc_50pct.png",
+        "metrics.png",
+    } <= names
     assert all(p.stat().st_size > 0 for p in paths)
     assert (tmp_path / "ev" / "roc_100pct.png").read_bytes()[:4] == b"\x89PNG"
     tidy = pd.read_csv(tmp_path / "ev" / "results.csv")
     assert list(tidy.columns) == ["feature_set", "label_fraction", "repeat", "fold", "metric", "value"]
     pred = pd.read_csv(tmp_path / "ev" / "predictions.csv")
-    assert list(pred.columns[:8]) == ["ID", "feature_set", "label_fraction", "repeat", "fold", "y_true", "y_pred", "score"]
+    assert list(pred.columns[:8]) == [
+        "ID",
+        "feature_set",
+        "label_fraction",
+        "repeat",
+        "fold",
+        "y_true",
+        "y_pred",
+        "score",
+    ]
     summary = (tmp_path / "ev" / "summary.md").read_text(encoding="utf-8")
     row = next(line for line in summary.splitlines() if line.startswith("| separable |"))
     assert row.count("/") == 2 and row.count("±") == 4  # sens/spec at 100% and 50% labels

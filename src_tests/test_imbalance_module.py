@@ -46,11 +46,21 @@ def test_kmeans_with_fewer_distinct_points_than_k():
 def test_select_takes_the_nearest_to_the_two_farthest_centroids():
     # centroids 0 and 2 are the farthest pair; distances to them are all distinct
     centroids = np.array([[0.0, 0.0], [3.0, 0.0], [10.0, 0.0]])
-    x = np.array([
-        [0.1, 0], [0.5, 0], [-0.2, 0], [0.9, 0], [0.3, 0.1],  # near c0: order 0, 2, 4, 1, 3
-        [3.0, 0], [2.8, 0], [3.3, 0],  # around c1
-        [10.0, 0.4], [9.7, 0], [10.8, 0],  # near c2: order 9, 8, 10
-    ])
+    x = np.array(
+        [
+            [0.1, 0],
+            [0.5, 0],
+            [-0.2, 0],
+            [0.9, 0],
+            [0.3, 0.1],  # near c0: order 0, 2, 4, 1, 3
+            [3.0, 0],
+            [2.8, 0],
+            [3.3, 0],  # around c1
+            [10.0, 0.4],
+            [9.7, 0],
+            [10.8, 0],  # near c2: order 9, 8, 10
+        ]
+    )
     labels = np.array([0] * 5 + [1] * 3 + [2] * 3)
     assert select(x, labels, centroids, 6).tolist() == [0, 2, 4, 9, 8, 10]
     assert select(x, labels, centroids, 5).tolist() == [0, 2, 4, 9, 8]  # odd m: the extra one to the first

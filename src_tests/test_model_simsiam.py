@@ -58,9 +58,15 @@ def test_parameter_count_matches_table3_by_hand():
     block = conv(32, 32, 1) + conv(32, 32, 3) + conv(32, 32, 1)
     for c in (1, 4):
         by_hand = (
-            conv(c, 32, 3) + 2 * block + conv(32, 64, 3) + conv(64, 128, 3) + conv(128, 256, 3)
-            + 256 * 324 + 2 * 324  # dense7 (no bias) + BN
-            + 324 * 256 + 256  # dense8
+            conv(c, 32, 3)
+            + 2 * block
+            + conv(32, 64, 3)
+            + conv(64, 128, 3)
+            + conv(128, 256, 3)
+            + 256 * 324
+            + 2 * 324  # dense7 (no bias) + BN
+            + 324 * 256
+            + 256  # dense8
         )
         assert sum(p.numel() for p in Encoder(in_channels=c).parameters()) == by_hand
     predictor = 256 * 64 + 2 * 64 + 64 * 256 + 256
@@ -119,9 +125,7 @@ def test_weighted_mean():
     losses = torch.tensor([0.5, -0.2, 0.1, -0.9])
     w = torch.tensor([1.0, 2.0, 4.0, 1.0])
     assert float(weighted_mean(losses, w)) == pytest.approx(float((w * losses).sum() / w.sum()))
-    assert float(weighted_mean(losses, np.array([1.0, 2.0, 4.0, 1.0]))) == pytest.approx(
-        (0.5 - 0.4 + 0.4 - 0.9) / 8
-    )
+    assert float(weighted_mean(losses, np.array([1.0, 2.0, 4.0, 1.0]))) == pytest.approx((0.5 - 0.4 + 0.4 - 0.9) / 8)
     assert float(weighted_mean(losses, None)) == pytest.approx(float(losses.mean()))
     with pytest.raises(ValueError, match="shape"):
         weighted_mean(losses, torch.ones(3))

@@ -44,7 +44,13 @@ def test_every_manifest_command_imports():
 
 
 def test_cli_lists_every_subcommand():
-    out = subprocess.run([sys.executable, "-m", "napari_ssl_radiomics", "--help"], capture_output=True, text=True, encoding="utf-8", check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_ssl_radiomics", "--help"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=True,
+    ).stdout
     for command in ("sample", "prepare", "train", "embed", "radiomics", "combine", "evaluate", "demo", "run", "config"):
         assert command in out
 
@@ -53,11 +59,14 @@ def test_cli_lists_every_subcommand():
 def test_built_wheel_carries_the_manifest_and_entry_points(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     (wheel,) = tmp_path.glob("napari_ssl_radiomics-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        assert zf.read("napari_ssl_radiomics/napari.yaml").decode() == (ROOT / "napari.yaml").read_text(encoding="utf-8")
+        assert zf.read("napari_ssl_radiomics/napari.yaml").decode() == (ROOT / "napari.yaml").read_text(
+            encoding="utf-8"
+        )
         entry_points = next(n for n in zf.namelist() if n.endswith("entry_points.txt"))
         text = zf.read(entry_points).decode()
         metadata = zf.read(next(n for n in zf.namelist() if n.endswith("METADATA"))).decode()
@@ -75,5 +84,7 @@ def test_the_core_imports_without_qt_or_napari():
         "for m in pkgutil.iter_modules(core.__path__): importlib.import_module(f'napari_ssl_radiomics.core.{m.name}')\n"
         "print(sorted({n.split('.')[0] for n in sys.modules} & {'napari', 'qtpy', 'PyQt6', 'PySide6', 'magicgui', 'superqt'}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True
+    ).stdout
     assert out.strip() == "[]"

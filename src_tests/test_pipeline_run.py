@@ -36,13 +36,21 @@ def write_config(cfg: C.PipelineConfig, path: Path) -> Path:
 def run_cli(config: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "napari_ssl_radiomics", "run", str(config)],
-        capture_output=True, text=True, encoding="utf-8", timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
 def kill_during_training(config: Path, out: Path) -> None:
     """Start a run and SIGKILL it once the second mode has written a checkpoint."""
-    proc = subprocess.Popen([sys.executable, "-m", "napari_ssl_radiomics", "run", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_ssl_radiomics", "run", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     target = out / "runs" / "se" / "checkpoint.pt"
     deadline = time.monotonic() + 300
     while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -58,7 +66,14 @@ def test_killed_run_resumes_without_redoing_stages_and_equals_an_uninterrupted_r
     killed = tmp_path / "killed"
     config = write_config(tiny_config(killed), tmp_path / "killed.yaml")
     kill_during_training(config, killed)
-    finished_before = {p: p.stat().st_mtime_ns for p in [killed / "sample" / "manifest.csv", killed / "cache" / "cases.csv", killed / "runs" / "none" / "checkpoint.pt"]}
+    finished_before = {
+        p: p.stat().st_mtime_ns
+        for p in [
+            killed / "sample" / "manifest.csv",
+            killed / "cache" / "cases.csv",
+            killed / "runs" / "none" / "checkpoint.pt",
+        ]
+    }
 
     again = run_cli(config)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -169,12 +169,18 @@ def test_bbox_crop_fits_the_roi_with_its_margin(pyradiomics_data):
 def test_second_run_reuses_the_cache_and_changes_redo_it(pyradiomics_data, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    for name in ("breast1_image.nrrd", "breast1_label.nrrd", "prostate_phantom_subvolume.nrrd",
-                 "prostate_phantom_subvolume-label.nrrd"):
+    for name in (
+        "breast1_image.nrrd",
+        "breast1_label.nrrd",
+        "prostate_phantom_subvolume.nrrd",
+        "prostate_phantom_subvolume-label.nrrd",
+    ):
         shutil.copy(pyradiomics_data / name, data / name)
     (tmp_path / "m.csv").write_text(
         "ID,Image,Mask,MaskLabel\nbreast1,data/breast1_image.nrrd,data/breast1_label.nrrd,\n"
-        "phantom,data/prostate_phantom_subvolume.nrrd,data/prostate_phantom_subvolume-label.nrrd,8\n", encoding="utf-8")
+        "phantom,data/prostate_phantom_subvolume.nrrd,data/prostate_phantom_subvolume-label.nrrd,8\n",
+        encoding="utf-8",
+    )
     cfg = dataclasses.replace(CFG, size=32)
     out = tmp_path / "cache"
 

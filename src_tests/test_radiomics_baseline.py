@@ -31,10 +31,20 @@ def baseline(pyradiomics_data):
 def test_features_match_pyradiomics_baseline(pyradiomics_data, baseline, tmp_path, suffix):
     settings = settings_from_baseline(baseline["glcm"].loc["diagnostics_Configuration_Settings", "brain1" + suffix])
     for case in CASES:  # every case of a column was made with the same settings
-        assert settings_from_baseline(baseline["shape"].loc["diagnostics_Configuration_Settings", case + suffix]) == settings
+        assert (
+            settings_from_baseline(baseline["shape"].loc["diagnostics_Configuration_Settings", case + suffix])
+            == settings
+        )
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"setting": settings, "imageType": {"Original": {}}, "featureClass": {c: None for c in DEFAULT_CLASSES}}), encoding="utf-8")
-    cases = [Case(id=n, image=pyradiomics_data / f"{n}_image.nrrd", mask=pyradiomics_data / f"{n}_label.nrrd") for n in CASES]
+    params.write_text(
+        yaml.safe_dump(
+            {"setting": settings, "imageType": {"Original": {}}, "featureClass": {c: None for c in DEFAULT_CLASSES}}
+        ),
+        encoding="utf-8",
+    )
+    cases = [
+        Case(id=n, image=pyradiomics_data / f"{n}_image.nrrd", mask=pyradiomics_data / f"{n}_label.nrrd") for n in CASES
+    ]
 
     features, failures = extract_all(cases, RadiomicsConfig(params=str(params), jobs=2))
 
@@ -57,7 +67,9 @@ def test_features_match_pyradiomics_baseline(pyradiomics_data, baseline, tmp_pat
 
 def test_default_settings_give_107_numeric_features(pyradiomics_data, tmp_path):
     """No params file: pyradiomics' defaults (binWidth 25), diagnostics kept aside, values equal the baseline."""
-    cases = [Case(id="breast1", image=pyradiomics_data / "breast1_image.nrrd", mask=pyradiomics_data / "breast1_label.nrrd")]
+    cases = [
+        Case(id="breast1", image=pyradiomics_data / "breast1_image.nrrd", mask=pyradiomics_data / "breast1_label.nrrd")
+    ]
     features, failures = extract_all(cases, RadiomicsConfig(jobs=1))
     assert failures.empty
     assert features.shape == (1, 108) and features.columns[0] == "ID"
@@ -66,4 +78,6 @@ def test_default_settings_give_107_numeric_features(pyradiomics_data, tmp_path):
     diag = features.attrs["diagnostics"]
     assert "diagnostics_Configuration_Settings" in diag.columns
     base = pd.read_csv(pyradiomics_data / "baseline" / "baseline_firstorder.csv", index_col=0)
-    np.testing.assert_allclose(features.loc[0, "original_firstorder_Mean"], float(base.loc["original_firstorder_Mean", "breast1"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        features.loc[0, "original_firstorder_Mean"], float(base.loc["original_firstorder_Mean", "breast1"]), rtol=1e-6
+    )

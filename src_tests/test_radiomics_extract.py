@@ -70,7 +70,9 @@ def test_a_failing_case_is_recorded_and_the_others_go_on(tmp_path):
     assert set(reasons) == {"empty", "missing"}
     assert "nope.nii.gz" in reasons["missing"]
     assert "mask" in reasons["empty"].lower()
-    assert not any(json.loads(p.read_text(encoding="utf-8"))["ID"] == "empty" for p in (tmp_path / "cache").glob("*.json"))
+    assert not any(
+        json.loads(p.read_text(encoding="utf-8"))["ID"] == "empty" for p in (tmp_path / "cache").glob("*.json")
+    )
 
 
 def test_mask_label_and_single_label_masks(tmp_path):
@@ -105,7 +107,12 @@ def test_cli_writes_table_sidecar_failures_and_cache(tmp_path, capsys):
     cases = [_case(tmp_path, f"c{i}", i) for i in range(2)] + [_case(tmp_path, "bad", 5, empty=True)]
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame(
-        {"ID": [c.id for c in cases], "Image": [c.image.name for c in cases], "Mask": [c.mask.name for c in cases], "Label": ["a", "b", "a"]}
+        {
+            "ID": [c.id for c in cases],
+            "Image": [c.image.name for c in cases],
+            "Mask": [c.mask.name for c in cases],
+            "Label": ["a", "b", "a"],
+        }
     ).to_csv(manifest, index=False)
     out = tmp_path / "out" / "trad.csv"
     assert main(["radiomics", str(manifest), "--out", str(out), "--jobs", "1"]) == 0

@@ -99,7 +99,9 @@ def test_written_cohort_is_deterministic_and_readable(tmp_path):
     for rec in t1.itertuples():
         img = sitk.ReadImage(str(tmp_path / "a" / rec.Image))
         assert img.GetSpacing() == (1.0, 1.0, 1.0) and img.GetSize() == (24, 24, 24)
-        assert np.array_equal(sitk.GetArrayFromImage(img), sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "b" / rec.Image))))
+        assert np.array_equal(
+            sitk.GetArrayFromImage(img), sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "b" / rec.Image)))
+        )
         assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "a" / rec.Mask))).sum() > 50
     assert (tmp_path / "a" / "sample.json").exists()
 
@@ -119,13 +121,39 @@ def test_sample_data_layers():
 
 def test_cli_sample_then_prepare_in_process(tmp_path, capsys):
     assert main(["sample", "--out", str(tmp_path / "s"), "--cases", "8", "--size", "24", "--seed", "2"]) == 0
-    assert main(["prepare", str(tmp_path / "s" / "manifest.csv"), "--out", str(tmp_path / "c"),
-                 "--size", "24", "--spacing", "1"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(tmp_path / "s" / "manifest.csv"),
+                "--out",
+                str(tmp_path / "c"),
+                "--size",
+                "24",
+                "--spacing",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "8 ok, 0 cached, 0 skipped" in capsys.readouterr().out
     cohort = load_prepared(tmp_path / "c")
     assert cohort.images.shape == (8, 1, 24, 24, 24) and sorted(set(cohort.labels)) == ["0", "1"]
-    assert main(["prepare", str(tmp_path / "s" / "manifest.csv"), "--out", str(tmp_path / "c"),
-                 "--size", "24", "--spacing", "1"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                str(tmp_path / "s" / "manifest.csv"),
+                "--out",
+                str(tmp_path / "c"),
+                "--size",
+                "24",
+                "--spacing",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "0 ok, 8 cached, 0 skipped" in capsys.readouterr().out
     # a manifest without Mask: an error for the whole manifest, without a traceback
     (tmp_path / "bad.csv").write_text("ID,Image\na,b.nii.gz\n", encoding="utf-8")
@@ -137,8 +165,22 @@ def test_cli_sample_then_prepare_in_process(tmp_path, capsys):
 def test_cli_subprocess_with_a_process_pool_matches_one_process(tmp_path):
     run = [sys.executable, "-m", "napari_ssl_radiomics"]
     subprocess.run(run + ["sample", "--out", str(tmp_path / "s"), "--cases", "4", "--size", "24"], check=True)
-    done = subprocess.run(run + ["prepare", str(tmp_path / "s" / "manifest.csv"), "--out", str(tmp_path / "c"),
-                                 "--size", "24", "--jobs", "2"], check=True, capture_output=True, encoding="utf-8")
+    done = subprocess.run(
+        run
+        + [
+            "prepare",
+            str(tmp_path / "s" / "manifest.csv"),
+            "--out",
+            str(tmp_path / "c"),
+            "--size",
+            "24",
+            "--jobs",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+        encoding="utf-8",
+    )
     assert "4 ok, 0 cached, 0 skipped" in done.stdout
     pool = load_prepared(tmp_path / "c")
     prepare_all(tmp_path / "s" / "manifest.csv", PrepareConfig(size=24, jobs=1), tmp_path / "c1")

@@ -23,8 +23,14 @@ def _cohort(n=24, size=27, seed=0) -> PreparedCohort:
             images[i, 0, 8:19, 8:19, 8:19] += 180
     ids = [f"case{i:02d}" for i in range(n)]
     order = rng.permutation(n)  # the cache lists cases in another order than the tables
-    return PreparedCohort(root=Path("."), ids=[ids[i] for i in order], images=images[order],
-                          masks=np.ones((n, size, size, size), np.uint8), labels=[labels[i] for i in order], groups=[""] * n)
+    return PreparedCohort(
+        root=Path("."),
+        ids=[ids[i] for i in order],
+        images=images[order],
+        masks=np.ones((n, size, size, size), np.uint8),
+        labels=[labels[i] for i in order],
+        groups=[""] * n,
+    )
 
 
 def test_supervised_predictions_use_the_evaluation_folds_and_score_as_a_feature_set():
@@ -58,7 +64,9 @@ def test_supervised_baseline_learns_a_visible_difference():
     cohort = _cohort(n=24)
     cfg = EvaluateConfig(folds=2, label_fractions=(1.0,), seed=0)
     preds = run_supervised(cohort, cfg, demo_train_config(iterations=5, lr=3e-3))
-    table = pd.DataFrame({"ID": cohort.ids, "Label": cohort.labels, "f0": 0.0, "f1": np.arange(len(cohort.ids), dtype=float)})
+    table = pd.DataFrame(
+        {"ID": cohort.ids, "Label": cohort.labels, "f0": 0.0, "f1": np.arange(len(cohort.ids), dtype=float)}
+    )
     result = evaluate({"index": table}, cfg, predictions={"supervised": preds})
     auc = result.results.query("feature_set == 'supervised' and metric == 'auc'")["value"]
     assert auc.mean() > 0.9, auc.tolist()

@@ -17,8 +17,15 @@ def _tables(n=30, seed=0):
     rng = np.random.default_rng(seed)
     ids = [f"c{i:02d}" for i in range(n)]
     y = np.array(["H"] * (n - n // 3) + ["L"] * (n // 3))
-    trad = pd.DataFrame({"ID": ids, "Label": y, "Group": [f"g{i // 2}" for i in range(n)],
-                         "original_firstorder_Mean": rng.normal(size=n) + 3 * (y == "L"), "original_shape_Volume": rng.normal(size=n)})
+    trad = pd.DataFrame(
+        {
+            "ID": ids,
+            "Label": y,
+            "Group": [f"g{i // 2}" for i in range(n)],
+            "original_firstorder_Mean": rng.normal(size=n) + 3 * (y == "L"),
+            "original_shape_Volume": rng.normal(size=n),
+        }
+    )
     ssl = pd.DataFrame({"ID": ids[::-1], **{f"ssl_{j:03d}": rng.normal(size=n) for j in range(3)}})
     return trad, ssl
 
@@ -26,7 +33,16 @@ def _tables(n=30, seed=0):
 def test_combine_joins_on_id_with_label_and_group_first():
     trad, ssl = _tables()
     both = combine([trad, ssl])
-    assert list(both.columns) == ["ID", "Label", "Group", "original_firstorder_Mean", "original_shape_Volume", "ssl_000", "ssl_001", "ssl_002"]
+    assert list(both.columns) == [
+        "ID",
+        "Label",
+        "Group",
+        "original_firstorder_Mean",
+        "original_shape_Volume",
+        "ssl_000",
+        "ssl_001",
+        "ssl_002",
+    ]
     assert list(both["ID"]) == list(trad["ID"])
     row = both.set_index("ID").loc["c05"]
     assert row["ssl_001"] == ssl.set_index("ID").loc["c05", "ssl_001"]
@@ -58,10 +74,26 @@ def test_cli_combine_and_evaluate(tmp_path, capsys):
     trad.to_csv(tmp_path / "trad.csv", index=False)
     ssl.to_csv(tmp_path / "ssl.csv", index=False)
     manifest = tmp_path / "manifest.csv"
-    pd.DataFrame({"ID": trad["ID"], "Image": "x.nii", "Mask": "y.nii", "Label": trad["Label"], "Group": ""}).to_csv(manifest, index=False)
+    pd.DataFrame({"ID": trad["ID"], "Image": "x.nii", "Mask": "y.nii", "Label": trad["Label"], "Group": ""}).to_csv(
+        manifest, index=False
+    )
     (tmp_path / "checkpoint.pt").write_bytes(b"weights")
-    assert main(["combine", str(tmp_path / "trad.csv"), str(tmp_path / "ssl.csv"), "--out", str(tmp_path / "f.csv"),
-                 "--manifest", str(manifest), "--checkpoint", str(tmp_path / "checkpoint.pt")]) == 0
+    assert (
+        main(
+            [
+                "combine",
+                str(tmp_path / "trad.csv"),
+                str(tmp_path / "ssl.csv"),
+                "--out",
+                str(tmp_path / "f.csv"),
+                "--manifest",
+                str(manifest),
+                "--checkpoint",
+                str(tmp_path / "checkpoint.pt"),
+            ]
+        )
+        == 0
+    )
     f = pd.read_csv(tmp_path / "f.csv", keep_default_na=False)
     assert f.shape == (40, 8) and (f["Group"] == "").all()
     side = json.loads((tmp_path / "f.json").read_text(encoding="utf-8"))
@@ -69,14 +101,28 @@ def test_cli_combine_and_evaluate(tmp_path, capsys):
     assert side["checkpoint_sha256"] == hashlib.sha256(b"weights").hexdigest()
 
     out = tmp_path / "ev"
-    code = main(["evaluate", f"trad={tmp_path / 'trad.csv'}", f"ssl={tmp_path / 'ssl.csv'}",
-                 f"{tmp_path / 'trad.csv'}+{tmp_path / 'ssl.csv'}", "--out", str(out), "--label-fraction", "1.0", "--group", ""])
+    code = main(
+        [
+            "evaluate",
+            f"trad={tmp_path / 'trad.csv'}",
+            f"ssl={tmp_path / 'ssl.csv'}",
+            f"{tmp_path / 'trad.csv'}+{tmp_path / 'ssl.csv'}",
+            "--out",
+            str(out),
+            "--label-fraction",
+            "1.0",
+            "--group",
+            "",
+        ]
+    )
     assert code == 0
     results = pd.read_csv(out / "results.csv")
     assert list(dict.fromkeys(results["feature_set"])) == ["trad", "ssl", "trad+ssl"]
     assert set(results["label_fraction"]) == {1.0}
     assert "| trad+ssl |" in (out / "summary.md").read_text(encoding="utf-8")
-    assert json.loads((out / "evaluate.json").read_text(encoding="utf-8"))["feature_sets"]["trad+ssl"]["n_features"] == 5
+    assert (
+        json.loads((out / "evaluate.json").read_text(encoding="utf-8"))["feature_sets"]["trad+ssl"]["n_features"] == 5
+    )
 
     assert main(["evaluate", str(tmp_path / "ssl.csv"), "--out", str(out)]) == 2
     assert "no 'Label' column" in capsys.readouterr().err
@@ -87,7 +133,10 @@ def test_table2_sets_are_trad_each_ssl_method_then_trad_plus_each():
 
     labels = pd.DataFrame({"ID": ["a", "b"], "Label": ["0", "1"]})
     trad = pd.DataFrame({"ID": ["b", "a"], "original_x": [2.0, 1.0]})
-    ssl = {"3DSiam": pd.DataFrame({"ID": ["a", "b"], "ssl_000": [0.1, 0.2]}), "3DSiam+SE": pd.DataFrame({"ID": ["a", "b"], "ssl_000": [0.3, 0.4]})}
+    ssl = {
+        "3DSiam": pd.DataFrame({"ID": ["a", "b"], "ssl_000": [0.1, 0.2]}),
+        "3DSiam+SE": pd.DataFrame({"ID": ["a", "b"], "ssl_000": [0.3, 0.4]}),
+    }
     sets = table2_sets(labels, trad, ssl)
     assert list(sets) == ["Trad.", "3DSiam", "3DSiam+SE", "Trad.+3DSiam", "Trad.+3DSiam+SE"]
     both = sets["Trad.+3DSiam+SE"]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_train_engine import make_cache  # the shared synthetic-cache fixture
 
 from napari_ssl_radiomics.cli import main
 from napari_ssl_radiomics.core.train import CHECKPOINT, CONFIG_JSON, HISTORY_CSV
-from test_train_engine import make_cache  # the shared synthetic-cache fixture
 
 FAST = ["--device", "cpu", "--batch-size", "4", "--seed", "1"]
 
@@ -26,8 +26,27 @@ def cache(tmp_path_factory) -> Path:
 
 def test_train_resume_and_embed(cache, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", str(cache), "--out", str(run), "--mode", "re", "--iterations", "2", "--clusters", "2",
-                 "--warmup-epochs", "0", "--no-progress", *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(cache),
+                "--out",
+                str(run),
+                "--mode",
+                "re",
+                "--iterations",
+                "2",
+                "--clusters",
+                "2",
+                "--warmup-epochs",
+                "0",
+                "--no-progress",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_csv(run / HISTORY_CSV)) == 2
     # --resume reuses the run's settings; only --iterations is given
     assert main(["train", str(cache), "--out", str(run), "--resume", "--iterations", "3", "--no-progress"]) == 0

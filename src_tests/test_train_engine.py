@@ -16,11 +16,19 @@ import pytest
 import torch
 
 from napari_ssl_radiomics.config import AugmentConfig, TrainConfig
+from napari_ssl_radiomics.core import train as train_module
 from napari_ssl_radiomics.core.cache import CASE_COLUMNS, load_prepared, write_crop
 from napari_ssl_radiomics.core.train import (
-    CHECKPOINT, CONFIG_JSON, HISTORY_COLUMNS, HISTORY_CSV, TrainingDiverged, _Run, load_model, run_to_end, train,
+    CHECKPOINT,
+    CONFIG_JSON,
+    HISTORY_COLUMNS,
+    HISTORY_CSV,
+    TrainingDiverged,
+    _Run,
+    load_model,
+    run_to_end,
+    train,
 )
-from napari_ssl_radiomics.core import train as train_module
 from napari_ssl_radiomics.core.utils import write_csv
 
 SIZE = 27  # the encoder's minimum edge: the cheapest volume it takes
@@ -39,8 +47,16 @@ def make_cache(root: Path, cases: int = 12, size: int = SIZE, seed: int = 0) -> 
         image = np.clip(image, 0, 255)[None].astype(np.float32)
         case_id = f"case{i:02d}"
         write_crop(root, case_id, image, (dist < radius).astype(np.uint8), {"toy": True})
-        rows.append({"ID": case_id, "Label": "large" if radius == 9 else "small", "Group": "",
-                     "status": "ok", "reason": "", "file": f"crops/{case_id}.npz"})
+        rows.append(
+            {
+                "ID": case_id,
+                "Label": "large" if radius == 9 else "small",
+                "Group": "",
+                "status": "ok",
+                "reason": "",
+                "file": f"crops/{case_id}.npz",
+            }
+        )
     write_csv(root / "cases.csv", pd.DataFrame(rows, columns=CASE_COLUMNS))
     return root
 
@@ -193,7 +209,9 @@ def test_resume_refuses_other_settings_and_overwrites_nothing(cache, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         next(train(cache, tmp_path / "none", cfg, AugmentConfig(), resume=True))
     # iterations may be raised: the run continues where it stopped
-    evs, result = events(train(cache, tmp_path / "run", small(iterations=2, batch_size=2), AugmentConfig(), resume=True))
+    evs, result = events(
+        train(cache, tmp_path / "run", small(iterations=2, batch_size=2), AugmentConfig(), resume=True)
+    )
     assert [e.iteration for e in evs if e.kind == "step"] == [2] and len(result.history) == 2
 
 

@@ -177,7 +177,9 @@ def test_augment_preview_side_by_side_and_shared(make_napari_viewer, qtbot, tmp_
 
 # --- training -------------------------------------------------------------------------
 
-TRAIN = dict(mode="se", clusters=2, pool=4, batch_size=2, iterations=8, warmup_epochs=0, checkpoint_every=4, seed=0, device="cpu")
+TRAIN = dict(
+    mode="se", clusters=2, pool=4, batch_size=2, iterations=8, warmup_epochs=0, checkpoint_every=4, seed=0, device="cpu"
+)
 
 
 class Ticks:
@@ -246,9 +248,11 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
     qtbot.waitUntil(lambda: widget.events[-1].kind == "done", timeout=WAIT_MS)
     stall, start_stall = ticks.stop(), whole.stop()
     idle(qtbot, widget)
-    print(f"\nlongest event-loop stall while training: {stall * 1000:.0f} ms over {len(ticks.gaps)} ticks "
-          f"(idle, before training: {idle_stall * 1000:.0f} ms; from the click, start-up included: "
-          f"{start_stall * 1000:.0f} ms)")
+    print(
+        f"\nlongest event-loop stall while training: {stall * 1000:.0f} ms over {len(ticks.gaps)} ticks "
+        f"(idle, before training: {idle_stall * 1000:.0f} ms; from the click, start-up included: "
+        f"{start_stall * 1000:.0f} ms)"
+    )
     assert not errors.messages, errors.messages
     second = widget.result
     assert not second.stopped and second.run_dir == first.run_dir
@@ -284,11 +288,10 @@ def test_train_error_arrives_as_notification(make_napari_viewer, qtbot, tmp_path
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A prepared sample cohort and a short SE run on it, made with the core."""
+    from napari_ssl_radiomics.config import AugmentConfig
     from napari_ssl_radiomics.core.preprocess import prepare_all
     from napari_ssl_radiomics.core.sample import write_sample_cohort
     from napari_ssl_radiomics.core.train import run_to_end, train
-
-    from napari_ssl_radiomics.config import AugmentConfig
 
     work = tmp_path_factory.mktemp("trained")
     manifest = write_sample_cohort(work / "sample", SampleConfig(cases=CASES, size=SIZE))
@@ -412,8 +415,10 @@ def test_every_widget_opens_from_the_plugin_menu(make_napari_viewer):
     manifest = yaml.safe_load((Path(__file__).resolve().parents[1] / "napari.yaml").read_text(encoding="utf-8"))
     names = [w["display_name"] for w in manifest["contributions"]["widgets"]]
     expected = {
-        "Cohort": cohort.CohortWidget, "Augmentation preview": augment.AugmentWidget,
-        "Training (3DSiam + RE/SE)": train.TrainWidget, "Clusters (UMAP)": clusters.ClustersWidget,
+        "Cohort": cohort.CohortWidget,
+        "Augmentation preview": augment.AugmentWidget,
+        "Training (3DSiam + RE/SE)": train.TrainWidget,
+        "Clusters (UMAP)": clusters.ClustersWidget,
         "Features and evaluation": features.FeaturesWidget,
     }
     assert sorted(names) == sorted(expected)

@@ -10,7 +10,8 @@ from ..config import PrepareConfig, SampleConfig, add_arguments, from_arguments
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sample`` and ``prepare`` to the parser."""
     p = sub.add_parser(
-        "sample", help="write the built-in synthetic cohort (NIfTI + manifest.csv)",
+        "sample",
+        help="write the built-in synthetic cohort (NIfTI + manifest.csv)",
         description="Write the synthetic cohort: 3:1 phenotypes, 3 centres at 60/30/10 %%.",
     )
     p.add_argument("--out", required=True, help="output folder")
@@ -18,12 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=sample_command)
 
     p = sub.add_parser(
-        "prepare", help="resample, crop and rescale a cohort into a cache",
+        "prepare",
+        help="resample, crop and rescale a cohort into a cache",
         description="Prepare every case of a manifest CSV (or folder of image/mask pairs) into CACHE: "
-                    "crops/, cases.csv (ok, or why a case was skipped), prepare.json. "
-                    "A second run redoes only changed cases or settings.",
+        "crops/, cases.csv (ok, or why a case was skipped), prepare.json. "
+        "A second run redoes only changed cases or settings.",
     )
-    p.add_argument("manifest", metavar="MANIFEST", help="manifest CSV (Image, Mask[, ID, Label, Group, MaskLabel]) or folder")
+    p.add_argument(
+        "manifest", metavar="MANIFEST", help="manifest CSV (Image, Mask[, ID, Label, Group, MaskLabel]) or folder"
+    )
     p.add_argument("--out", required=True, metavar="CACHE", help="cache folder")
     add_arguments(p, PrepareConfig)
     p.set_defaults(func=prepare_command)
@@ -41,18 +45,14 @@ def sample_command(args: argparse.Namespace) -> int:
 def prepare_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.events import drive
     from ..core.preprocess import prepare, summary
 
     cfg = from_arguments(PrepareConfig(), args)
     events = []
-    gen = prepare(args.manifest, cfg, args.out)
     with tqdm(unit="case", desc="prepare", leave=False) as bar:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                table = stop.value
-                break
+
+        def show(event) -> None:
             bar.total = event.total
             bar.update(1)
             events.append(event)
@@ -60,5 +60,7 @@ def prepare_command(args: argparse.Namespace) -> int:
                 bar.write(f"skipped {event.case_id}: {event.reason}")
             elif event.reason:
                 bar.write(f"note {event.case_id}: {event.reason}")
+
+        table = drive(prepare(args.manifest, cfg, args.out), show)
     print(f"{summary(table, events)}; cache: {args.out}")
     return 0 if (table["status"] == "ok").any() else 1

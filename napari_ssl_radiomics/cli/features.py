@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "in parallel, cached per case; failed cases are listed and written to <out>_failures.csv.",
     )
     p.add_argument("manifest", help="manifest CSV (Image, Mask[, ID, Label, Group, MaskLabel]) or a folder of pairs")
-    p.add_argument("--out", required=True, help="feature table CSV to write (a <name>.json sidecar holds the provenance)")
+    p.add_argument(
+        "--out", required=True, help="feature table CSV to write (a <name>.json sidecar holds the provenance)"
+    )
     p.add_argument("--cache", default=None, help="cache folder (default: .radiomics_cache beside --out)")
     p.add_argument("--no-cache", action="store_true", help="compute every case again and cache nothing")
     add_arguments(p, RadiomicsConfig)
@@ -43,7 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("tables", nargs="+", help="feature table CSVs")
     p.add_argument("--out", required=True, help="combined CSV to write (with a <name>.json sidecar)")
     p.add_argument("--manifest", default=None, help="manifest whose Label and Group columns to use")
-    p.add_argument("--checkpoint", default=None, help="the SSL checkpoint the ssl_* features came from (its SHA-256 goes into the sidecar)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="the SSL checkpoint the ssl_* features came from (its SHA-256 goes into the sidecar)",
+    )
     p.set_defaults(func=run_combine)
 
     p = sub.add_parser(
@@ -56,7 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("tables", nargs="+", metavar="TABLE", help="feature set: [NAME=]PATH[+PATH...]")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
-        "--predictions", nargs="*", default=[], metavar="NAME=CSV",
+        "--predictions",
+        nargs="*",
+        default=[],
+        metavar="NAME=CSV",
         help="external out-of-fold predictions to score as a feature set (e.g. supervised=predictions.csv)",
     )
     p.add_argument("--manifest", default=None, help="manifest whose Label and Group columns to use")
@@ -75,6 +84,7 @@ def run_radiomics(args: argparse.Namespace) -> int:
 
     from ..core import radiomics as rad
     from ..core.cohort import load_cohort
+    from ..core.events import drive
     from ..core.tables import labels_from_cohort, write_table
     from ..core.utils import write_csv
 
@@ -83,21 +93,20 @@ def run_radiomics(args: argparse.Namespace) -> int:
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / rad.CACHE_DIR
     cohort = load_cohort(args.manifest)
     if not cohort.cases:
-        raise CommandError(f"{args.manifest}: no usable case ({len(cohort.problems)} rejected rows); see the messages above")
-    gen = rad.extract(cohort, cfg, cache)
+        raise CommandError(
+            f"{args.manifest}: no usable case ({len(cohort.problems)} rejected rows); see the messages above"
+        )
     counts = {"ok": 0, "cached": 0, "failed": 0}
     with _progress(len(cohort.cases), "radiomics") as bar:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                features, failures = stop.value
-                break
+
+        def show(event) -> None:
             counts[event.status] = counts.get(event.status, 0) + 1
             bar.set_postfix(counts, refresh=False)
             bar.update(1)
             if event.status == "failed":
                 bar.write(f"case {event.case_id}: {event.reason}")
+
+        features, failures = drive(rad.extract(cohort, cfg, cache), show)
     labels = labels_from_cohort(cohort)
     meta = [c for c in ("Label", "Group") if (labels[c].astype(str).str.strip() != "").any()]
     table = labels[["ID", *meta]].merge(features, on="ID", how="inner") if meta and not features.empty else features
@@ -114,7 +123,12 @@ def run_radiomics(args: argparse.Namespace) -> int:
     write_table(table, out, cfg, settings=rad.load_spec(cfg), manifest=str(args.manifest), failures=len(failures))
     log.info(
         "wrote %s: %d cases x %d features (%d computed, %d from the cache, %d failed%s)",
-        out, len(table), features.shape[1] - 1, counts["ok"], counts["cached"], len(failures),
+        out,
+        len(table),
+        features.shape[1] - 1,
+        counts["ok"],
+        counts["cached"],
+        len(failures),
         f", listed in {failures_path}" if len(failures) else "",
     )
     return 0

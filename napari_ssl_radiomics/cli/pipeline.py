@@ -20,13 +20,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default="results", help="output folder (default: results)")
     demo.add_argument("--full", action="store_true", help="the paper's sizes (96³ crops, 2000 iterations): for a GPU")
     demo.add_argument("--device", default=None, help="auto, cuda or cpu (default: auto)")
-    demo.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2", help="also sweep clusters=... or batch_size=... (paper Fig. 4)")
+    demo.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="also sweep clusters=... or batch_size=... (paper Fig. 4)",
+    )
     demo.set_defaults(func=_demo)
 
     run = sub.add_parser("run", help="the whole pipeline on a cohort from one config file")
     run.add_argument("config", type=Path, help="YAML config (see `ssl-radiomics config`)")
     run.add_argument("--out", default=None, help="output folder (overrides the config's)")
-    run.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2", help="sweep clusters=0,2,3,4,5 or batch_size=2,4,6,8 (paper Fig. 4)")
+    run.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="sweep clusters=0,2,3,4,5 or batch_size=2,4,6,8 (paper Fig. 4)",
+    )
     run.set_defaults(func=_run)
 
     config = sub.add_parser("config", help="print the default config, commented")
@@ -45,7 +57,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if not args.config.exists():
-        raise FileNotFoundError(f"config file {args.config} not found; `ssl-radiomics config --out {args.config}` writes a default one")
+        raise FileNotFoundError(
+            f"config file {args.config} not found; `ssl-radiomics config --out {args.config}` writes a default one"
+        )
     cfg = load_yaml(args.config)
     if args.out:
         cfg.out = args.out
@@ -99,35 +113,42 @@ def _consume(gen):
     """Show a progress bar per stage; return the generator's value."""
     from tqdm import tqdm
 
-    bar, stage = None, None
-    try:
-        while True:
-            event = next(gen)
-            if event.stage != stage or event.status in ("start", "cached"):
-                if bar is not None:
-                    bar.close()
-                bar, stage = None, event.stage
-            if event.status == "cached":
-                tqdm.write(f"{event.stage}: unchanged, reused ({event.message})")
-            elif event.status == "warning":
-                tqdm.write(f"{event.stage}: warning: {event.message}")
-            elif event.status in ("start", "progress"):
-                if bar is None:
-                    bar = tqdm(total=event.total or None, desc=event.stage, unit="", leave=True, dynamic_ncols=True)
-                if event.total and bar.total != event.total:
-                    bar.total = event.total
-                bar.n = event.done
-                if event.message and event.status == "progress":
-                    bar.set_postfix_str(event.message[:40], refresh=False)
-                bar.refresh()
-            elif event.status == "done":
-                if bar is not None:
-                    bar.n = bar.total or event.done
-                    bar.close()
-                    bar = None
-                tqdm.write(f"{event.stage}: done {event.message}")
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        if bar is not None:
+    from ..core.events import drive
+
+    bars: dict[str, tqdm] = {}
+
+    def close() -> None:
+        for bar in bars.values():
             bar.close()
+        bars.clear()
+
+    def show(event) -> None:
+        if event.stage not in bars or event.status in ("start", "cached"):
+            close()
+        if event.status == "cached":
+            tqdm.write(f"{event.stage}: unchanged, reused ({event.message})")
+        elif event.status == "warning":
+            tqdm.write(f"{event.stage}: warning: {event.message}")
+        elif event.status in ("start", "progress"):
+            bar = bars.get(event.stage)
+            if bar is None:
+                bar = bars[event.stage] = tqdm(
+                    total=event.total or None, desc=event.stage, unit="", leave=True, dynamic_ncols=True
+                )
+            if event.total and bar.total != event.total:
+                bar.total = event.total
+            bar.n = event.index
+            if event.message and event.status == "progress":
+                bar.set_postfix_str(event.message[:60], refresh=False)
+            bar.refresh()
+        elif event.status == "done":
+            if event.stage in bars:
+                bar = bars[event.stage]
+                bar.n = bar.total or event.index
+            close()
+            tqdm.write(f"{event.stage}: done {event.message}")
+
+    try:
+        return drive(gen, show)
+    finally:
+        close()

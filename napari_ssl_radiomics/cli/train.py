@@ -24,7 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("cache", help="prepared cache folder (ssl-radiomics prepare)")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out (its settings are reused; --iterations may be raised)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (its settings are reused; --iterations may be raised)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_arguments(p, TrainConfig, only=[n for n in TrainConfig.__dataclass_fields__ if n != "embed_batch_size"])
     add_arguments(p, AugmentConfig)
@@ -66,6 +70,7 @@ def _stop_on_sigint() -> Iterator[list[bool]]:
 def run_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.events import drive
     from ..core.train import CHECKPOINT, HISTORY_CSV, TrainingDiverged, saved_config, train
     from . import CommandError
 
@@ -76,29 +81,35 @@ def run_train(args: argparse.Namespace) -> int:
     done_before = 0
     if args.resume and (out / HISTORY_CSV).exists():  # history.csv is written with each checkpoint
         done_before = sum(1 for _ in open(out / HISTORY_CSV, encoding="utf-8")) - 1
-    bar = tqdm(total=cfg.iterations, initial=max(0, done_before), unit="step", dynamic_ncols=True,
-               disable=args.no_progress, file=sys.stderr)
-    result = None
+    bar = tqdm(
+        total=cfg.iterations,
+        initial=max(0, done_before),
+        unit="step",
+        dynamic_ncols=True,
+        disable=args.no_progress,
+        file=sys.stderr,
+    )
+
+    def show(event) -> None:
+        if event.kind == "step":
+            bar.update(event.iteration - bar.n)
+            bar.set_postfix(
+                phase=event.phase,
+                loss=f"{event.loss:.4f}",
+                collapse=f"{event.collapse:.4f}",
+                sps=f"{event.samples_per_s:.2f}",
+                refresh=False,
+            )
+        elif event.kind == "warning":
+            bar.write(f"warning: {event.message}", file=sys.stderr)
+
     with _stop_on_sigint() as flag:
-        gen = train(args.cache, out, cfg, aug, resume=args.resume, stop=lambda: flag[0])
         try:
-            while True:
-                try:
-                    event = next(gen)
-                except StopIteration as done:
-                    result = done.value
-                    break
-                if event.kind == "step":
-                    bar.update(event.iteration - bar.n)
-                    bar.set_postfix(phase=event.phase, loss=f"{event.loss:.4f}", collapse=f"{event.collapse:.4f}",
-                                    sps=f"{event.samples_per_s:.2f}", refresh=False)
-                elif event.kind == "warning":
-                    bar.write(f"warning: {event.message}", file=sys.stderr)
+            result = drive(train(args.cache, out, cfg, aug, resume=args.resume, stop=lambda: flag[0]), show)
         except TrainingDiverged as exc:
             raise CommandError(str(exc)) from None
         finally:
             bar.close()
-    assert result is not None
     if result.stopped:
         print(
             f"stopped at step {len(result.history)} of {cfg.iterations}; checkpoint saved to {out / CHECKPOINT}.\n"

@@ -94,8 +94,13 @@ class AugmentParams:
         """Parameters that leave every sample unchanged."""
         zeros = torch.zeros(batch)
         return cls(
-            rotation=torch.zeros(batch, 3), scale=torch.ones(batch), shift=torch.zeros(batch, 3),
-            gamma=torch.ones(batch), sharpen=zeros.clone(), blur=zeros.clone(), noise=zeros.clone(),
+            rotation=torch.zeros(batch, 3),
+            scale=torch.ones(batch),
+            shift=torch.zeros(batch, 3),
+            gamma=torch.ones(batch),
+            sharpen=zeros.clone(),
+            blur=zeros.clone(),
+            noise=zeros.clone(),
             noise_seed=torch.zeros(batch, dtype=torch.int64),
         )
 
@@ -271,9 +276,7 @@ def augment(x: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> Tensor
     return apply_params(x, draw_params(cfg, x.shape[0], generator))
 
 
-def two_views(
-    volume: np.ndarray, cfg: AugmentConfig, seed: int, device: str = "cpu"
-) -> tuple[np.ndarray, np.ndarray]:
+def two_views(volume: np.ndarray, cfg: AugmentConfig, seed: int, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Two augmented views of one volume (C, D, H, W) or (D, H, W) in [0, 255], for previews.
 
     Deterministic for a given ``seed``; returns float32 arrays of the input's shape.
@@ -290,6 +293,14 @@ def two_views(
 
 
 __all__ = [
-    "AugmentParams", "SHARPEN_SIGMA", "affine_theta", "apply_params", "augment", "draw_params",
-    "gaussian_blur", "gaussian_kernels", "rotation_matrix", "two_views",
+    "AugmentParams",
+    "SHARPEN_SIGMA",
+    "affine_theta",
+    "apply_params",
+    "augment",
+    "draw_params",
+    "gaussian_blur",
+    "gaussian_kernels",
+    "rotation_matrix",
+    "two_views",
 ]

@@ -53,7 +53,9 @@ def write_crop(cache_dir: str | Path, case_id: str, image: np.ndarray, mask: np.
     meta : JSON-able metadata (see the module docstring)
     """
     if image.ndim != 4 or mask.ndim != 3 or image.shape[1:] != mask.shape:
-        raise ValueError(f"case {case_id}: image {image.shape} and mask {mask.shape} do not form a (C,S,S,S)/(S,S,S) pair")
+        raise ValueError(
+            f"case {case_id}: image {image.shape} and mask {mask.shape} do not form a (C,S,S,S)/(S,S,S) pair"
+        )
     npz, meta_path = crop_paths(cache_dir, case_id)
     with atomic_path(npz) as tmp:
         with open(tmp, "wb") as fh:

@@ -129,7 +129,9 @@ def read_manifest(csv: str | Path) -> Cohort:
     try:  # utf-8-sig: spreadsheet programs often start a CSV with a byte-order mark
         table = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"manifest {csv} is not a readable CSV ({exc}); save it as comma-separated UTF-8 text") from None
+        raise ValueError(
+            f"manifest {csv} is not a readable CSV ({exc}); save it as comma-separated UTF-8 text"
+        ) from None
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
@@ -152,8 +154,13 @@ def read_manifest(csv: str | Path) -> Cohort:
             continue
         key = safe_name(case.id)
         if key in seen:
-            problems.append((case.id, f"duplicate ID (also on row {seen[key]}, or the same file name after "
-                                      f"replacing unusual characters); skipped: give every case a unique ID"))
+            problems.append(
+                (
+                    case.id,
+                    f"duplicate ID (also on row {seen[key]}, or the same file name after "
+                    f"replacing unusual characters); skipped: give every case a unique ID",
+                )
+            )
             continue
         seen[key] = row
         cases.append(case)
@@ -179,8 +186,10 @@ def _case_from_row(rec: dict, case_id: str, base: Path, extras: list[str], row: 
         try:
             mask_label = int(float(text))
         except ValueError:
-            raise ValueError(f"case {case_id}: MaskLabel {text!r} is not an integer; give the ROI's value in the mask") from None
-    extra = {c[len(EXTRA_PREFIX):]: _resolve(rec[c], base) for c in extras if rec[c].strip()}
+            raise ValueError(
+                f"case {case_id}: MaskLabel {text!r} is not an integer; give the ROI's value in the mask"
+            ) from None
+    extra = {c[len(EXTRA_PREFIX) :]: _resolve(rec[c], base) for c in extras if rec[c].strip()}
     return Case(
         id=case_id,
         image=_resolve(rec["Image"], base),
@@ -281,21 +290,28 @@ def _series_ids(path: Path) -> tuple[str, ...]:
 def read_image(path: Path, case_id: str, what: str) -> sitk.Image:
     """Read a file or a DICOM series folder; raise CaseError naming the file when it fails."""
     if not path.exists():
-        raise CaseError(case_id, f"{what} file {path} not found; fix the path (relative paths are relative to the manifest)")
+        raise CaseError(
+            case_id, f"{what} file {path} not found; fix the path (relative paths are relative to the manifest)"
+        )
     try:
         if path.is_dir():
             series = _series_ids(path)
             if not series:
-                raise CaseError(case_id, f"{what} folder {path} holds no DICOM series; give a DICOM series folder or an image file")
+                raise CaseError(
+                    case_id, f"{what} folder {path} holds no DICOM series; give a DICOM series folder or an image file"
+                )
             if len(series) > 1:
-                raise CaseError(case_id, f"{what} folder {path} holds {len(series)} DICOM series; put each series in its own folder")
+                raise CaseError(
+                    case_id, f"{what} folder {path} holds {len(series)} DICOM series; put each series in its own folder"
+                )
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
             return reader.Execute()
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise CaseError(
-            case_id, f"cannot read {what} {path} ({_itk_reason(exc)}); check that it is a complete NIfTI, NRRD, MHA/MHD file or DICOM series"
+            case_id,
+            f"cannot read {what} {path} ({_itk_reason(exc)}); check that it is a complete NIfTI, NRRD, MHA/MHD file or DICOM series",
         ) from None
 
 
@@ -312,13 +328,19 @@ def _fmt(values) -> str:
 
 def _check_volume(img: sitk.Image, case_id: str, what: str, path: Path) -> None:
     if img.GetNumberOfComponentsPerPixel() > 1:
-        raise CaseError(case_id, f"{what} {path.name} has {img.GetNumberOfComponentsPerPixel()} values per voxel; "
-                                 "give one scalar 3D file per channel (Image_<modality> columns)")
+        raise CaseError(
+            case_id,
+            f"{what} {path.name} has {img.GetNumberOfComponentsPerPixel()} values per voxel; "
+            "give one scalar 3D file per channel (Image_<modality> columns)",
+        )
     dim, size = img.GetDimension(), img.GetSize()
     if dim != 3 or min(size) < 2:
         kind = "4D" if dim > 3 else "2D"
-        fix = ("split it into 3D files, one per channel or time point (Image_<modality> columns)" if dim > 3
-               else "this tool needs 3D volumes")
+        fix = (
+            "split it into 3D files, one per channel or time point (Image_<modality> columns)"
+            if dim > 3
+            else "this tool needs 3D volumes"
+        )
         raise CaseError(case_id, f"{what} {path.name} is {kind} (size {size}); {fix}")
 
 
@@ -348,7 +370,10 @@ def _check_finite(img: sitk.Image, case_id: str, what: str, path: Path) -> None:
     if np.issubdtype(arr.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         if bad:
-            raise CaseError(case_id, f"{what} {path.name} has {bad} NaN or Inf voxels; replace them (e.g. with the background value) and run again")
+            raise CaseError(
+                case_id,
+                f"{what} {path.name} has {bad} NaN or Inf voxels; replace them (e.g. with the background value) and run again",
+            )
 
 
 def read_case(case: Case, cfg: PrepareConfig) -> tuple[list[sitk.Image], sitk.Image]:
@@ -406,8 +431,11 @@ def _geometry_checked_mask(mask: sitk.Image, image: sitk.Image, case: Case, cfg:
     before = _nonzero_count(mask)
     resampled = onto(mask, image, sitk.sitkNearestNeighbor, 0)
     if before and not _nonzero_count(resampled):
-        raise CaseError(case.id, f"the mask lies outside the image after resampling it onto the image ({'; '.join(diffs)}); "
-                                 "check that the mask belongs to this image")
+        raise CaseError(
+            case.id,
+            f"the mask lies outside the image after resampling it onto the image ({'; '.join(diffs)}); "
+            "check that the mask belongs to this image",
+        )
     return resampled
 
 
@@ -418,18 +446,27 @@ def _nonzero_count(img: sitk.Image) -> int:
 def _roi(mask: sitk.Image, case: Case) -> sitk.Image:
     arr = sitk.GetArrayViewFromImage(mask)
     if np.issubdtype(arr.dtype, np.floating) and not np.all(arr == np.round(arr)):
-        raise CaseError(case.id, f"mask {case.mask.name} holds non-integer values; give a label mask (threshold a probability map first)")
+        raise CaseError(
+            case.id,
+            f"mask {case.mask.name} holds non-integer values; give a label mask (threshold a probability map first)",
+        )
     labels = [int(v) for v in np.unique(arr[arr != 0])]
     if not labels:
         raise CaseError(case.id, f"mask {case.mask.name} is empty (all zero); draw the ROI or drop the case")
     if case.mask_label is not None:
         if case.mask_label not in labels:
-            raise CaseError(case.id, f"ROI label {case.mask_label} is absent from mask {case.mask.name} "
-                                     f"(labels found: {_listing(labels)}); set MaskLabel to one of them")
+            raise CaseError(
+                case.id,
+                f"ROI label {case.mask_label} is absent from mask {case.mask.name} "
+                f"(labels found: {_listing(labels)}); set MaskLabel to one of them",
+            )
         target = case.mask_label
     elif len(labels) > 1:
-        raise CaseError(case.id, f"mask {case.mask.name} holds several labels ({_listing(labels)}) and the manifest "
-                                 "gives no MaskLabel; add a MaskLabel column with the ROI's value")
+        raise CaseError(
+            case.id,
+            f"mask {case.mask.name} holds several labels ({_listing(labels)}) and the manifest "
+            "gives no MaskLabel; add a MaskLabel column with the ROI's value",
+        )
     else:
         target = labels[0]  # the only nonzero value, whatever it is (1, 255, ...)
     roi = sitk.GetImageFromArray((arr == target).astype(np.uint8))
@@ -446,9 +483,14 @@ def _listing(values: list[int], most: int = 10) -> str:
 def describe(cohort: Cohort) -> pd.DataFrame:
     """One row per case (ID, Label, Group, Image, Mask, channels) for display."""
     rows = [
-        {"ID": c.id, "Label": c.label, "Group": c.group, "Image": str(c.image), "Mask": str(c.mask),
-         "channels": len(c.channels)}
+        {
+            "ID": c.id,
+            "Label": c.label,
+            "Group": c.group,
+            "Image": str(c.image),
+            "Mask": str(c.mask),
+            "channels": len(c.channels),
+        }
         for c in cohort.cases
     ]
     return pd.DataFrame(rows, columns=["ID", "Label", "Group", "Image", "Mask", "channels"])
-

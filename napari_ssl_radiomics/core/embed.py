@@ -65,7 +65,7 @@ def encode(
     try:
         with torch.no_grad():
             for start in range(0, len(arr), batch_size):
-                x = torch.from_numpy(arr[start:start + batch_size]).to(dev)
+                x = torch.from_numpy(arr[start : start + batch_size]).to(dev)
                 out.append(encoder(x).float().cpu().numpy())
     finally:
         encoder.train(was_training)

@@ -236,11 +236,15 @@ def labels_of(tables: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> Labels:
         notes.append(f"only {groups.nunique()} groups: using {groups.nunique()} folds instead of {folds}")
         folds = int(groups.nunique())
         if folds < 2:
-            raise ValueError(f"'{group}' holds a single group; grouped cross-validation needs at least 2 (or pass --group '')")
+            raise ValueError(
+                f"'{group}' holds a single group; grouped cross-validation needs at least 2 (or pass --group '')"
+            )
     classes = sorted(counts.index.tolist())
     if cfg.positive:
         if cfg.positive not in classes:
-            raise ValueError(f"positive class {cfg.positive!r} is not among the classes {classes}; set EvaluateConfig.positive to one of them")
+            raise ValueError(
+                f"positive class {cfg.positive!r} is not among the classes {classes}; set EvaluateConfig.positive to one of them"
+            )
         positive = cfg.positive
     else:
         positive = str(counts.sort_index().idxmin())
@@ -251,7 +255,7 @@ def labels_of(tables: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> Labels:
 
 def _column(tables: dict[str, pd.DataFrame], col: str) -> pd.Series | None:
     out = None
-    for name, t in tables.items():
+    for t in tables.values():
         if col not in t.columns:
             continue
         s = t.set_index(t[ID].astype(str))[col].fillna("").astype(str)
@@ -261,7 +265,9 @@ def _column(tables: dict[str, pd.DataFrame], col: str) -> pd.Series | None:
         other = out.reindex(s.index)
         differ = s.index[(s != other) & (s != "") & (other != "")].tolist()
         if differ:
-            raise ValueError(f"'{col}' differs between the tables for {len(differ)} case(s) ({_some(differ, 5)}); fix the tables")
+            raise ValueError(
+                f"'{col}' differs between the tables for {len(differ)} case(s) ({_some(differ, 5)}); fix the tables"
+            )
     return out
 
 
@@ -318,7 +324,9 @@ def splits(folds: pd.DataFrame, labels: Labels, fractions: tuple[float, ...], se
         test = in_repeat.loc[in_repeat["fold"] == k, ID].tolist()
         train_all = in_repeat.loc[in_repeat["fold"] != k, ID].tolist()
         for frac in fractions:
-            yield Split(int(r), int(k), float(frac), subsample(train_all, labels.y, frac, (seed, int(r), int(k), frac)), test)
+            yield Split(
+                int(r), int(k), float(frac), subsample(train_all, labels.y, frac, (seed, int(r), int(k), frac)), test
+            )
 
 
 def subsample(ids: list[str], y: pd.Series, fraction: float, key: tuple) -> list[str]:
@@ -327,7 +335,9 @@ def subsample(ids: list[str], y: pd.Series, fraction: float, key: tuple) -> list
         raise ValueError(f"label fraction {fraction} must be in (0, 1]")
     if fraction >= 1:
         return list(ids)
-    seed = int(np.random.SeedSequence([int(key[0]), int(key[1]), int(key[2]), int(round(key[3] * 1e6))]).generate_state(1)[0])
+    seed = int(
+        np.random.SeedSequence([int(key[0]), int(key[1]), int(key[2]), int(round(key[3] * 1e6))]).generate_state(1)[0]
+    )
     labels = y.loc[ids].to_numpy()
     n_classes = len(np.unique(labels))
     keep = max(int(round(fraction * len(ids))), n_classes)
@@ -340,7 +350,9 @@ def subsample(ids: list[str], y: pd.Series, fraction: float, key: tuple) -> list
 # --- metrics -----------------------------------------------------------------------------
 
 
-def metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, classes: list[str], positive: str) -> dict[str, float]:
+def metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, classes: list[str], positive: str
+) -> dict[str, float]:
     """The paper's metrics (and AUC, balanced accuracy) of one test fold.
 
     Parameters
@@ -504,7 +516,9 @@ def _external(name: str, ext: pd.DataFrame, labels: Labels, all_splits: list[Spl
     need = [ID, "label_fraction", "repeat", "fold", "y_pred"]
     missing = [c for c in need if c not in ext.columns]
     if missing:
-        raise ValueError(f"predictions '{name}' lack column(s) {missing}; they need {need} and score (or score_<class>)")
+        raise ValueError(
+            f"predictions '{name}' lack column(s) {missing}; they need {need} and score (or score_<class>)"
+        )
     ext = ext.assign(**{ID: ext[ID].astype(str)})
     expected = {(sp.fraction, sp.repeat, sp.fold): set(sp.test) for sp in all_splits}
     got = {(float(f), int(r), int(k)): set(g[ID]) for (f, r, k), g in ext.groupby(["label_fraction", "repeat", "fold"])}
@@ -514,7 +528,10 @@ def _external(name: str, ext: pd.DataFrame, labels: Labels, all_splits: list[Spl
             f"predictions '{name}' do not use the evaluation's folds (first mismatch at label_fraction, repeat, fold = "
             f"{wrong[0]}); make them with the folds of make_folds() and the same label fractions and repeats"
         )
-    keys = [(f, r, k) for f, r, k in zip(ext["label_fraction"].astype(float), ext["repeat"].astype(int), ext["fold"].astype(int))]
+    keys = [
+        (f, r, k)
+        for f, r, k in zip(ext["label_fraction"].astype(float), ext["repeat"].astype(int), ext["fold"].astype(int))
+    ]
     ext = ext[[k in expected for k in keys]].copy()
     out = ext.assign(feature_set=name, y_true=labels.y.loc[ext[ID]].to_numpy(), y_pred=ext["y_pred"].astype(str))
     if labels.binary and "score" not in out.columns:
@@ -626,7 +643,11 @@ def write_outputs(result: EvalResult, out: str | Path, **extra: Any) -> list[Pat
         paths.append(out / "chosen_C.csv")
         write_csv(paths[-1], result.chosen_C)
     for frac in sorted(set(result.predictions["label_fraction"]), reverse=True):
-        paths.append(plots.roc_curves(result.predictions, out / f"roc_{_frac_name(frac)}.png", frac, result.classes, result.positive))
+        paths.append(
+            plots.roc_curves(
+                result.predictions, out / f"roc_{_frac_name(frac)}.png", frac, result.classes, result.positive
+            )
+        )
     paths.append(plots.metric_bars(result.results, out / "metrics.png"))
     return paths
 

@@ -116,9 +116,7 @@ class Encoder(nn.Module):
         if x.dim() != 5:
             raise ValueError(f"the encoder takes a (B, C, D, H, W) tensor; got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"the encoder was built for {self.in_channels} channel(s); the input has {x.shape[1]}"
-            )
+            raise ValueError(f"the encoder was built for {self.in_channels} channel(s); the input has {x.shape[1]}")
         small = min(x.shape[2:])
         if small < self.MIN_SIZE:
             raise ValueError(
@@ -170,6 +168,7 @@ def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
     so each view's encoder pass gets gradient only through its own predictor output. All
     inputs ``(B, d)``; returns ``(B,)`` in [-1, 1], computed in float32.
     """
+
     def term(p: Tensor, z: Tensor) -> Tensor:
         return -F.cosine_similarity(p.float(), z.detach().float(), dim=1)
 

@@ -41,12 +41,12 @@ class StageEvent:
     """Progress of one pipeline stage.
 
     ``status`` is ``start``, ``progress``, ``done``, ``cached`` (skipped: unchanged) or
-    ``warning``; ``done``/``total`` count the stage's own units (cases, steps, folds).
+    ``warning``; ``index``/``total`` count the stage's own units (cases, steps, folds).
     """
 
     stage: str
     status: str
-    done: int = 0
+    index: int = 0
     total: int = 0
     message: str = ""
     info: dict[str, Any] = field(default_factory=dict)
@@ -131,12 +131,18 @@ def run(cfg: PipelineConfig) -> Generator[StageEvent, None, PipelineResult]:
     for mode in cfg.modes:
         train_cfg = dataclasses.replace(cfg.train, mode=mode)
         run_dir = yield from _train_stage(train_cfg, cfg, cache, out / "runs" / mode, state, f"train:{mode}")
-        ssl_tables[mode] = yield from _embed_stage(cfg, run_dir, cache, out / "features" / f"ssl_{mode}.csv", state, f"embed:{mode}")
+        ssl_tables[mode] = yield from _embed_stage(
+            cfg, run_dir, cache, out / "features" / f"ssl_{mode}.csv", state, f"embed:{mode}"
+        )
         paths[f"run_{mode}"] = run_dir
     trad = yield from _radiomics_stage(cfg, manifest, out, state)
     ids, missing = common_ids(out, cfg, [trad, *ssl_tables.values()])
     if missing:
-        yield StageEvent("evaluate", "warning", message=f"{len(missing)} prepared case(s) lack a feature row and are left out: {missing[:8]}")
+        yield StageEvent(
+            "evaluate",
+            "warning",
+            message=f"{len(missing)} prepared case(s) lack a feature row and are left out: {missing[:8]}",
+        )
     folds = _folds_stage(cfg, out, ids)
     supervised = None
     if cfg.supervised:
@@ -147,18 +153,13 @@ def run(cfg: PipelineConfig) -> Generator[StageEvent, None, PipelineResult]:
     return PipelineResult(out=out, report=report, results=results, paths=paths)
 
 
-def _forward(stage: str, gen: Generator, total_attr: str = "total") -> Generator[StageEvent, None, Any]:
-    """Re-yield a core generator's events as StageEvents; return its return value."""
+def _forward(stage: str, gen: Generator) -> Generator[StageEvent, None, Any]:
+    """Re-yield a core generator's events (the :mod:`.events` protocol) as StageEvents."""
     try:
         while True:
             event = next(gen)
-            done = int(getattr(event, "index", getattr(event, "iteration", getattr(event, "done", 0))) or 0)
-            total = int(getattr(event, total_attr, 0) or 0)
-            message = getattr(event, "message", "") or getattr(event, "reason", "") or ""
-            if not message and hasattr(event, "loss"):
-                message = f"loss {event.loss:.3f} collapse {event.collapse:.3f}"
-            kind = getattr(event, "kind", "progress")
-            yield StageEvent(stage, "warning" if kind == "warning" else "progress", done, total, message, {"event": event})
+            status = "warning" if getattr(event, "kind", "") == "warning" else "progress"
+            yield StageEvent(stage, status, event.index, event.total, event.message, {"event": event})
     except StopIteration as stop:
         return stop.value
 
@@ -167,7 +168,9 @@ def _cohort_stage(cfg: PipelineConfig, out: Path, state: _State) -> Generator[St
     if cfg.cohort:
         source = Path(cfg.cohort)
         if not source.exists():
-            raise FileNotFoundError(f"cohort {source} does not exist; give a manifest CSV or a folder of <id>_image/<id>_mask pairs")
+            raise FileNotFoundError(
+                f"cohort {source} does not exist; give a manifest CSV or a folder of <id>_image/<id>_mask pairs"
+            )
         return source
     from .sample import write_sample_cohort
 
@@ -225,7 +228,9 @@ def _train_stage(
     return run_dir
 
 
-def _embed_stage(cfg: PipelineConfig, run_dir: Path, cache: Path, path: Path, state: _State, stage: str) -> Generator[StageEvent, None, Path]:
+def _embed_stage(
+    cfg: PipelineConfig, run_dir: Path, cache: Path, path: Path, state: _State, stage: str
+) -> Generator[StageEvent, None, Path]:
     from .embed import embed
     from .utils import write_csv
 
@@ -241,7 +246,9 @@ def _embed_stage(cfg: PipelineConfig, run_dir: Path, cache: Path, path: Path, st
     return path
 
 
-def _radiomics_stage(cfg: PipelineConfig, manifest: Path, out: Path, state: _State) -> Generator[StageEvent, None, Path]:
+def _radiomics_stage(
+    cfg: PipelineConfig, manifest: Path, out: Path, state: _State
+) -> Generator[StageEvent, None, Path]:
     from .radiomics import extract
     from .utils import write_csv
 
@@ -273,7 +280,9 @@ def _folds_stage(cfg: PipelineConfig, out: Path, ids: list[str]) -> Path:
     return path
 
 
-def _supervised_stage(cfg: PipelineConfig, cache: Path, folds: Path, out: Path, state: _State) -> Generator[StageEvent, None, Path]:
+def _supervised_stage(
+    cfg: PipelineConfig, cache: Path, folds: Path, out: Path, state: _State
+) -> Generator[StageEvent, None, Path]:
     from . import supervised
     from .utils import write_csv
 
@@ -285,7 +294,9 @@ def _supervised_stage(cfg: PipelineConfig, cache: Path, folds: Path, out: Path, 
         return path
     yield StageEvent("supervised", "start")
     fold_table = pd.read_csv(folds, dtype={"ID": str})
-    predictions = yield from _forward("supervised", supervised.cross_validate(cache, fold_table, cfg.evaluate, train_cfg, cfg.augment))
+    predictions = yield from _forward(
+        "supervised", supervised.cross_validate(cache, fold_table, cfg.evaluate, train_cfg, cfg.augment)
+    )
     write_csv(path, predictions)
     state.mark("supervised", key)
     yield StageEvent("supervised", "done", message=str(path))
@@ -306,7 +317,13 @@ def common_ids(out: Path, cfg: PipelineConfig, tables: list[Path]) -> tuple[list
 
 
 def _evaluate_stage(
-    cfg: PipelineConfig, trad: Path, ssl_tables: dict[str, Path], supervised: Path | None, folds: Path, out: Path, state: _State
+    cfg: PipelineConfig,
+    trad: Path,
+    ssl_tables: dict[str, Path],
+    supervised: Path | None,
+    folds: Path,
+    out: Path,
+    state: _State,
 ) -> Generator[StageEvent, None, pd.DataFrame]:
     from .evaluate import evaluate, write_outputs
     from .tables import combine, table2_sets
@@ -327,7 +344,10 @@ def _evaluate_stage(
     ssl = {mode: _read(p)[lambda t: t["ID"].isin(ids)] for mode, p in ssl_tables.items()}
     tables = table2_sets(labels, trad_table, {MODE_NAMES.get(m, m): t for m, t in ssl.items()})
     # One table with every mode: each mode's columns get its name (ssl_se_000, ...).
-    renamed = [t.rename(columns=lambda c, m=m: c.replace("ssl_", f"ssl_{m}_", 1) if c.startswith("ssl_") else c) for m, t in ssl.items()]
+    renamed = [
+        t.rename(columns=lambda c, m=m: c.replace("ssl_", f"ssl_{m}_", 1) if c.startswith("ssl_") else c)
+        for m, t in ssl.items()
+    ]
     write_csv(out / "features" / "features.csv", combine([labels, trad_table, *renamed]))
     external = {"Supervised": _read(supervised)} if supervised else None
     result = evaluate(tables, cfg.evaluate, predictions=external, folds=fold_table)
@@ -361,6 +381,6 @@ def _report_stage(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None,
 
 def run_all(cfg: PipelineConfig) -> PipelineResult:
     """Run the pipeline without watching its progress."""
-    from .utils import run_to_end
+    from .events import drive
 
-    return run_to_end(run(cfg))
+    return drive(run(cfg))

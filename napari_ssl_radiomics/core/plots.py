@@ -33,7 +33,9 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def roc_curves(predictions: pd.DataFrame, path: str | Path, label_fraction: float, classes: list[str], positive: str) -> Path:
+def roc_curves(
+    predictions: pd.DataFrame, path: str | Path, label_fraction: float, classes: list[str], positive: str
+) -> Path:
     """ROC curve of each feature set at one label fraction (all repeats' out-of-fold scores pooled).
 
     For more than two classes the curve is the ``positive`` (minor) class against the rest.
@@ -72,7 +74,9 @@ def metric_bars(results: pd.DataFrame, path: str | Path) -> Path:
         for j, frac in enumerate(fractions):
             means = [agg["mean"].get((metric, n, frac), np.nan) for n in names]
             sds = [np.nan_to_num(agg["std"].get((metric, n, frac), np.nan)) for n in names]
-            ax.bar(x + (j - (len(fractions) - 1) / 2) * width, means, width, yerr=sds, capsize=3, label=f"{frac:g} labels")
+            ax.bar(
+                x + (j - (len(fractions) - 1) / 2) * width, means, width, yerr=sds, capsize=3, label=f"{frac:g} labels"
+            )
         ax.set_xticks(x, names, rotation=45, ha="right", fontsize="small")
         ax.set_ylim(0, 1.05)
         ax.set_title(metric.replace("_", " "))

@@ -66,6 +66,10 @@ class PrepareEvent:
     status: str  # "ok" | "cached" | "skipped"
     reason: str = ""
 
+    @property
+    def message(self) -> str:
+        return f"{self.case_id}: {self.status}" + (f" ({self.reason})" if self.reason else "")
+
 
 @dataclass
 class Grid:
@@ -179,8 +183,11 @@ def prepare_case(
         background = float(sitk.GetArrayViewFromImage(channel).min())
         low, high = intensity_range(channel, cfg)
         if not high > low:
-            raise CaseError(case.id, f"{name} has no intensity range to rescale ({low:g} to {high:g}); "
-                                     "check the file, or use --intensity window with a window")
+            raise CaseError(
+                case.id,
+                f"{name} has no intensity range to rescale ({low:g} to {high:g}); "
+                "check the file, or use --intensity window with a window",
+            )
         out = resample_onto(channel, grid, INTERPOLATORS[cfg.interpolator], background, sitk.sitkFloat32)
         crops.append(rescale(sitk.GetArrayViewFromImage(out), low, high))
         backgrounds.append(background)
@@ -239,12 +246,16 @@ def clipped_note(meta: dict) -> str:
     volume a lot (a small or thin ROI on a coarse grid); '' otherwise."""
     notes = []
     if meta["roi_inside_fraction"] < 0.9:
-        notes.append(f"only {meta['roi_inside_fraction']:.0%} of the ROI lies inside the crop; "
-                     "use --crop bbox, a larger --size or a coarser --spacing")
+        notes.append(
+            f"only {meta['roi_inside_fraction']:.0%} of the ROI lies inside the crop; "
+            "use --crop bbox, a larger --size or a coarser --spacing"
+        )
     change = meta["crop_roi_volume_mm3"] / max(meta["roi_volume_mm3"], 1e-9) - 1
     if meta["roi_inside_fraction"] >= 0.9 and abs(change) > 0.25:
-        notes.append(f"resampling changed the ROI's volume by {change:+.0%} (a small or thin ROI for a "
-                     f"{meta['spacing'][0]:.3g} mm grid); consider a finer --spacing")
+        notes.append(
+            f"resampling changed the ROI's volume by {change:+.0%} (a small or thin ROI for a "
+            f"{meta['spacing'][0]:.3g} mm grid); consider a finer --spacing"
+        )
     return "; ".join(notes)
 
 
@@ -269,7 +280,9 @@ def source_checksums(case: Case, known: dict[str, dict]) -> tuple[dict[str, str]
     sums, entries = {}, {}
     for name, path in case.sources().items():
         if not path.exists():
-            raise CaseError(case.id, f"{name} file {path} not found; fix the path (relative paths are relative to the manifest)")
+            raise CaseError(
+                case.id, f"{name} file {path} not found; fix the path (relative paths are relative to the manifest)"
+            )
         key = str(path.resolve())
         size, mtime = _stat(path)
         entry = known.get(key)
@@ -282,10 +295,15 @@ def source_checksums(case: Case, known: dict[str, dict]) -> tuple[dict[str, str]
 
 def case_key(case: Case, cfg: PrepareConfig, checksums: dict[str, str]) -> str:
     """What a prepared crop depends on: source checksums, ROI label, settings, version."""
-    return config_hash({
-        "sources": checksums, "channels": case.channels, "mask_label": case.mask_label,
-        "settings": settings_of(cfg), "version": PREPARE_VERSION,
-    })
+    return config_hash(
+        {
+            "sources": checksums,
+            "channels": case.channels,
+            "mask_label": case.mask_label,
+            "settings": settings_of(cfg),
+            "version": PREPARE_VERSION,
+        }
+    )
 
 
 def _cached(out: Path, case: Case, key: str) -> dict | None:
@@ -339,7 +357,9 @@ def _known_cached(case: Case, cfg: PrepareConfig, out: Path, known: dict) -> tup
             entries[key] = known[key]
     except OSError:
         return None
-    meta = _cached(out, case, case_key(case, cfg, {n: known[str(p.resolve())]["sha256"] for n, p in case.sources().items()}))
+    meta = _cached(
+        out, case, case_key(case, cfg, {n: known[str(p.resolve())]["sha256"] for n, p in case.sources().items()})
+    )
     return None if meta is None else ("cached", meta.get("note", ""), entries)
 
 
@@ -375,7 +395,9 @@ def _run(cases: list[Case], cfg: PrepareConfig, out: Path, known: dict) -> Itera
     try:
         futures = {}
         for case in cases:
-            mine = {str(p.resolve()): known[str(p.resolve())] for p in case.sources().values() if str(p.resolve()) in known}
+            mine = {
+                str(p.resolve()): known[str(p.resolve())] for p in case.sources().values() if str(p.resolve()) in known
+            }
             futures[pool.submit(process_case, case, cfg, str(out), mine)] = case
         for future in as_completed(futures):
             case = futures[future]
@@ -433,28 +455,42 @@ def prepare(
         known.update(entries)
         npz = crop_paths(out, case.id)[0]
         rows[case.id] = {
-            "ID": case.id, "Label": case.label, "Group": case.group,
-            "status": "skipped" if status == "skipped" else "ok", "reason": reason,
+            "ID": case.id,
+            "Label": case.label,
+            "Group": case.group,
+            "status": "skipped" if status == "skipped" else "ok",
+            "reason": reason,
             "file": "" if status == "skipped" else npz.relative_to(out).as_posix(),
         }
         yield PrepareEvent(index, total, case.id, status, reason)
     table = pd.DataFrame(
         [rows[c.id] for c in cohort.cases]
-        + [{"ID": w, "Label": "", "Group": "", "status": "skipped", "reason": m, "file": ""} for w, m in cohort.problems],
+        + [
+            {"ID": w, "Label": "", "Group": "", "status": "skipped", "reason": m, "file": ""}
+            for w, m in cohort.problems
+        ],
         columns=CASE_COLUMNS,
     )
     write_json(out / CHECKSUMS_JSON, known)
-    write_json(out / PREPARE_JSON, provenance(cfg, cohort=str(cohort.source), counts=counts, version=PREPARE_VERSION,
-                                              settings_hash=config_hash(settings_of(cfg))))
+    write_json(
+        out / PREPARE_JSON,
+        provenance(
+            cfg,
+            cohort=str(cohort.source),
+            counts=counts,
+            version=PREPARE_VERSION,
+            settings_hash=config_hash(settings_of(cfg)),
+        ),
+    )
     write_csv(out / CASES_CSV, table)
     return table
 
 
 def prepare_all(cohort: Cohort | str | Path, cfg: PrepareConfig, out: str | Path) -> pd.DataFrame:
     """Run :func:`prepare` to the end and return the ``cases.csv`` table."""
-    from .utils import run_to_end
+    from .events import drive
 
-    return run_to_end(prepare(cohort, cfg, out))
+    return drive(prepare(cohort, cfg, out))
 
 
 def summary(table: pd.DataFrame, events: list[PrepareEvent]) -> str:
@@ -463,4 +499,3 @@ def summary(table: pd.DataFrame, events: list[PrepareEvent]) -> str:
     ok = int((table["status"] == "ok").sum())
     skipped = int((table["status"] == "skipped").sum())
     return f"{ok - cached} ok, {cached} cached, {skipped} skipped ({len(table)} cases)"
-

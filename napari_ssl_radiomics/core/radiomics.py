@@ -65,6 +65,10 @@ class RadiomicsEvent:
     reason: str = ""
     elapsed_s: float = 0.0
 
+    @property
+    def message(self) -> str:
+        return f"{self.case_id}: {self.status}" + (f" ({self.reason})" if self.reason else "")
+
 
 @dataclass
 class _Job:
@@ -101,7 +105,9 @@ def load_spec(cfg: RadiomicsConfig) -> dict:
         return {"settings": {"binWidth": int(width) if width.is_integer() else width}}
     path = Path(cfg.params)
     if not path.is_file():
-        raise FileNotFoundError(f"pyradiomics parameter file {path} not found; give an existing YAML or leave params empty")
+        raise FileNotFoundError(
+            f"pyradiomics parameter file {path} not found; give an existing YAML or leave params empty"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -309,7 +315,9 @@ def extract(
             yield RadiomicsEvent(done, total, case_id, "cached")
             continue
         label = getattr(case, "mask_label", None)
-        todo.append(_Job(case_id, str(case.image), str(case.mask), label, spec, str(cache_file) if cache_file else None))
+        todo.append(
+            _Job(case_id, str(case.image), str(case.mask), label, spec, str(cache_file) if cache_file else None)
+        )
     for case_id, reason, feats, diags, secs in _run_jobs(todo, jobs_n):
         done += 1
         if reason:
@@ -372,6 +380,6 @@ def extract_all(
     cohort: Any, cfg: RadiomicsConfig | None = None, cache_dir: str | Path | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run :func:`extract` to the end; return ``(features, failures)``."""
-    from .utils import run_to_end
+    from .events import drive
 
-    return run_to_end(extract(cohort, cfg, cache_dir))
+    return drive(extract(cohort, cfg, cache_dir))

@@ -95,7 +95,14 @@ def batch_balance(runs: dict[str, Path], labels: pd.Series) -> pd.DataFrame:
             for case, weight in zip(ids, w):
                 total += weight
                 hit += weight * (labels.get(case) == minority)
-        rows.append({"mode": name, "minority": minority, "cohort": counts[minority] / counts.sum(), "batches": hit / total if total else np.nan})
+        rows.append(
+            {
+                "mode": name,
+                "minority": minority,
+                "cohort": counts[minority] / counts.sum(),
+                "batches": hit / total if total else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -107,7 +114,9 @@ def balance_figure(balance: pd.DataFrame, path: Path) -> Path:
     values = [balance["cohort"].iloc[0]] + list(balance["batches"])
     ax.bar(names, values, color=["grey"] + ["C0"] * len(balance))
     ax.axhline(0.5, color="k", ls=":", lw=0.8)
-    ax.set(ylabel=f"share of class {balance['minority'].iloc[0]}", title="minority share in training batches", ylim=(0, 1))
+    ax.set(
+        ylabel=f"share of class {balance['minority'].iloc[0]}", title="minority share in training batches", ylim=(0, 1)
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -159,8 +168,14 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
     sections: list[tuple[str, str, list[Path], pd.DataFrame | None]] = []
 
     evaluation = out / "evaluation"
-    summary = (evaluation / "summary.md").read_text(encoding="utf-8") if (evaluation / "summary.md").exists() else "(no evaluation)"
-    sections.append(("Table 2: linear SVM, stratified cross-validation", summary, sorted(evaluation.glob("*.png")), None))
+    summary = (
+        (evaluation / "summary.md").read_text(encoding="utf-8")
+        if (evaluation / "summary.md").exists()
+        else "(no evaluation)"
+    )
+    sections.append(
+        ("Table 2: linear SVM, stratified cross-validation", summary, sorted(evaluation.glob("*.png")), None)
+    )
 
     cases = read_cases(out / "cache")
     cases = cases[cases["status"] == "ok"]
@@ -176,14 +191,24 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
         )
         sections.append(("Training: loss, collapse and batch balance", text, [curves, bars], balance.round(3)))
 
-    ssl = {p.stem.removeprefix("ssl_"): pd.read_csv(p, dtype={"ID": str}) for p in sorted((out / "features").glob("ssl_*.csv"))}
+    ssl = {
+        p.stem.removeprefix("ssl_"): pd.read_csv(p, dtype={"ID": str})
+        for p in sorted((out / "features").glob("ssl_*.csv"))
+    }
     if ssl:
         k = getattr(getattr(cfg, "train", None), "clusters", 3) or 3
         umap_png = umap_figure(ssl, labels, figures / "umap.png", k=max(2, k))
         named = {f"3DSiam ({m})": t.drop(columns="ID") for m, t in ssl.items()}
         corr = correlation_density(named, figures / "correlation_density.png")
         sections.append(("Representations: UMAP by k-means cluster and by label", "", [umap_png], None))
-        sections.append(("Feature correlation (paper, Fig. 2)", "Density of pairwise Pearson correlations between the 256 SSL features.", [corr], None))
+        sections.append(
+            (
+                "Feature correlation (paper, Fig. 2)",
+                "Density of pairwise Pearson correlations between the 256 SSL features.",
+                [corr],
+                None,
+            )
+        )
 
     meta = json.loads((out / "versions.json").read_text(encoding="utf-8")) if (out / "versions.json").exists() else {}
     meta_text = "Config: `config.yaml`. Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
@@ -202,7 +227,10 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
             body.append(_img_html(image))
     write_text(out / "report.md", "\n".join(md))
     style = "body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd}img{max-width:100%}"
-    write_text(out / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>napari-ssl-radiomics report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    write_text(
+        out / "report.html",
+        f"<!doctype html><html><head><meta charset='utf-8'><title>napari-ssl-radiomics report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n",
+    )
     return out / "report.md"
 
 

@@ -81,8 +81,16 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
         sizes = ndi.sum(mask, labels, index=np.arange(1, n + 1))
         mask = labels == (int(np.argmax(sizes)) + 1)
     outside, _ = ndi.label(~mask)
-    faces = np.concatenate([outside[0].ravel(), outside[-1].ravel(), outside[:, 0].ravel(),
-                            outside[:, -1].ravel(), outside[..., 0].ravel(), outside[..., -1].ravel()])
+    faces = np.concatenate(
+        [
+            outside[0].ravel(),
+            outside[-1].ravel(),
+            outside[:, 0].ravel(),
+            outside[:, -1].ravel(),
+            outside[..., 0].ravel(),
+            outside[..., -1].ravel(),
+        ]
+    )
     return mask | ~np.isin(outside, np.unique(faces[faces > 0])) & (outside > 0)
 
 
@@ -142,8 +150,11 @@ def make_case(seed: int, size: int, label: int, centre: int) -> tuple[np.ndarray
     clean = tissue + weight * (tumour - tissue)
     image = _acquire(rng, clean, STYLES[centre])
     info = {
-        "label": int(label), "centre": CENTRES[centre], "seed": int(seed),
-        "volume_mm3": float(mask.sum()), "spacing": [1.0, 1.0, 1.0],
+        "label": int(label),
+        "centre": CENTRES[centre],
+        "seed": int(seed),
+        "volume_mm3": float(mask.sum()),
+        "spacing": [1.0, 1.0, 1.0],
         "style": STYLES[centre].__dict__,
     }
     return image.astype(np.float32), mask.astype(np.uint8), info
@@ -156,8 +167,10 @@ def _acquire(rng: np.random.Generator, clean: np.ndarray, style: CentreStyle) ->
         image = ndi.gaussian_filter(image, style.blur)
     direction = rng.standard_normal(3)
     direction /= np.linalg.norm(direction)
-    ramp = sum(d * np.linspace(-1, 1, n, dtype=np.float32).reshape([-1 if i == k else 1 for i in range(3)])
-               for k, (d, n) in enumerate(zip(direction, image.shape)))
+    ramp = sum(
+        d * np.linspace(-1, 1, n, dtype=np.float32).reshape([-1 if i == k else 1 for i in range(3)])
+        for k, (d, n) in enumerate(zip(direction, image.shape))
+    )
     image = image * (1 + style.bias * ramp)
     image = image + rng.normal(0.0, style.noise, image.shape).astype(np.float32)
     return style.gain * image + style.offset
@@ -186,8 +199,10 @@ def cohort_design(cfg: SampleConfig) -> pd.DataFrame:
     order = rng.permutation(len(rows))
     seeds = np.random.SeedSequence(cfg.seed).generate_state(len(rows))
     return pd.DataFrame(
-        [{"ID": f"case_{i:03d}", "Label": rows[j][0], "centre": rows[j][1], "seed": int(seeds[i])}
-         for i, j in enumerate(order)]
+        [
+            {"ID": f"case_{i:03d}", "Label": rows[j][0], "centre": rows[j][1], "seed": int(seeds[i])}
+            for i, j in enumerate(order)
+        ]
     )
 
 
@@ -221,8 +236,15 @@ def write_sample_cohort(out: str | Path, cfg: SampleConfig) -> Path:
         image, mask, info = make_case(rec.seed, cfg.size, rec.Label, rec.centre)
         _write_nifti(out / f"{rec.ID}_image.nii.gz", image)
         _write_nifti(out / f"{rec.ID}_mask.nii.gz", mask)
-        rows.append({"ID": rec.ID, "Image": f"{rec.ID}_image.nii.gz", "Mask": f"{rec.ID}_mask.nii.gz",
-                     "Label": rec.Label, "Group": CENTRES[rec.centre]})
+        rows.append(
+            {
+                "ID": rec.ID,
+                "Image": f"{rec.ID}_image.nii.gz",
+                "Mask": f"{rec.ID}_mask.nii.gz",
+                "Label": rec.Label,
+                "Group": CENTRES[rec.centre],
+            }
+        )
         infos.append({"ID": rec.ID, **info})
     manifest = out / "manifest.csv"
     write_json(out / "sample.json", provenance(cfg, cases=infos))

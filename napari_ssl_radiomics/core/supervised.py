@@ -60,8 +60,10 @@ class SupervisedEvent:
 
     @property
     def message(self) -> str:
-        return (f"split {self.split}/{self.splits} (repeat {self.repeat}, fold {self.fold}, "
-                f"{self.label_fraction:.0%} labels) step {self.iteration}/{self.iterations} loss {self.loss:.3f}")
+        return (
+            f"split {self.split}/{self.splits} (repeat {self.repeat}, fold {self.fold}, "
+            f"{self.label_fraction:.0%} labels) step {self.iteration}/{self.iterations} loss {self.loss:.3f}"
+        )
 
 
 def _device(name: str) -> str:
@@ -128,12 +130,29 @@ def train_supervised(
     for s, sp in enumerate(all_splits):
         train_idx = np.array([index[i] for i in sp.train])
         y_train = np.array([code[labels.y[i]] for i in sp.train])
-        model = _fit(images, train_idx, y_train, len(classes), train_cfg, augment_cfg, device,
-                     seed=train_cfg.seed + 1000 * sp.repeat + 10 * sp.fold + int(sp.fraction * 7))
+        model = _fit(
+            images,
+            train_idx,
+            y_train,
+            len(classes),
+            train_cfg,
+            augment_cfg,
+            device,
+            seed=train_cfg.seed + 1000 * sp.repeat + 10 * sp.fold + int(sp.fraction * 7),
+        )
         for it, loss in model:
             if it % 10 == 0 or it == train_cfg.iterations:
-                yield SupervisedEvent(s + 1, len(all_splits), sp.repeat, sp.fold, sp.fraction, it, train_cfg.iterations, loss,
-                                      time.perf_counter() - t0)
+                yield SupervisedEvent(
+                    s + 1,
+                    len(all_splits),
+                    sp.repeat,
+                    sp.fold,
+                    sp.fraction,
+                    it,
+                    train_cfg.iterations,
+                    loss,
+                    time.perf_counter() - t0,
+                )
         net = model.net
         logits = _predict(net, images[[index[i] for i in sp.test]], device, train_cfg.embed_batch_size)
         rows.append(_frame(sp, labels, logits, classes))
@@ -201,7 +220,7 @@ def _predict(net, x, device: str, batch_size: int) -> np.ndarray:
     out = []
     with torch.no_grad():
         for start in range(0, len(x), max(1, batch_size)):
-            out.append(net(x[start:start + batch_size].to(device) / 255.0).float().cpu().numpy())
+            out.append(net(x[start : start + batch_size].to(device) / 255.0).float().cpu().numpy())
     return np.concatenate(out)
 
 
@@ -226,20 +245,26 @@ def _frame(sp, labels: Labels, logits: np.ndarray, classes: list[str]) -> pd.Dat
     return frame
 
 
-def run_supervised(cohort: Any, cfg: EvaluateConfig | None = None, train_cfg: TrainConfig | None = None,
-                   augment_cfg: AugmentConfig | None = None, folds: pd.DataFrame | None = None) -> pd.DataFrame:
+def run_supervised(
+    cohort: Any,
+    cfg: EvaluateConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    augment_cfg: AugmentConfig | None = None,
+    folds: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Run :func:`train_supervised` to the end; return its out-of-fold predictions."""
-    gen = train_supervised(cohort, cfg, train_cfg, augment_cfg, folds)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from .events import drive
+
+    return drive(train_supervised(cohort, cfg, train_cfg, augment_cfg, folds))
 
 
-def cross_validate(cohort: Any, folds: pd.DataFrame | None, cfg: EvaluateConfig | None = None,
-                   train_cfg: TrainConfig | None = None, augment_cfg: AugmentConfig | None = None
-                   ) -> Generator[SupervisedEvent, None, pd.DataFrame]:
+def cross_validate(
+    cohort: Any,
+    folds: pd.DataFrame | None,
+    cfg: EvaluateConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    augment_cfg: AugmentConfig | None = None,
+) -> Generator[SupervisedEvent, None, pd.DataFrame]:
     """:func:`train_supervised` with the folds first (the pipeline's call)."""
     return (yield from train_supervised(cohort, cfg, train_cfg, augment_cfg, folds))
 

@@ -74,7 +74,9 @@ def _plot(table: pd.DataFrame, name: str, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.errorbar(table["value"], table["auc_mean"], yerr=table["auc_sd"], marker="o", capsize=3)
-    ax.set(xlabel="number of clusters k" if name == "clusters" else "selected batch size m", ylabel="AUC (3DSiam features)")
+    ax.set(
+        xlabel="number of clusters k" if name == "clusters" else "selected batch size m", ylabel="AUC (3DSiam features)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -40,7 +40,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     table = pd.read_csv(path, dtype={c: str for c in META}, keep_default_na=False, na_values={})
     table = _numeric(table)
     if ID not in table.columns:
-        raise ValueError(f"{path}: no ID column (found {list(table.columns)[:8]}...); a feature table needs one row per case with an ID")
+        raise ValueError(
+            f"{path}: no ID column (found {list(table.columns)[:8]}...); a feature table needs one row per case with an ID"
+        )
     table.attrs["source"] = str(path)
     return table
 
@@ -118,12 +120,15 @@ def check_ids(tables: dict[str, pd.DataFrame]) -> None:
             problems.append(f"{name} lacks {len(missing)} of {len(union)} IDs ({_some(missing, 5)})")
     if problems:
         raise ValueError(
-            "the tables do not hold the same cases: " + "; ".join(problems)
+            "the tables do not hold the same cases: "
+            + "; ".join(problems)
             + ". Use tables made from the same cohort (a failed case must be left out of every table, or re-run)."
         )
 
 
-def combine(tables: Sequence[pd.DataFrame] | dict[str, pd.DataFrame], labels: pd.DataFrame | None = None) -> pd.DataFrame:
+def combine(
+    tables: Sequence[pd.DataFrame] | dict[str, pd.DataFrame], labels: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Join feature tables on ID: one row per case, ``ID, Label, Group`` then the features.
 
     Parameters
@@ -152,7 +157,9 @@ def combine(tables: Sequence[pd.DataFrame] | dict[str, pd.DataFrame], labels: pd
         feats = feature_columns(t)
         clash = [c for c in feats if c in seen]
         if clash:
-            raise ValueError(f"{name} and {seen[clash[0]]} both hold column(s) {_some(clash)}; rename them or combine other tables")
+            raise ValueError(
+                f"{name} and {seen[clash[0]]} both hold column(s) {_some(clash)}; rename them or combine other tables"
+            )
         seen.update({c: name for c in feats})
         parts.append(t.set_index(ID)[feats])
     out = pd.concat(parts, axis=1).loc[order].reset_index().rename(columns={"index": ID})
@@ -171,7 +178,9 @@ def _meta_column(named: dict[str, pd.DataFrame], col: str, labels: pd.DataFrame 
         lab = _with_str_ids(labels).set_index(ID)[col].astype(str)
         missing = sorted(set(next(iter(named.values()))[ID]) - set(lab.index))
         if missing:
-            raise ValueError(f"the label table lacks {len(missing)} case(s) ({_some(missing, 5)}); give a manifest that lists every case")
+            raise ValueError(
+                f"the label table lacks {len(missing)} case(s) ({_some(missing, 5)}); give a manifest that lists every case"
+            )
         return lab
     found = None
     for name, t in named.items():
@@ -184,7 +193,9 @@ def _meta_column(named: dict[str, pd.DataFrame], col: str, labels: pd.DataFrame 
         other = found[1].reindex(values.index)
         differ = values.index[(values != other) & (values != "") & (other != "")].tolist()
         if differ:
-            raise ValueError(f"{col} differs between {found[0]} and {name} for {len(differ)} case(s) ({_some(differ, 5)}); fix one of them")
+            raise ValueError(
+                f"{col} differs between {found[0]} and {name} for {len(differ)} case(s) ({_some(differ, 5)}); fix one of them"
+            )
         found = (found[0], found[1].where(found[1] != "", other=values.reindex(found[1].index)))
     return None if found is None else found[1]
 
@@ -196,7 +207,11 @@ def labels_from_cohort(cohort: Any) -> pd.DataFrame:
 
         cohort = load_cohort(cohort)
     return pd.DataFrame(
-        {ID: [str(c.id) for c in cohort.cases], "Label": [c.label for c in cohort.cases], "Group": [c.group for c in cohort.cases]}
+        {
+            ID: [str(c.id) for c in cohort.cases],
+            "Label": [c.label for c in cohort.cases],
+            "Group": [c.group for c in cohort.cases],
+        }
     )
 
 
@@ -224,7 +239,9 @@ def common_cases(tables: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFram
     return {k: t[t[ID].astype(str).isin(keep)].reset_index(drop=True) for k, t in tables.items()}, dropped
 
 
-def table2_sets(labels: pd.DataFrame, trad: pd.DataFrame | None, ssl: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def table2_sets(
+    labels: pd.DataFrame, trad: pd.DataFrame | None, ssl: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
     """The rows of the paper's Table 2 that the tables allow, each joined with ``labels``.
 
     Parameters

@@ -61,6 +61,7 @@ import torch
 from ..config import AugmentConfig, TrainConfig, from_dict, to_dict
 from .augment import augment as augment_batch
 from .cache import PreparedCohort, load_prepared
+from .events import drive
 from .imbalance import plan_batch
 from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, weighted_mean
 from .utils import atomic_path, cpu_count, provenance, write_csv, write_json
@@ -69,8 +70,17 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG_JSON = "config.json"
 HISTORY_CSV = "history.csv"
 HISTORY_COLUMNS = [
-    "iteration", "epoch", "phase", "loss", "collapse", "lr", "cluster_sizes", "weights",
-    "selected_ids", "samples_per_s", "elapsed_s",
+    "iteration",
+    "epoch",
+    "phase",
+    "loss",
+    "collapse",
+    "lr",
+    "cluster_sizes",
+    "weights",
+    "selected_ids",
+    "samples_per_s",
+    "elapsed_s",
 ]
 CHECKPOINT_FORMAT = 1
 #: settings that may differ when resuming: they do not change the trajectory on one device
@@ -111,6 +121,11 @@ class TrainEvent:
     samples_per_s: float = 0.0
     elapsed_s: float = 0.0
     message: str = ""
+
+    @property
+    def index(self) -> int:
+        """Steps done (the event protocol's counter)."""
+        return self.iteration
 
 
 @dataclass
@@ -197,7 +212,7 @@ class Sampler:
                 self.perm = self.rng.permutation(self.n)
                 self.pos = 0
             take = min(m - len(out), self.n - self.pos)
-            out.extend(int(i) for i in self.perm[self.pos:self.pos + take])
+            out.extend(int(i) for i in self.perm[self.pos : self.pos + take])
             self.pos += take
         return np.asarray(out, dtype=np.int64)
 
@@ -333,7 +348,10 @@ class _Run:
         self.saved_iteration = self.iteration
 
     def load(self, ckpt: dict[str, Any]) -> None:
-        for section, saved, given in (("train", ckpt["train"], to_dict(self.cfg)), ("augment", ckpt["augment"], to_dict(self.aug))):
+        for section, saved, given in (
+            ("train", ckpt["train"], to_dict(self.cfg)),
+            ("augment", ckpt["augment"], to_dict(self.aug)),
+        ):
             problem = _config_mismatch(saved, given, section)
             if problem:
                 raise ValueError(
@@ -387,7 +405,9 @@ class _Run:
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
 
     @torch.no_grad()
     def features(self, positions: np.ndarray) -> np.ndarray:
@@ -462,7 +482,9 @@ def history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _event(kind: str, row: dict[str, Any], total: int, message: str = "") -> TrainEvent:
     keys = TrainEvent.__dataclass_fields__
-    return TrainEvent(kind=kind, total=total, message=message, **{k: v for k, v in row.items() if k in keys and k != "kind"})
+    return TrainEvent(
+        kind=kind, total=total, message=message, **{k: v for k, v in row.items() if k in keys and k != "kind"}
+    )
 
 
 def train(
@@ -522,11 +544,16 @@ def train(
     if resume:
         run.load(torch.load(ckpt_path, map_location="cpu", weights_only=False))
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG_JSON, provenance(
-        {"train": to_dict(cfg), "augment": to_dict(augment)},
-        cohort={"root": str(data.root), "cases": len(data), "channels": data.channels, "size": data.size},
-        device=str(run.device), precision=str(run.amp_dtype or "fp32"), resumed_from=run.iteration if resume else None,
-    ))
+    write_json(
+        out / CONFIG_JSON,
+        provenance(
+            {"train": to_dict(cfg), "augment": to_dict(augment)},
+            cohort={"root": str(data.root), "cases": len(data), "channels": data.channels, "size": data.size},
+            device=str(run.device),
+            precision=str(run.amp_dtype or "fp32"),
+            resumed_from=run.iteration if resume else None,
+        ),
+    )
     return (yield from _loop(run, stop))
 
 
@@ -546,7 +573,12 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
             if stop is not None and stop():
                 run.save()
                 row = run.history[-1] if run.history else {"iteration": run.iteration}
-                yield _event("stopped", row, total, f"stopped at step {run.iteration} of {total}; checkpoint saved to {run.checkpoint_path()}")
+                yield _event(
+                    "stopped",
+                    row,
+                    total,
+                    f"stopped at step {run.iteration} of {total}; checkpoint saved to {run.checkpoint_path()}",
+                )
                 return result(True)
             row = run.step()
             row["elapsed_s"] = time.perf_counter() - started
@@ -563,11 +595,16 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
             run.collapse_run = run.collapse_run + 1 if row["collapse"] < COLLAPSE_FRACTION / math.sqrt(256) else 0
             if run.collapse_run >= COLLAPSE_STEPS and not run.warned:
                 run.warned = True
-                yield _event("warning", row, total, (
-                    f"the representation may be collapsing: the std of the normalised output has been below "
-                    f"{COLLAPSE_FRACTION / math.sqrt(256):.4f} for {COLLAPSE_STEPS} steps (healthy: about 0.0625); "
-                    "try stronger augmentation or a lower --lr"
-                ))
+                yield _event(
+                    "warning",
+                    row,
+                    total,
+                    (
+                        f"the representation may be collapsing: the std of the normalised output has been below "
+                        f"{COLLAPSE_FRACTION / math.sqrt(256):.4f} for {COLLAPSE_STEPS} steps (healthy: about 0.0625); "
+                        "try stronger augmentation or a lower --lr"
+                    ),
+                )
             if run.iteration % cfg.checkpoint_every == 0 or run.iteration == total:
                 run.save()
                 yield _event("checkpoint", row, total, f"checkpoint saved to {run.checkpoint_path()}")
@@ -599,6 +636,4 @@ def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D:
 
 def run_to_end(gen: Generator[TrainEvent, None, TrainResult]) -> TrainResult:
     """Consume a :func:`train` generator and return its result."""
-    from .utils import run_to_end as drain
-
-    return drain(gen)
+    return drive(gen)

@@ -84,8 +84,18 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for dist in (
-        "napari-ssl-radiomics", "numpy", "pandas", "scipy", "torch", "SimpleITK",
-        "pyradiomics-bhklab", "pyradiomics", "scikit-learn", "umap-learn", "matplotlib", "napari",
+        "napari-ssl-radiomics",
+        "numpy",
+        "pandas",
+        "scipy",
+        "torch",
+        "SimpleITK",
+        "pyradiomics-bhklab",
+        "pyradiomics",
+        "scikit-learn",
+        "umap-learn",
+        "matplotlib",
+        "napari",
     ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
@@ -104,15 +114,6 @@ def provenance(config: Any = None, **extra: Any) -> dict[str, Any]:
         record["config"] = to_dict(config) if hasattr(config, "__dataclass_fields__") else config
     record.update(extra)
     return record
-
-
-def run_to_end(gen: Any) -> Any:
-    """Consume one of the core's progress generators and return its value."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 def cpu_model() -> str:

@@ -157,8 +157,13 @@ class ConfigForm(QWidget):
 
     changed = Signal()
 
-    def __init__(self, cfg: Any, only: Iterable[str] | None = None, labels: dict[str, str] | None = None,
-                 suggestions: dict[str, tuple] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        only: Iterable[str] | None = None,
+        labels: dict[str, str] | None = None,
+        suggestions: dict[str, tuple] | None = None,
+    ) -> None:
         super().__init__()
         self._cfg = cfg
         self._hints = typing.get_type_hints(type(cfg))
@@ -169,8 +174,9 @@ class ConfigForm(QWidget):
         fields = {f.name: f for f in dataclasses.fields(cfg)}
         for name in names:
             f = fields[name]
-            control = _control(self._hints[name], getattr(cfg, name), f.metadata.get("choices"),
-                               (suggestions or {}).get(name))
+            control = _control(
+                self._hints[name], getattr(cfg, name), f.metadata.get("choices"), (suggestions or {}).get(name)
+            )
             control.setToolTip(f.metadata.get("help", ""))
             control.setObjectName(name)
             _signal(control).connect(self.changed)
@@ -192,7 +198,9 @@ class ConfigForm(QWidget):
             try:
                 changes[name] = _read(control, self._hints[name])
             except ValueError:
-                raise ValueError(f"{type(self._cfg).__name__}.{name}: cannot read {control.text()!r} as numbers") from None  # type: ignore[attr-defined]
+                raise ValueError(
+                    f"{type(self._cfg).__name__}.{name}: cannot read {control.text()!r} as numbers"
+                ) from None  # type: ignore[attr-defined]
         cfg = dataclasses.replace(self._cfg, **changes)
         validate(cfg)
         return cfg

@@ -86,7 +86,14 @@ def show_case(viewer: Any, state: State, case_id: str, crop: bool) -> None:
     """Show a case's image and mask layers at their physical scale and position."""
     image, mask, spacing, origin = case_volume(state, case_id, crop)
     lo, hi = float(np.min(image)), float(np.max(image))
-    put_layer(viewer, IMAGE_LAYER, image, scale=spacing, translate=origin,
-              contrast_limits=(lo, hi if hi > lo else lo + 1), colormap="gray")
+    put_layer(
+        viewer,
+        IMAGE_LAYER,
+        image,
+        scale=spacing,
+        translate=origin,
+        contrast_limits=(lo, hi if hi > lo else lo + 1),
+        colormap="gray",
+    )
     put_layer(viewer, MASK_LAYER, mask, kind="labels", scale=spacing, translate=origin, opacity=0.4)
     viewer.reset_view()

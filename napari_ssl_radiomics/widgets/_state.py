@@ -88,7 +88,9 @@ class State:
             from ..core.cache import load_prepared
 
             if self.cases is None:
-                raise FileNotFoundError("no prepared cohort: load a cohort and press Prepare in the Cohort widget first")
+                raise FileNotFoundError(
+                    "no prepared cohort: load a cohort and press Prepare in the Cohort widget first"
+                )
             self._prepared = load_prepared(self.cache_dir)
         return self._prepared
 

@@ -103,7 +103,14 @@ class AugmentWidget(QWidget):
         for i, (name, view) in enumerate(zip(VIEW_LAYERS, views)):
             view = np.asarray(view)
             view = view[0] if view.ndim == 4 else view  # the primary channel
-            put_layer(self.viewer, name, view, scale=spacing, colormap="gray", contrast_limits=(0.0, 255.0),
-                      translate=(0.0, 0.0, i * (width + GAP) * spacing[2]))
+            put_layer(
+                self.viewer,
+                name,
+                view,
+                scale=spacing,
+                colormap="gray",
+                contrast_limits=(0.0, 255.0),
+                translate=(0.0, 0.0, i * (width + GAP) * spacing[2]),
+            )
         self.info.setText(f"Case {case_id}, seed {self.seed.value()}: two independent draws of the augmentations.")
         self.viewer.reset_view()

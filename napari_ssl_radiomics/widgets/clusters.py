@@ -103,17 +103,19 @@ def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int, 
     clusters, _ = kmeans(feats, k, seed)
     xy = umap_2d(feats, neighbours, seed)
     counts = selected_counts(run if Path(run).is_dir() else Path(run).parent, recent)
-    return pd.DataFrame({
-        "index": np.arange(1, len(prepared.ids) + 1),
-        "ID": [str(i) for i in prepared.ids],
-        "Label": list(prepared.labels) or [""] * len(prepared.ids),
-        "Group": list(prepared.groups) or [""] * len(prepared.ids),
-        "UMAP_0": xy[:, 0],
-        "UMAP_1": xy[:, 1],
-        "cluster": clusters,
-        "se_selected_count": [counts.get(str(i), 0) for i in prepared.ids],
-        "selected": False,
-    })
+    return pd.DataFrame(
+        {
+            "index": np.arange(1, len(prepared.ids) + 1),
+            "ID": [str(i) for i in prepared.ids],
+            "Label": list(prepared.labels) or [""] * len(prepared.ids),
+            "Group": list(prepared.groups) or [""] * len(prepared.ids),
+            "UMAP_0": xy[:, 0],
+            "UMAP_1": xy[:, 1],
+            "cluster": clusters,
+            "se_selected_count": [counts.get(str(i), 0) for i in prepared.ids],
+            "selected": False,
+        }
+    )
 
 
 class ClusterPlot(FigureCanvasQTAgg):
@@ -137,8 +139,16 @@ class ClusterPlot(FigureCanvasQTAgg):
         count = table["se_selected_count"].to_numpy()
         edges = np.where(count > 0, "black", "none")
         sizes = 30 + 60 * count / max(1, count.max())
-        self.points = ax.scatter(table["UMAP_0"], table["UMAP_1"], c=colours, s=sizes, edgecolors=edges,
-                                 linewidths=1.2, picker=True, pickradius=6)
+        self.points = ax.scatter(
+            table["UMAP_0"],
+            table["UMAP_1"],
+            c=colours,
+            s=sizes,
+            edgecolors=edges,
+            linewidths=1.2,
+            picker=True,
+            pickradius=6,
+        )
         marked = table[table["selected"]]
         if len(marked):
             ax.scatter(marked["UMAP_0"], marked["UMAP_1"], s=12, c="white", marker="x")
@@ -205,7 +215,11 @@ class ClustersWidget(QWidget):
         row.addWidget(browse)
         layout.addLayout(row)
         layout.addWidget(self.form)
-        for text, widget in (("UMAP neighbours", self.neighbours), ("SE steps", self.recent), ("colour by", self.colour)):
+        for text, widget in (
+            ("UMAP neighbours", self.neighbours),
+            ("SE steps", self.recent),
+            ("colour by", self.colour),
+        ):
             row = QHBoxLayout()
             row.addWidget(QLabel(text))
             row.addWidget(widget)
@@ -239,7 +253,9 @@ class ClustersWidget(QWidget):
         self.info.setText("Encoding the cases and fitting UMAP (the first fit compiles; allow ~20 s) …")
         return _workers.start(
             lambda: cluster_table(run, prepared, cfg.clusters, cfg.seed, neighbours, recent),
-            on_return=self._computed, on_finish=lambda: self.compute_button.setEnabled(True), owner=self,
+            on_return=self._computed,
+            on_finish=lambda: self.compute_button.setEnabled(True),
+            owner=self,
         )
 
     def _computed(self, table: pd.DataFrame) -> None:
@@ -247,8 +263,10 @@ class ClustersWidget(QWidget):
         self._layers(table)
         self._redraw()
         sizes = table["cluster"].value_counts().sort_index().tolist()
-        self.info.setText(f"{len(table)} cases, cluster sizes {sizes}; "
-                          f"{int((table['se_selected_count'] > 0).sum())} cases selected by SE recently.")
+        self.info.setText(
+            f"{len(table)} cases, cluster sizes {sizes}; "
+            f"{int((table['se_selected_count'] > 0).sum())} cases selected by SE recently."
+        )
 
     def _layers(self, table: pd.DataFrame) -> None:
         prepared = self.state.prepared()
@@ -283,8 +301,10 @@ class ClustersWidget(QWidget):
             if len(slices) and self.viewer.dims.ndisplay == 2:  # go to the ROI's middle slice
                 self.viewer.dims.set_point(1, float(slices[len(slices) // 2]) * layer.scale[1])
         case_id = self.table["ID"].iloc[index]
-        self.info.setText(f"case {case_id}: label {self.table['Label'].iloc[index]}, cluster {self.table['cluster'].iloc[index]}, "
-                          f"selected by SE {self.table['se_selected_count'].iloc[index]}×")
+        self.info.setText(
+            f"case {case_id}: label {self.table['Label'].iloc[index]}, cluster {self.table['cluster'].iloc[index]}, "
+            f"selected by SE {self.table['se_selected_count'].iloc[index]}×"
+        )
         self.state.set_case(case_id)
 
     def _picked(self, event: Any) -> None:

@@ -172,8 +172,10 @@ class CohortWidget(QWidget):
             self._add_row(case.id, case.label, case.group, "not prepared")
         for where, message in cohort.problems:
             self._add_row(str(where), "", "", f"skipped: {message}")
-        self.summary.setText(f"{len(cohort.cases)} cases from {cohort.source}" +
-                             (f"; {len(cohort.problems)} rows rejected" if cohort.problems else ""))
+        self.summary.setText(
+            f"{len(cohort.cases)} cases from {cohort.source}"
+            + (f"; {len(cohort.problems)} rows rejected" if cohort.problems else "")
+        )
         if cohort.problems:
             show_info(f"{len(cohort.problems)} manifest rows were rejected; see their status in the table")
 

@@ -39,6 +39,7 @@ from . import _workers
 from ._form import ConfigForm
 from ._state import get_state
 
+
 def run_name(run: Path) -> str:
     """The paper's name of a run's method (3DSiam, 3DSiam+RE, 3DSiam+SE) from its config.json."""
     from ..core.pipeline import MODE_NAMES
@@ -158,10 +159,14 @@ class FeaturesWidget(QWidget):
             self.sets = table2_sets(tables["labels"], tables.get("trad"), ssl)
             widest = max(self.sets.values(), key=lambda t: t.shape[1])
             state.set_features(widest)
-            text = f"{len(widest)} cases, " + ", ".join(f"{k}: {t.shape[1] - len(labels.columns)} features" for k, t in self.sets.items())
+            text = f"{len(widest)} cases, " + ", ".join(
+                f"{k}: {t.shape[1] - len(labels.columns)} features" for k, t in self.sets.items()
+            )
             if dropped:
                 text += f"; left out {len(dropped)} case(s) missing from a table: {', '.join(dropped[:5])}"
-                show_warning(f"{len(dropped)} case(s) left out of the features (failed or skipped): {', '.join(dropped[:5])}")
+                show_warning(
+                    f"{len(dropped)} case(s) left out of the features (failed or skipped): {', '.join(dropped[:5])}"
+                )
             for row in failures.itertuples():
                 show_warning(f"pyradiomics failed on case {row.ID}: {row.reason}")
             self.info.setText(text)
@@ -173,8 +178,13 @@ class FeaturesWidget(QWidget):
             self._busy(False)
 
         self._busy(True)
-        return _workers.start(work, on_yield=lambda ev: self._bar.update(1) if self._bar else None,
-                              on_return=on_return, on_finish=on_finish, owner=self)
+        return _workers.start(
+            work,
+            on_yield=lambda ev: self._bar.update(1) if self._bar else None,
+            on_return=on_return,
+            on_finish=on_finish,
+            owner=self,
+        )
 
     # --- evaluation -----------------------------------------------------------------
     def evaluate(self) -> Any:

@@ -100,7 +100,12 @@ class TrainWidget(QWidget):
 
         self.form = ConfigForm(
             TrainConfig(),
-            labels={"clusters": "k (clusters)", "pool": "pool size", "lr": "learning rate", "precision": "mixed precision"},
+            labels={
+                "clusters": "k (clusters)",
+                "pool": "pool size",
+                "lr": "learning rate",
+                "precision": "mixed precision",
+            },
             suggestions={"device": ("auto", "cuda", "cpu")},
         )
         self.out = QLineEdit()
@@ -160,7 +165,9 @@ class TrainWidget(QWidget):
         try:
             cfg = self.form.value()
             if not self.state.ok_ids():
-                raise FileNotFoundError("no prepared cohort: load a cohort and press Prepare in the Cohort widget first")
+                raise FileNotFoundError(
+                    "no prepared cohort: load a cohort and press Prepare in the Cohort widget first"
+                )
         except (ValueError, FileNotFoundError) as exc:
             show_error(str(exc))
             return None
