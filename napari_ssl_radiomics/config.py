@@ -20,7 +20,12 @@ import yaml
 
 
 def option(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help text (and a list/tuple default made safe)."""
+    """A dataclass field with a help text (and a list/tuple default made safe).
+
+    Metadata keys that :func:`validate`, the CLI and the widgets all read: ``choices``
+    (allowed values), ``min`` / ``max`` (inclusive bounds of a number, or of each item of a
+    tuple), ``gt`` (an exclusive lower bound, for values that must be positive).
+    """
     if isinstance(default, (list, tuple)):
         value = default
         return field(default_factory=lambda: type(value)(value), metadata={"help": help, **kw})
@@ -31,8 +36,8 @@ def option(default: Any, help: str, **kw: Any) -> Any:
 class SampleConfig:
     """The built-in synthetic cohort (see :mod:`napari_ssl_radiomics.core.sample`)."""
 
-    cases: int = option(48, "number of synthetic cases")
-    size: int = option(48, "edge of each synthetic volume, in voxels (1 mm spacing)")
+    cases: int = option(48, "number of synthetic cases", min=4)
+    size: int = option(48, "edge of each synthetic volume, in voxels (1 mm spacing)", min=16, max=512)
     seed: int = option(0, "seed of the generator")
 
 
@@ -40,15 +45,15 @@ class SampleConfig:
 class PrepareConfig:
     """Resampling, cropping and intensity scaling of each case (paper, section 3)."""
 
-    spacing: float = option(1.0, "isotropic output spacing, mm")
-    size: int = option(96, "edge of the cubic crop, voxels")
+    spacing: float = option(1.0, "isotropic output spacing, mm", gt=0)
+    size: int = option(96, "edge of the cubic crop, voxels", min=8, max=512)
     crop: str = option(
         "centroid",
         "'centroid': a cube centred on the mask's centroid, padded with the background; "
         "'bbox': the mask's bounding box plus margin, resized to the cube (the paper's lung setting)",
         choices=("centroid", "bbox"),
     )
-    margin: float = option(10.0, "margin around the mask's bounding box for crop='bbox', mm")
+    margin: float = option(10.0, "margin around the mask's bounding box for crop='bbox', mm", min=0)
     interpolator: str = option(
         "linear", "image interpolator (masks always use nearest neighbour)", choices=("linear", "bspline")
     )
@@ -57,15 +62,17 @@ class PrepareConfig:
         "rescale to [0, 255] from a percentile range of the image or from a fixed window",
         choices=("percentile", "window"),
     )
-    percentiles: tuple[float, float] = option((0.5, 99.5), "low and high percentile for intensity='percentile'")
+    percentiles: tuple[float, float] = option(
+        (0.5, 99.5), "low and high percentile for intensity='percentile'", min=0, max=100
+    )
     window: tuple[float, float] = option(
         (-1000.0, 400.0), "low and high value for intensity='window' (e.g. a CT HU window)"
     )
     resample_mask: bool = option(
         False, "resample a mask whose geometry differs from the image onto the image (nearest neighbour)"
     )
-    tolerance: float = option(1e-3, "relative tolerance when comparing image and mask geometry")
-    jobs: int = option(1, "parallel processes for preparation (0: all cores)")
+    tolerance: float = option(1e-3, "relative tolerance when comparing image and mask geometry", gt=0)
+    jobs: int = option(1, "parallel processes for preparation (0: all cores)", min=0)
 
 
 @dataclass
@@ -77,19 +84,21 @@ class AugmentConfig:
     """
 
     rotation: tuple[float, float] = option((-20.0, 20.0), "rotation about each of the three axes, degrees")
-    rotation_p: float = option(1.0, "probability of rotating")
-    scale: tuple[float, float] = option((0.7, 1.3), "isotropic scale factor")
-    scale_p: float = option(1.0, "probability of scaling")
+    rotation_p: float = option(1.0, "probability of rotating", min=0, max=1)
+    scale: tuple[float, float] = option((0.7, 1.3), "isotropic scale factor", gt=0)
+    scale_p: float = option(1.0, "probability of scaling", min=0, max=1)
     shift: tuple[float, float] = option((-0.05, 0.05), "shift along each axis, fraction of the volume's size")
-    shift_p: float = option(1.0, "probability of shifting")
-    gamma: tuple[float, float] = option((0.7, 1.5), "gamma exponent applied to intensities scaled to [0, 1]")
-    gamma_p: float = option(0.8, "probability of a gamma change")
-    sharpen: tuple[float, float] = option((0.2, 1.0), "unsharp-mask strength (0: none)")
-    sharpen_p: float = option(0.3, "probability of sharpening")
-    blur: tuple[float, float] = option((0.5, 1.5), "Gaussian blur sigma, voxels")
-    blur_p: float = option(0.3, "probability of blurring")
-    noise: tuple[float, float] = option((0.0, 10.0), "Gaussian noise standard deviation, intensity units of [0, 255]")
-    noise_p: float = option(0.3, "probability of adding noise")
+    shift_p: float = option(1.0, "probability of shifting", min=0, max=1)
+    gamma: tuple[float, float] = option((0.7, 1.5), "gamma exponent applied to intensities scaled to [0, 1]", gt=0)
+    gamma_p: float = option(0.8, "probability of a gamma change", min=0, max=1)
+    sharpen: tuple[float, float] = option((0.2, 1.0), "unsharp-mask strength (0: none)", min=0)
+    sharpen_p: float = option(0.3, "probability of sharpening", min=0, max=1)
+    blur: tuple[float, float] = option((0.5, 1.5), "Gaussian blur sigma, voxels", min=0)
+    blur_p: float = option(0.3, "probability of blurring", min=0, max=1)
+    noise: tuple[float, float] = option(
+        (0.0, 10.0), "Gaussian noise standard deviation, intensity units of [0, 255]", min=0
+    )
+    noise_p: float = option(0.3, "probability of adding noise", min=0, max=1)
 
 
 @dataclass
@@ -101,13 +110,13 @@ class TrainConfig:
         "imbalance module: none (vanilla 3DSiam), re (re-weighting) or se (selection)",
         choices=("none", "re", "se"),
     )
-    clusters: int = option(3, "k of the k-means in the RE/SE module")
-    pool: int = option(0, "SE candidate pool N drawn per step (0: clusters x 10, the paper's k x q)")
-    batch_size: int = option(6, "batch size m (for SE, the size of the selected batch)")
-    iterations: int = option(2000, "optimisation steps")
-    warmup_epochs: int = option(1, "epochs of vanilla training before RE/SE starts (the paper: 1)")
-    lr: float = option(1e-2, "Adam learning rate")
-    weight_decay: float = option(1e-4, "Adam weight decay")
+    clusters: int = option(3, "k of the k-means in the RE/SE module", min=1)
+    pool: int = option(0, "SE candidate pool N drawn per step (0: clusters x 10, the paper's k x q)", min=0)
+    batch_size: int = option(6, "batch size m (for SE, the size of the selected batch)", min=2)
+    iterations: int = option(2000, "optimisation steps", min=1)
+    warmup_epochs: int = option(1, "epochs of vanilla training before RE/SE starts (the paper: 1)", min=0)
+    lr: float = option(1e-2, "Adam learning rate", gt=0)
+    weight_decay: float = option(1e-4, "Adam weight decay", min=0)
     device: str = option("auto", "auto (CUDA when present), cuda, cuda:N or cpu")
     precision: str = option(
         "auto",
@@ -115,8 +124,8 @@ class TrainConfig:
         choices=("auto", "fp32", "bf16", "fp16"),
     )
     seed: int = option(0, "seed of every random draw (augmentation, sampling, k-means, weights)")
-    checkpoint_every: int = option(100, "write a checkpoint every N steps (also on stop and at the end)")
-    embed_batch_size: int = option(16, "batch size when computing representations")
+    checkpoint_every: int = option(100, "write a checkpoint every N steps (also on stop and at the end)", min=1)
+    embed_batch_size: int = option(16, "batch size when computing representations", min=1)
 
 
 @dataclass
@@ -124,8 +133,8 @@ class RadiomicsConfig:
     """Traditional features with pyradiomics."""
 
     params: str = option("", "a pyradiomics parameter YAML (empty: the 107 default 3D features)")
-    bin_width: float = option(25.0, "pyradiomics binWidth when no params file is given")
-    jobs: int = option(0, "parallel processes (0: all cores)")
+    bin_width: float = option(25.0, "pyradiomics binWidth when no params file is given", gt=0)
+    jobs: int = option(0, "parallel processes (0: all cores)", min=0)
 
 
 @dataclass
@@ -134,9 +143,11 @@ class EvaluateConfig:
 
     label: str = option("Label", "column with the class")
     group: str = option("Group", "column with the patient or centre (grouped folds); empty or absent: not grouped")
-    folds: int = option(5, "cross-validation folds")
-    label_fractions: tuple[float, ...] = option((1.0, 0.5), "fractions of each training fold's labels to use")
-    repeats: int = option(1, "repeats with other seeds (mean ± sd)")
+    folds: int = option(5, "cross-validation folds", min=2)
+    label_fractions: tuple[float, ...] = option(
+        (1.0, 0.5), "fractions of each training fold's labels to use", gt=0, max=1
+    )
+    repeats: int = option(1, "repeats with other seeds (mean ± sd)", min=1)
     positive: str = option("", "the positive class for sensitivity (empty: the minority class)")
     class_weight: bool = option(False, "weight the SVM's classes by inverse frequency")
     seed: int = option(0, "seed of the folds and of the label subsampling")
@@ -148,9 +159,9 @@ class PipelineConfig:
 
     cohort: str = option("", "manifest CSV or folder of the cohort (empty: the built-in sample cohort)")
     out: str = option("results", "output folder")
-    modes: tuple[str, ...] = option(("none", "re", "se"), "training modes to compare")
+    modes: tuple[str, ...] = option(("none", "re", "se"), "training modes to compare", choices=("none", "re", "se"))
     supervised: bool = option(True, "also train the supervised baseline (weighted cross-entropy)")
-    supervised_iterations: int = option(500, "training steps of the supervised baseline on each training fold")
+    supervised_iterations: int = option(500, "training steps of the supervised baseline on each training fold", min=1)
     sample: SampleConfig = field(default_factory=SampleConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -236,12 +247,46 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
 
 
 def validate(cfg: Any) -> None:
-    """Check ``choices`` of every field; raise ValueError naming the setting."""
+    """Check every field's ``choices`` and range (see :func:`option`); raise ValueError naming it."""
     for f in dataclasses.fields(cfg):
-        choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
-        if choices and value not in choices:
-            raise ValueError(f"{type(cfg).__name__}.{f.name} = {value!r}; choose one of {list(choices)}")
+        if dataclasses.is_dataclass(value):
+            validate(value)
+            continue
+        problem = check_value(f, value)
+        if problem:
+            raise ValueError(f"{type(cfg).__name__}.{f.name} = {value!r}: {problem}")
+
+
+def check_value(f: dataclasses.Field, value: Any) -> str | None:
+    """Why ``value`` does not fit field ``f`` (its choices and range), or None when it does."""
+    choices = f.metadata.get("choices")
+    if choices:
+        values = value if isinstance(value, tuple) else (value,)
+        bad = [v for v in values if v not in choices]
+        return f"choose one of {list(choices)}" if bad else None
+    items = value if isinstance(value, tuple) else (value,)
+    lo, hi, gt = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("gt")
+    for item in items:
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        if item != item:  # NaN
+            return "must be a number, not NaN"
+        if gt is not None and not item > gt:
+            return f"must be greater than {gt}"
+        if lo is not None and item < lo:
+            return f"must be at least {lo}"
+        if hi is not None and item > hi:
+            return f"must be at most {hi}"
+    return None
+
+
+def describe_range(f: dataclasses.Field) -> str:
+    """The range of a field in words, for help texts ('' when it has none)."""
+    lo, hi, gt = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("gt")
+    low = f"> {gt}" if gt is not None else f">= {lo}" if lo is not None else ""
+    high = f"<= {hi}" if hi is not None else ""
+    return ", ".join(p for p in (low, high) if p)
 
 
 def load_yaml(path: str | Path) -> PipelineConfig:
@@ -297,7 +342,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, only: list[str] | 
         hint = hints[f.name]
         kw: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None}
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        kw["help"] = f"{f.metadata.get('help', '')} (default: {default})"
+        bounds = describe_range(f)
+        kw["help"] = f"{f.metadata.get('help', '')} (default: {default}{'; ' + bounds if bounds else ''})"
         if f.metadata.get("choices"):
             kw["choices"] = f.metadata["choices"]
         if typing.get_origin(hint) is tuple:

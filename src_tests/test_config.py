@@ -61,3 +61,34 @@ def test_cli_flags_come_from_the_dataclass_and_override_only_what_is_given():
     assert augment.rotation == (-10.0, 10.0)
     with pytest.raises(SystemExit):
         parser.parse_args(["--mode", "bogus"])
+
+
+def test_ranges_refuse_out_of_range_values_in_yaml_and_cli():
+    import argparse
+
+    from napari_ssl_radiomics.config import (
+        PipelineConfig,
+        TrainConfig,
+        add_arguments,
+        from_arguments,
+        from_dict,
+    )
+
+    for section, key, value in [
+        ("train", "batch_size", 0),
+        ("train", "lr", 0.0),
+        ("train", "checkpoint_every", 0),
+        ("train", "iterations", -3),
+        ("augment", "noise_p", 1.5),
+        ("evaluate", "folds", 1),
+        ("evaluate", "label_fractions", [0.5, 1.2]),
+        ("radiomics", "bin_width", -1),
+    ]:
+        with pytest.raises(ValueError, match=key):
+            from_dict(PipelineConfig, {section: {key: value}})
+    with pytest.raises(ValueError, match="choose one of"):
+        from_dict(PipelineConfig, {"modes": ["none", "foo"]})
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, TrainConfig)
+    with pytest.raises(ValueError, match="batch_size = 0: must be at least 2"):
+        from_arguments(TrainConfig(), parser.parse_args(["--batch-size", "0"]))
