@@ -68,7 +68,7 @@ def test_manifest_with_byte_order_mark_and_masklabel(tmp_path):
     assert (case.id, case.mask_label) == ("x", 4)
     (tmp_path / "bad.csv").write_text("ID,Image,Mask,MaskLabel\ny,i.nii.gz,m.nii.gz,four\n", encoding="utf-8")
     cohort = load_cohort(tmp_path / "bad.csv")
-    assert cohort.cases == [] and "MaskLabel 'four' is not an integer" in cohort.problems[0][1]
+    assert cohort.cases == [] and "MaskLabel 'four' is not a label" in cohort.problems[0][1]
 
 
 def test_manifest_without_image_or_mask_names_the_columns(tmp_path):

@@ -13,10 +13,25 @@ Manifest columns
 ``Image_<modality>`` (further channels, resampled onto ``Image``) are optional. Relative
 paths are relative to the CSV's folder. Without an ``ID`` column a case is named after
 its image file (or ``row<N>`` when those names repeat).
+
+``MaskLabel`` is one value (``2``), several joined by ``+`` (``1+2+4``: their union) or
+``all`` (every nonzero label: the whole tumour of a BraTS-style mask {1, 2, 4}). Where it
+is empty, ``PrepareConfig.mask_label`` applies (``--mask-label`` of ``prepare`` and
+``radiomics``), and where that is empty too the mask must hold a single nonzero value.
+
+One validation for every entry point: ``prepare``, ``radiomics`` and the widgets all read a
+case through :func:`read_case`, so a case one of them refuses, the others refuse too.
+Beyond what SimpleITK checks, a NIfTI file is checked against its own header: a file
+shorter than its header's size is refused (SimpleITK fills the missing voxels with 0), and
+its float voxels are scanned for NaN and Inf (SimpleITK's NIfTI reader turns them into 0,
+while NRRD and MHA keep them).
 """
 
 from __future__ import annotations
 
+import gzip
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +49,10 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 # <id>_label.<ext> and 3D Slicer <id>-label.<ext>, accepted too.
 MASK_TAGS = ("_mask", "_label", "-label", "_seg")
 IMAGE_TAG = "_image"
+ALL_LABELS = "all"
+
+#: What ``MaskLabel`` selects: one value, the union of several, ``"all"``, or None (the only one).
+RoiSpec = int | tuple[int, ...] | str | None
 
 
 class CaseError(ValueError):
@@ -56,7 +75,9 @@ class Case:
     mask : ROI mask file, same geometry as ``image``
     label : class for evaluation ('' when unknown)
     group : patient or centre for grouped splits ('' when unknown)
-    mask_label : the ROI's value in the mask; None: the mask's only nonzero value
+    mask_label : the ROI's value in the mask, a tuple of values (their union), ``"all"``
+        (every nonzero value), or None (``PrepareConfig.mask_label``, else the mask's only
+        nonzero value)
     extra_images : modality -> file of further channels, resampled onto ``image``
     """
 
@@ -65,7 +86,7 @@ class Case:
     mask: Path
     label: str = ""
     group: str = ""
-    mask_label: int | None = None
+    mask_label: RoiSpec = None
     extra_images: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -139,6 +160,10 @@ def read_manifest(csv: str | Path) -> Cohort:
             f"manifest {csv} has no column(s) {missing}; found {list(table.columns)}. "
             "A manifest needs 'Image' and 'Mask' (pyradiomics' batch format), optionally ID, Label, Group, MaskLabel"
         )
+    if table.empty:
+        raise ValueError(
+            f"manifest {csv} has a header but no cases; add one row per case (Image, Mask[, ID, Label, ...])"
+        )
     base = csv.parent
     extras = [c for c in table.columns if c.startswith(EXTRA_PREFIX) and len(c) > len(EXTRA_PREFIX)]
     ids = _default_ids(table) if "ID" not in table.columns else None
@@ -180,15 +205,10 @@ def _case_from_row(rec: dict, case_id: str, base: Path, extras: list[str], row: 
     for col in REQUIRED:
         if not rec[col].strip():
             raise ValueError(f"row {row} (case {case_id}) has an empty {col}; give the {col.lower()} file")
-    mask_label = None
-    text = rec.get("MaskLabel", "").strip()
-    if text:
-        try:
-            mask_label = int(float(text))
-        except ValueError:
-            raise ValueError(
-                f"case {case_id}: MaskLabel {text!r} is not an integer; give the ROI's value in the mask"
-            ) from None
+    try:
+        mask_label = parse_mask_label(rec.get("MaskLabel", ""))
+    except ValueError as exc:
+        raise ValueError(f"case {case_id}: MaskLabel {exc}") from None
     extra = {c[len(EXTRA_PREFIX) :]: _resolve(rec[c], base) for c in extras if rec[c].strip()}
     return Case(
         id=case_id,
@@ -199,6 +219,50 @@ def _case_from_row(rec: dict, case_id: str, base: Path, extras: list[str], row: 
         mask_label=mask_label,
         extra_images=extra,
     )
+
+
+def parse_mask_label(text: str | int | None) -> RoiSpec:
+    """``""`` -> None, ``"2"`` -> 2, ``"1+2+4"`` -> (1, 2, 4), ``"all"`` -> ``"all"``.
+
+    Raises
+    ------
+    ValueError
+        For anything else (the message quotes the text and says what is accepted).
+    """
+    if text is None or isinstance(text, int):
+        return text
+    text = str(text).strip()
+    if not text:
+        return None
+    if text.lower() in (ALL_LABELS, "whole", "union"):
+        return ALL_LABELS
+    try:
+        values = sorted({int(float(v)) for v in text.replace(",", "+").split("+") if v.strip()})
+        if any(float(v) != int(float(v)) for v in text.replace(",", "+").split("+") if v.strip()):
+            raise ValueError(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a label; give the ROI's value in the mask (2), several joined by + (1+2+4: "
+            "their union) or 'all' (every nonzero label)"
+        ) from None
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def default_mask_label(cfg: PrepareConfig) -> RoiSpec:
+    """``cfg.mask_label`` parsed; ValueError names the setting when it is not a label."""
+    try:
+        return parse_mask_label(getattr(cfg, "mask_label", ""))
+    except ValueError as exc:
+        raise ValueError(f"PrepareConfig.mask_label (--mask-label) = {exc}") from None
+
+
+def describe_mask_label(spec: RoiSpec) -> str:
+    """The ROI spec as text: '2', '1+2+4', 'all' or ''."""
+    if spec is None:
+        return ""
+    return "+".join(str(v) for v in spec) if isinstance(spec, tuple) else str(spec)
 
 
 def _resolve(text: str, base: Path) -> Path:
@@ -307,12 +371,107 @@ def read_image(path: Path, case_id: str, what: str) -> sitk.Image:
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
             return reader.Execute()
+        problem = nifti_problem(path)
+        if problem:
+            raise CaseError(case_id, f"{what} {path.name} {problem}")
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise CaseError(
             case_id,
             f"cannot read {what} {path} ({_itk_reason(exc)}); check that it is a complete NIfTI, NRRD, MHA/MHD file or DICOM series",
         ) from None
+
+
+# NIfTI datatype codes of float voxels: float32, float64 (NaN and Inf possible).
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+_CHUNK = 1 << 22  # bytes per read when scanning a file
+
+
+def nifti_problem(path: Path) -> str | None:
+    """What is wrong with a NIfTI file that SimpleITK would read without a word, or None.
+
+    Checks the data size the header promises (``vox_offset + prod(dim) * bitpix / 8``)
+    against the file (``.nii``) or the decompressed stream (``.nii.gz``), and scans float
+    voxels for NaN and Inf. Other formats, and ``.hdr``/``.img`` pairs, give None.
+    """
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")) or not path.is_file():
+        return None
+    gz = name.endswith(".gz")
+    try:
+        with gzip.open(path, "rb") if gz else open(path, "rb") as fh:
+            header = _nifti_header(fh.read(540))
+    except (OSError, EOFError, zlib.error):
+        return None  # not gzip or too short to tell: SimpleITK's own error says more
+    if header is None:
+        return None
+    offset, nbytes, dtype = header
+    expected = offset + nbytes
+    if dtype is None and not gz:
+        actual = path.stat().st_size
+    elif dtype is None and _gzip_isize(path) == expected % (1 << 32):
+        return None  # the gzip trailer agrees: no need to decompress it all
+    else:
+        try:
+            actual, bad = _scan(path, gz, offset, dtype)
+        except (OSError, EOFError, zlib.error):
+            return "is truncated or corrupt (its compressed data ends early); copy the file again or re-export it"
+        if actual >= expected and bad:
+            return f"has {bad} NaN or Inf voxels; replace them (e.g. with the background value) and run again"
+    if actual < expected:
+        return (
+            f"is truncated: its header promises {expected} bytes of data, the file holds {actual}; "
+            "copy the file again or re-export it"
+        )
+    return None
+
+
+def _nifti_header(raw: bytes) -> tuple[int, int, str | None] | None:
+    """(data offset, data bytes, float dtype or None) from the first bytes of a NIfTI-1/2 file."""
+    for order in "<>":
+        if len(raw) >= 348 and struct.unpack(order + "i", raw[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", raw[40:56])
+            datatype, bitpix = struct.unpack(order + "2h", raw[70:74])
+            offset = int(struct.unpack(order + "f", raw[108:112])[0])
+            break
+        if len(raw) >= 540 and struct.unpack(order + "i", raw[:4])[0] == 540:
+            datatype, bitpix = struct.unpack(order + "2h", raw[12:16])
+            dims = struct.unpack(order + "8q", raw[16:80])
+            offset = int(struct.unpack(order + "q", raw[168:176])[0])
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0 or any(d < 1 for d in dims[1 : ndim + 1]):
+        return None
+    count = int(np.prod([int(d) for d in dims[1 : ndim + 1]], dtype=np.int64))
+    dtype = _NIFTI_FLOATS.get(int(datatype))
+    return max(offset, 348), count * int(bitpix) // 8, (order + dtype if dtype else None)
+
+
+def _gzip_isize(path: Path) -> int:
+    """The last gzip member's stored size (the decompressed size modulo 2**32)."""
+    with open(path, "rb") as fh:
+        fh.seek(-4, 2)
+        return struct.unpack("<I", fh.read(4))[0]
+
+
+def _scan(path: Path, gz: bool, offset: int, dtype: str | None) -> tuple[int, int]:
+    """Bytes in the (decompressed) file, and non-finite voxels when ``dtype`` is a float."""
+    size = np.dtype(dtype).itemsize if dtype else 1
+    total, bad, pending = 0, 0, b""
+    with gzip.open(path, "rb") if gz else open(path, "rb") as fh:
+        while block := fh.read(_CHUNK):
+            start = max(0, offset - total)
+            total += len(block)
+            if dtype is None or start >= len(block):
+                continue
+            data = pending + block[start:]
+            usable = len(data) - len(data) % size
+            values = np.frombuffer(data[:usable], dtype=dtype)
+            bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+            pending = data[usable:]
+    return total, bad
 
 
 def _itk_reason(exc: Exception) -> str:
@@ -376,13 +535,22 @@ def _check_finite(img: sitk.Image, case_id: str, what: str, path: Path) -> None:
             )
 
 
-def read_case(case: Case, cfg: PrepareConfig) -> tuple[list[sitk.Image], sitk.Image]:
-    """Read and check one case.
+def read_case(case: Case, cfg: PrepareConfig, raw: bool = False) -> tuple[list[sitk.Image], sitk.Image]:
+    """Read and check one case: the one validation of prepare, radiomics and the widgets.
+
+    Parameters
+    ----------
+    cfg : ``tolerance`` and ``resample_mask`` (geometry), ``mask_label`` (the ROI where the
+        case gives no MaskLabel)
+    raw : keep the primary image's own pixel type (pyradiomics resamples integer images as
+        integers); further channels are float32 either way
 
     Returns
     -------
-    images : the image channels (float32), ``Image`` first, each on the primary image's grid
-    mask : binary ROI mask (uint8, 0/1) on the primary image's grid
+    images : the image channels (float32 unless ``raw``), ``Image`` first, each on the
+        primary image's grid
+    mask : binary ROI mask (uint8, 0/1) on the primary image's grid; its ``roi_label``
+        metadata names the label(s) it was made of ('2', '1+2+4' or 'all')
 
     Raises
     ------
@@ -394,7 +562,7 @@ def read_case(case: Case, cfg: PrepareConfig) -> tuple[list[sitk.Image], sitk.Im
     image = read_image(case.image, case.id, "image")
     _check_volume(image, case.id, "image", case.image)
     _check_finite(image, case.id, "image", case.image)
-    channels = [sitk.Cast(image, sitk.sitkFloat32)]
+    channels = [image if raw else sitk.Cast(image, sitk.sitkFloat32)]
     for modality, path in case.extra_images.items():
         what = f"{EXTRA_PREFIX}{modality}"
         extra = read_image(path, case.id, what)
@@ -411,7 +579,8 @@ def read_case(case: Case, cfg: PrepareConfig) -> tuple[list[sitk.Image], sitk.Im
     _check_volume(mask, case.id, "mask", case.mask)
     _check_finite(mask, case.id, "mask", case.mask)
     mask = _geometry_checked_mask(mask, channels[0], case, cfg)
-    return channels, _roi(mask, case)
+    spec = case.mask_label if case.mask_label is not None else default_mask_label(cfg)
+    return channels, _roi(mask, case, spec)
 
 
 def _geometry_checked_mask(mask: sitk.Image, image: sitk.Image, case: Case, cfg: PrepareConfig) -> sitk.Image:
@@ -443,7 +612,7 @@ def _nonzero_count(img: sitk.Image) -> int:
     return int(np.count_nonzero(sitk.GetArrayViewFromImage(img)))
 
 
-def _roi(mask: sitk.Image, case: Case) -> sitk.Image:
+def _roi(mask: sitk.Image, case: Case, spec: RoiSpec) -> sitk.Image:
     arr = sitk.GetArrayViewFromImage(mask)
     if np.issubdtype(arr.dtype, np.floating) and not np.all(arr == np.round(arr)):
         raise CaseError(
@@ -453,25 +622,36 @@ def _roi(mask: sitk.Image, case: Case) -> sitk.Image:
     labels = [int(v) for v in np.unique(arr[arr != 0])]
     if not labels:
         raise CaseError(case.id, f"mask {case.mask.name} is empty (all zero); draw the ROI or drop the case")
-    if case.mask_label is not None:
-        if case.mask_label not in labels:
+    if spec == ALL_LABELS:
+        targets = labels
+    elif isinstance(spec, tuple):
+        targets = [v for v in spec if v in labels]
+        if not targets:
             raise CaseError(
                 case.id,
-                f"ROI label {case.mask_label} is absent from mask {case.mask.name} "
+                f"none of the ROI labels {describe_mask_label(spec)} is in mask {case.mask.name} "
+                f"(labels found: {_listing(labels)}); set MaskLabel to some of them",
+            )
+    elif spec is not None:
+        if int(spec) not in labels:
+            raise CaseError(
+                case.id,
+                f"ROI label {spec} is absent from mask {case.mask.name} "
                 f"(labels found: {_listing(labels)}); set MaskLabel to one of them",
             )
-        target = case.mask_label
+        targets = [int(spec)]
     elif len(labels) > 1:
         raise CaseError(
             case.id,
             f"mask {case.mask.name} holds several labels ({_listing(labels)}) and the manifest "
-            "gives no MaskLabel; add a MaskLabel column with the ROI's value",
+            "gives no MaskLabel; add a MaskLabel column with the ROI's value, or use --mask-label "
+            f"{'+'.join(str(v) for v in labels[:4])} (their union) or --mask-label all (the whole tumour)",
         )
     else:
-        target = labels[0]  # the only nonzero value, whatever it is (1, 255, ...)
-    roi = sitk.GetImageFromArray((arr == target).astype(np.uint8))
+        targets = labels  # the only nonzero value, whatever it is (1, 255, ...)
+    roi = sitk.GetImageFromArray(np.isin(arr, targets).astype(np.uint8))
     roi.CopyInformation(mask)
-    roi.SetMetaData("roi_label", str(target))
+    roi.SetMetaData("roi_label", ALL_LABELS if spec == ALL_LABELS else "+".join(str(v) for v in targets))
     return roi
 
 

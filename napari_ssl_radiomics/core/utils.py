@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -12,6 +13,19 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -23,8 +37,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
+    try:  # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask)
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except (AttributeError, OSError):  # pragma: no cover - Windows has no fchmod
+        pass
+    os.close(fd)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -133,3 +151,111 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+# --- text IDs -----------------------------------------------------------------------------
+
+#: Columns that hold names, never numbers or missing values: an ID "NA" or "nan" is a case.
+TEXT_COLUMNS = ("ID", "Label", "Group")
+# pandas' default missing-value markers, still applied to every other (numeric) column.
+_NA_MARKERS = [
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+]
+
+
+def read_table_csv(path: str | Path, text: tuple[str, ...] = TEXT_COLUMNS, **kw: Any) -> Any:
+    """Read a CSV with the ``text`` columns as written (strings, '' when empty).
+
+    pandas reads an ID ``NA``, ``nan`` or ``None`` as a missing value by default; here
+    such cells stay strings, while the other columns keep pandas' usual missing values.
+    """
+    import pandas as pd
+
+    header = pd.read_csv(path, nrows=0, **kw).columns
+    present = [c for c in header if c in text]
+    return pd.read_csv(
+        path,
+        dtype={c: str for c in present},
+        keep_default_na=False,
+        na_values={c: _NA_MARKERS for c in header if c not in present},
+        **kw,
+    )
+
+
+# --- where results go ---------------------------------------------------------------------
+
+_OS_ADVICE = {
+    errno.ENOSPC: "the disk is full; free some space or choose another output folder",
+    errno.EDQUOT: "the disk quota is exceeded; free some space or choose another output folder",
+    errno.EROFS: "the file system is read-only; choose a writable output folder",
+    errno.EACCES: "permission denied; choose a folder you may write to",
+    errno.EPERM: "operation not permitted; choose a folder you may write to",
+    errno.ENOTDIR: "a file is in the way of a folder; remove it or choose another output folder",
+    errno.EISDIR: "a folder is in the way of a file; give a file name",
+    errno.EEXIST: "a file is in the way; remove it or choose another output folder",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OS error: the file, what went wrong and what to do."""
+    where = exc.filename or ""
+    what = exc.strerror or str(exc)
+    advice = _OS_ADVICE.get(exc.errno or 0, "")
+    return f"cannot write {where}: {what}" + (f" ({advice})" if advice else "") if where else f"{what}; {advice}"
+
+
+class OutputError(OSError):
+    """An output location that cannot be used; ``str()`` is one line naming it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+def check_output_folder(path: str | Path, what: str = "--out") -> Path:
+    """Make sure ``path`` is (or can become) a folder this process may write to.
+
+    Raises
+    ------
+    OutputError
+        A file is in the way, or the folder cannot be created or written (read-only file
+        system, permissions, full disk); the message names the path and what to do.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a folder; give a folder (it is created if needed)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        exc.filename = exc.filename or str(path)
+        raise OutputError(f"{what} {path}: {describe_os_error(exc)}") from None
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "--out") -> Path:
+    """Make sure a file can be written at ``path`` (not a folder; its folder writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give the file to write (e.g. {path / 'features.csv'})")
+    check_output_folder(path.parent if str(path.parent) else Path("."), what=f"the folder of {what}")
+    return path
