@@ -1,28 +1,75 @@
-"""The controls built from the config dataclasses: one per field, help as tool tip, round trip."""
+"""The magicgui forms built from the config dataclasses: one widget per field, its help and range."""
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import pytest
 
-pytest.importorskip("qtpy")
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox  # noqa: E402
+pytest.importorskip("magicgui")
+from magicgui.widgets import ComboBox, FloatSpinBox, LineEdit, SpinBox, TupleEdit  # noqa: E402
 
-from napari_ssl_radiomics.config import SECTIONS, AugmentConfig, EvaluateConfig, TrainConfig  # noqa: E402
+from napari_ssl_radiomics.config import (  # noqa: E402
+    SECTIONS,
+    AugmentConfig,
+    EvaluateConfig,
+    TrainConfig,
+    check_value,
+)
 from napari_ssl_radiomics.widgets._form import ConfigForm  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(SECTIONS))
-def test_every_field_has_a_control_with_its_help(qtbot, name):
+def test_every_field_has_a_widget_with_its_help(qtbot, name):
     cls = SECTIONS[name]
     form = ConfigForm(cls())
     qtbot.addWidget(form)
     fields = dataclasses.fields(cls)
     assert list(form.controls) == [f.name for f in fields]
+    assert list(form.container.asdict()) == [f.name for f in fields]  # a magicgui Container
     for f in fields:
-        assert form.controls[f.name].toolTip() == f.metadata["help"]
-    assert form.value() == cls()  # the defaults survive the trip through the controls
+        assert form.controls[f.name].tooltip.startswith(f.metadata["help"])
+    assert form.value() == cls()  # the defaults survive the trip through the widgets
+
+
+@pytest.mark.parametrize("name", sorted(SECTIONS))
+def test_numeric_widgets_refuse_what_validate_refuses(qtbot, name):
+    """Each spin box's bounds are the field's range: the bound is accepted, one step past it is not."""
+    cls = SECTIONS[name]
+    form = ConfigForm(cls())
+    qtbot.addWidget(form)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        widget = form.controls[f.name]
+        boxes = list(widget) if isinstance(widget, TupleEdit) else [widget]
+        for box in boxes:
+            if not isinstance(box, (SpinBox, FloatSpinBox)):
+                continue
+            item = int if hints[f.name] is int else float
+            lo, hi = box.min, box.max
+            assert check_value(f, item(lo)) is None and check_value(f, item(hi)) is None, f.name
+            if "min" in f.metadata or "gt" in f.metadata:
+                below = lo - (1 if item is int else 10 ** -box.native.decimals())
+                assert check_value(f, item(below)) is not None, f.name  # validate refuses it too
+                with pytest.raises(ValueError):
+                    box.value = below
+            if "max" in f.metadata:
+                assert hi == f.metadata["max"]
+                with pytest.raises(ValueError):
+                    box.value = hi + 1
+
+
+def test_the_ranges_the_issue_names(qtbot):
+    form = ConfigForm(TrainConfig())
+    qtbot.addWidget(form)
+    assert form.controls["batch_size"].min == 2 and form.controls["clusters"].min == 1
+    aug = ConfigForm(AugmentConfig())
+    qtbot.addWidget(aug)
+    for f in dataclasses.fields(AugmentConfig):
+        if f.name.endswith("_p"):
+            assert (aug.controls[f.name].min, aug.controls[f.name].max) == (0.0, 1.0)
+    assert all(box.min > 0 for box in aug.controls["scale"])  # scale > 0
 
 
 def test_values_round_trip_and_small_floats_keep_their_digits(qtbot):
@@ -31,23 +78,30 @@ def test_values_round_trip_and_small_floats_keep_their_digits(qtbot):
     qtbot.addWidget(form)
     form.set_value(cfg)
     assert form.value() == cfg
-    assert isinstance(form.controls["mode"], QComboBox) and isinstance(form.controls["iterations"], QSpinBox)
-    assert isinstance(form.controls["lr"], QDoubleSpinBox)
+    assert isinstance(form.controls["mode"], ComboBox) and isinstance(form.controls["iterations"], SpinBox)
+    assert isinstance(form.controls["lr"], FloatSpinBox) and isinstance(form.controls["device"], LineEdit)
+    seen = []
+    form.changed.connect(lambda: seen.append(1))
+    form.controls["lr"].value = 0.5
+    assert seen and form.value().lr == 0.5
 
 
 def test_ranges_and_lists(qtbot):
     form = ConfigForm(AugmentConfig())
     qtbot.addWidget(form)
-    form.controls["rotation"].setValue((-5.0, 7.5))
+    form.controls["rotation"].value = (-5.0, 7.5)
     assert form.value().rotation == (-5.0, 7.5)
     ev = ConfigForm(EvaluateConfig())
     qtbot.addWidget(ev)
     box = ev.controls["label_fractions"]
-    assert isinstance(box, QLineEdit)
-    box.setText("1, 0.25")
+    assert isinstance(box, LineEdit)
+    box.value = "1, 0.25"
     assert ev.value().label_fractions == (1.0, 0.25)
-    box.setText("1, half")
+    box.value = "1, half"
     with pytest.raises(ValueError, match="label_fractions"):
+        ev.value()
+    box.value = "1, 2"  # outside (0, 1]: the same message as the CLI's and the YAML's
+    with pytest.raises(ValueError, match="at most 1"):
         ev.value()
 
 
@@ -55,6 +109,6 @@ def test_only_some_fields_keep_the_others(qtbot):
     base = TrainConfig(lr=0.5)
     form = ConfigForm(base, only=["clusters", "seed"])
     qtbot.addWidget(form)
-    form.controls["clusters"].setValue(5)
+    form.controls["clusters"].value = 5
     assert list(form.controls) == ["clusters", "seed"]
     assert form.value() == dataclasses.replace(base, clusters=5)

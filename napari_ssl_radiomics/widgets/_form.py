@@ -1,158 +1,145 @@
-"""Qt controls built from a config dataclass, so that no parameter is defined twice.
+"""magicgui forms built from a config dataclass, so that no parameter is defined twice.
 
 :class:`ConfigForm` turns every field of a section of :mod:`napari_ssl_radiomics.config`
-into one control: ``int`` → spin box, ``float`` → double spin box, ``bool`` → check box,
-``str`` with ``choices`` → combo box, other ``str`` → line edit, ``tuple[float, float]`` →
-two double spin boxes, ``tuple[float, ...]`` → a line edit of comma-separated numbers. The
-field's help text becomes the tool tip; :meth:`ConfigForm.value` builds the dataclass back
-(validated by :func:`napari_ssl_radiomics.config.validate`).
+into one magicgui widget, with the range the field's metadata gives (``min``, ``max``,
+``gt``: the same bounds :func:`napari_ssl_radiomics.config.validate` checks for the CLI
+and the YAML file):
+
+- ``int`` → ``SpinBox``, ``float`` → ``FloatSpinBox`` (bounded by the field's range);
+- ``bool`` → ``CheckBox``; ``str`` with ``choices`` → ``ComboBox``; other ``str`` →
+  ``LineEdit`` (with suggested values offered as completions);
+- ``tuple[float, float]`` → ``TupleEdit`` of two bounded spin boxes;
+- ``tuple[float, ...]`` → a ``LineEdit`` of comma-separated numbers (checked on read).
+
+The field's help (and its range in words) becomes the tool tip. :meth:`ConfigForm.value`
+builds the dataclass back and validates it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox, TupleEdit, Widget
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (
-    QAbstractSpinBox,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLineEdit,
-    QSpinBox,
-    QWidget,
-)
+from qtpy.QtWidgets import QAbstractSpinBox, QCompleter, QVBoxLayout, QWidget
 
-from ..config import validate
+from ..config import describe_range, validate
 
-INT_MAX = 10**9
+INT_LIMIT = 2**31 - 1  # Qt spin boxes hold a C int
+FLOAT_LIMIT = 1e9
 
 
-def _decimals(value: float) -> int:
-    """Enough decimals to show ``value`` and a step of a tenth of it (1e-4 → 5)."""
-    if value == 0 or abs(value) >= 1:
+def decimals(value: float, lo: float | None, hi: float | None) -> int:
+    """Decimals to show: 3 for probabilities and values ≥ 0.1, else enough for a tenth of ``value``.
+
+    Small positive parameters (learning rates, weight decay) get at least 6, so that a
+    user can go a few decades below the default.
+    """
+    if lo is not None and hi is not None and hi <= 1 and lo >= 0:
         return 3
-    digits = 0
-    while abs(value) * 10**digits < 1 and digits < 8:
-        digits += 1
-    return min(digits + 2, 8)
+    if value == 0 or abs(value) >= 0.1:
+        return 3
+    digits = math.ceil(-math.log10(abs(value)))
+    return min(max(digits + 2, 6), 10)
 
 
-def _float_box(value: float) -> QDoubleSpinBox:
-    box = QDoubleSpinBox()
-    box.setDecimals(_decimals(value))
-    box.setRange(-1e9, 1e9)
-    box.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
-    box.setValue(float(value))
+def bounds(f: dataclasses.Field, hint: Any, places: int = 0) -> tuple[float, float]:
+    """The inclusive (low, high) a spin box may take for field ``f``.
+
+    ``gt`` (an exclusive bound) becomes the next representable value: ``gt + 1`` for an
+    int, ``gt + 10**-places`` for a float shown with ``places`` decimals.
+    """
+    limit = INT_LIMIT if hint is int else FLOAT_LIMIT
+    lo, hi, gt = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("gt")
+    low = -limit if lo is None else lo
+    if gt is not None:
+        low = max(low, gt + (1 if hint is int else 10**-places))
+    return low, (limit if hi is None else hi)
+
+
+def _bound_float(box: FloatSpinBox, value: float, f: dataclasses.Field) -> FloatSpinBox:
+    """Give a float spin box the field's range, enough decimals and an adaptive step."""
+    places = decimals(value, f.metadata.get("min"), f.metadata.get("max"))
+    low, high = bounds(f, float, places)
+    box.native.setDecimals(places)  # before the range: Qt rounds the bounds to the decimals
+    box.min, box.max = low, high
+    box.step = 10 ** -min(places, 3)
+    box.native.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
+    box.value = float(value)
     return box
 
 
-class _Pair(QWidget):
-    """Two double spin boxes for a ``(low, high)`` range."""
-
-    changed = Signal()
-
-    def __init__(self, value: tuple[float, float]) -> None:
-        super().__init__()
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        self.boxes = [_float_box(v) for v in value]
-        for box in self.boxes:
-            row.addWidget(box)
-            box.valueChanged.connect(self.changed)
-
-    def value(self) -> tuple[float, float]:
-        return tuple(box.value() for box in self.boxes)  # type: ignore[return-value]
-
-    def setValue(self, value: Iterable[float]) -> None:  # noqa: N802 (Qt naming)
-        for box, v in zip(self.boxes, value):
-            box.setValue(float(v))
-
-
-def _control(hint: Any, value: Any, choices: tuple | None, suggestions: tuple | None = None) -> QWidget:
-    if suggestions:  # free text with common values offered
-        box = QComboBox()
-        box.setEditable(True)
-        box.addItems([str(c) for c in suggestions])
-        box.setCurrentText(str(value))
-        return box
-    if choices:
-        box = QComboBox()
-        box.addItems([str(c) for c in choices])
-        box.setCurrentText(str(value))
-        return box
+def make_widget(f: dataclasses.Field, hint: Any, value: Any, suggestions: tuple | None = None) -> Widget:
+    """The magicgui widget of one config field, holding ``value``."""
+    choices = f.metadata.get("choices")
+    name = f.name
+    if choices and typing.get_origin(hint) is not tuple:
+        return ComboBox(name=name, value=value, choices=list(choices))
     if hint is bool:
-        check = QCheckBox()
-        check.setChecked(bool(value))
-        return check
+        return CheckBox(name=name, value=bool(value))
     if hint is int:
-        spin = QSpinBox()
-        spin.setRange(-INT_MAX, INT_MAX)
-        spin.setValue(int(value))
-        return spin
+        low, high = bounds(f, int)
+        return SpinBox(name=name, value=int(value), min=int(low), max=int(high))
     if hint is float:
-        return _float_box(value)
+        return _bound_float(FloatSpinBox(name=name, value=float(value)), value, f)
     if typing.get_origin(hint) is tuple:
         args = typing.get_args(hint)
-        if len(args) == 2 and args[1] is not Ellipsis:
-            return _Pair(value)
-        return QLineEdit(", ".join(str(v) for v in value))
-    return QLineEdit(str(value))
+        if len(args) == 2 and args[1] is not Ellipsis and args[0] is float:
+            pair = TupleEdit(name=name, value=tuple(float(v) for v in value))
+            for box, v in zip(pair, value):  # one bounded spin box per end of the range
+                _bound_float(box, v, f)
+            return pair
+        return LineEdit(name=name, value=", ".join(str(v) for v in value))
+    edit = LineEdit(name=name, value=str(value))
+    if suggestions:
+        completer = QCompleter([str(s) for s in suggestions], edit.native)
+        edit.native.setCompleter(completer)
+    return edit
 
 
-def _read(widget: QWidget, hint: Any) -> Any:
-    if isinstance(widget, QComboBox):
-        return widget.currentText()
-    if isinstance(widget, QCheckBox):
-        return widget.isChecked()
-    if isinstance(widget, (QSpinBox, QDoubleSpinBox, _Pair)):
-        return widget.value()
-    text = widget.text()  # type: ignore[attr-defined]
-    if typing.get_origin(hint) is tuple:
+def _read(widget: Widget, hint: Any, where: str) -> Any:
+    value = widget.value
+    if typing.get_origin(hint) is tuple and isinstance(value, str):
         item = typing.get_args(hint)[0]
-        return tuple(item(v) for v in text.replace(",", " ").split())
-    return text
+        try:
+            return tuple(item(v) for v in value.replace(",", " ").split())
+        except ValueError:
+            raise ValueError(f"{where}: cannot read {value!r} as numbers separated by commas") from None
+    if isinstance(value, tuple):
+        return tuple(float(v) for v in value)
+    return value
 
 
-def _write(widget: QWidget, value: Any) -> None:
-    if isinstance(widget, QComboBox):
-        widget.setCurrentText(str(value))
-    elif isinstance(widget, QCheckBox):
-        widget.setChecked(bool(value))
-    elif isinstance(widget, (QSpinBox, QDoubleSpinBox, _Pair)):
-        widget.setValue(value)
-    elif isinstance(value, tuple):
-        widget.setText(", ".join(str(v) for v in value))  # type: ignore[attr-defined]
+def _write(widget: Widget, hint: Any, value: Any) -> None:
+    if isinstance(widget, LineEdit) and isinstance(value, tuple):
+        widget.value = ", ".join(str(v) for v in value)
+    elif isinstance(widget, TupleEdit):
+        for box, v in zip(widget, value):
+            box.value = float(v)
+    elif isinstance(widget, LineEdit):
+        widget.value = str(value)
     else:
-        widget.setText(str(value))  # type: ignore[attr-defined]
-
-
-def _signal(widget: QWidget) -> Any:
-    if isinstance(widget, QComboBox):
-        return widget.currentTextChanged
-    if isinstance(widget, QCheckBox):
-        return widget.toggled
-    if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
-        return widget.valueChanged
-    if isinstance(widget, _Pair):
-        return widget.changed
-    return widget.editingFinished  # type: ignore[attr-defined]
+        widget.value = value
 
 
 class ConfigForm(QWidget):
-    """A form with one control per field of a config dataclass.
+    """A magicgui form with one widget per field of a config dataclass.
 
     Parameters
     ----------
-    cfg : an instance of a config dataclass (its values fill the controls)
+    cfg : an instance of a config dataclass (its values fill the widgets)
     only : field names to show (default: all); hidden fields keep ``cfg``'s values
     labels : display labels by field name (default: the field name with spaces)
-    suggestions : for free-text fields, values offered in an editable combo box
+    suggestions : for free-text fields, values offered as completions
+
+    Attributes
+    ----------
+    container : the magicgui ``Container`` holding the widgets
+    controls : field name → magicgui widget
     """
 
     changed = Signal()
@@ -167,49 +154,42 @@ class ConfigForm(QWidget):
         super().__init__()
         self._cfg = cfg
         self._hints = typing.get_type_hints(type(cfg))
-        self.controls: dict[str, QWidget] = {}
-        layout = QFormLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        names = list(only) if only is not None else [f.name for f in dataclasses.fields(cfg)]
         fields = {f.name: f for f in dataclasses.fields(cfg)}
+        names = list(only) if only is not None else list(fields)
+        self.controls: dict[str, Widget] = {}
         for name in names:
             f = fields[name]
-            control = _control(
-                self._hints[name], getattr(cfg, name), f.metadata.get("choices"), (suggestions or {}).get(name)
-            )
-            control.setToolTip(f.metadata.get("help", ""))
-            control.setObjectName(name)
-            _signal(control).connect(self.changed)
-            label = (labels or {}).get(name, name.replace("_", " "))
-            layout.addRow(label, control)
-            layout.labelForField(control).setToolTip(f.metadata.get("help", ""))
-            self.controls[name] = control
+            widget = make_widget(f, self._hints[name], getattr(cfg, name), (suggestions or {}).get(name))
+            widget.label = (labels or {}).get(name, name.replace("_", " "))
+            rng = describe_range(f)
+            widget.tooltip = f.metadata.get("help", "") + (f" ({rng})" if rng else "")
+            self.controls[name] = widget
+        self.container = Container(widgets=list(self.controls.values()), labels=True)
+        self.container.margins = (0, 0, 0, 0)
+        self.container.changed.connect(lambda *_: self.changed.emit())
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.container.native)
 
     def value(self) -> Any:
-        """The dataclass with the controls' values.
+        """The dataclass with the widgets' values.
 
         Raises
         ------
         ValueError
-            For a value outside a field's choices or a malformed list of numbers.
+            For a value outside a field's choices or range, or a malformed list of numbers.
         """
-        changes = {}
-        for name, control in self.controls.items():
-            try:
-                changes[name] = _read(control, self._hints[name])
-            except ValueError:
-                raise ValueError(
-                    f"{type(self._cfg).__name__}.{name}: cannot read {control.text()!r} as numbers"
-                ) from None  # type: ignore[attr-defined]
+        where = type(self._cfg).__name__
+        changes = {n: _read(w, self._hints[n], f"{where}.{n}") for n, w in self.controls.items()}
         cfg = dataclasses.replace(self._cfg, **changes)
         validate(cfg)
         return cfg
 
     def set_value(self, cfg: Any) -> None:
-        """Show the values of ``cfg`` (fields without a control are kept from ``cfg``)."""
+        """Show the values of ``cfg`` (fields without a widget are kept from ``cfg``)."""
         self._cfg = cfg
-        for name, control in self.controls.items():
-            _write(control, getattr(cfg, name))
+        for name, widget in self.controls.items():
+            _write(widget, self._hints[name], getattr(cfg, name))
 
     def on_change(self, callback: Callable[[], None]) -> None:
         self.changed.connect(callback)

