@@ -1,0 +1,163 @@
+"""Per-case work on a real Dask cluster (distributed.LocalCluster, 2 worker processes), and
+local pool workers that end with their parent.
+
+The cohort is the synthetic sample (24³ volumes) plus one case with an empty mask, so that
+a failing case travels through the cluster too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from napari_ssl_radiomics.config import ClusterConfig, PrepareConfig, RadiomicsConfig, SampleConfig
+from napari_ssl_radiomics.core.cache import read_crop
+from napari_ssl_radiomics.core.events import drive
+from napari_ssl_radiomics.core.parallel import ClusterError, run_cases
+from napari_ssl_radiomics.core.preprocess import prepare
+from napari_ssl_radiomics.core.radiomics import extract
+from napari_ssl_radiomics.core.sample import write_sample_cohort
+
+distributed = pytest.importorskip("distributed")
+psutil = pytest.importorskip("psutil")
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort")
+    path = write_sample_cohort(root, SampleConfig(cases=6, size=24, seed=3))
+    table = pd.read_csv(path, dtype=str)
+    empty = sitk.Image([24, 24, 24], sitk.sitkUInt8)
+    sitk.WriteImage(empty, str(root / "empty_mask.nii.gz"))
+    broken = table.iloc[0].copy()
+    broken["ID"], broken["Mask"] = "empty", "empty_mask.nii.gz"
+    pd.concat([table, broken.to_frame().T]).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+    ) as local:
+        yield local
+
+
+def _worker_pids(client) -> dict[str, int]:
+    return client.run(os.getpid)
+
+
+def test_prepare_on_the_cluster_matches_local_and_rerun_reads_the_cache(manifest, cluster, tmp_path):
+    cfg = PrepareConfig(size=28, spacing=1.0, jobs=1)
+    local = drive(prepare(manifest, cfg, tmp_path / "local"))
+    events = []
+    remote = drive(
+        prepare(manifest, cfg, tmp_path / "dask", ClusterConfig(scheduler=cluster.scheduler_address)), events.append
+    )
+    pd.testing.assert_frame_equal(local, remote)
+    assert (remote["status"] == "skipped").sum() == 1 and "empty" in set(
+        remote.loc[remote["status"] == "skipped", "ID"]
+    )
+    assert sorted(e.index for e in events) == list(range(1, len(local) + 1))
+    for case_id in local.loc[local["status"] == "ok", "ID"]:
+        a_img, a_mask, _ = read_crop(tmp_path / "local", case_id)
+        b_img, b_mask, _ = read_crop(tmp_path / "dask", case_id)
+        np.testing.assert_array_equal(a_img, b_img)
+        np.testing.assert_array_equal(a_mask, b_mask)
+    again = []
+    drive(prepare(manifest, cfg, tmp_path / "dask", ClusterConfig(scheduler=cluster.scheduler_address)), again.append)
+    ok_ids = set(local.loc[local["status"] == "ok", "ID"])
+    assert {e.case_id for e in again if e.status == "cached"} == ok_ids
+
+
+def test_radiomics_on_the_cluster_survives_a_killed_worker(manifest, cluster, tmp_path):
+    cfg = RadiomicsConfig(jobs=1)
+    local, local_failures = drive(extract(manifest, cfg))
+    on_cluster = ClusterConfig(scheduler=cluster.scheduler_address)
+    with distributed.Client(cluster.scheduler_address) as client:
+        before = _worker_pids(client)
+        victim = next(iter(before.values()))
+        killed = []
+
+        def kill_once(event) -> None:  # after the first finished case, while others still run
+            if not killed:
+                os.kill(victim, signal.SIGKILL)
+                killed.append(event.case_id)
+
+        remote, failures = drive(extract(manifest, cfg, tmp_path / "cache", on_cluster), kill_once)
+        assert killed and victim not in _worker_pids(client).values()
+    pd.testing.assert_frame_equal(local, remote)
+    pd.testing.assert_frame_equal(local_failures, failures)
+    assert list(failures["ID"]) == ["empty"]
+    again = []
+    cached, _ = drive(extract(manifest, cfg, tmp_path / "cache", on_cluster), again.append)
+    assert {e.status for e in again if e.case_id != "empty"} == {"cached"}
+    pd.testing.assert_frame_equal(local, cached)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(manifest, tmp_path):
+    with pytest.raises(ClusterError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        drive(extract(manifest, RadiomicsConfig(), None, ClusterConfig(scheduler="tcp://127.0.0.1:9", timeout=2)))
+
+
+def test_a_worker_that_cannot_see_the_files_is_named(cluster, tmp_path):
+    # The workers share this filesystem, so a folder nobody may enter stands in for a mount
+    # that the workers lack.
+    hidden = tmp_path / "private"
+    hidden.mkdir()
+    (hidden / "a.nii.gz").write_bytes(b"x")
+    os.chmod(hidden, 0)
+    try:
+        if os.access(hidden / "a.nii.gz", os.F_OK):  # root ignores permissions: nothing to show
+            pytest.skip("permissions are not enforced for this user")
+        gen = run_cases(len, [("x",)], scheduler=cluster.scheduler_address, shared_paths=[hidden / "a.nii.gz"])
+        with pytest.raises(ClusterError, match=r"Dask worker tcp://.* cannot read .*a\.nii\.gz"):
+            list(gen)
+    finally:
+        os.chmod(hidden, 0o700)
+
+
+def test_local_pool_workers_end_when_the_parent_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time
+            from napari_ssl_radiomics.core.parallel import run_cases
+            if __name__ == "__main__":  # the pool spawns its workers
+                print("ready", flush=True)
+                for outcome in run_cases(time.sleep, [(60,), (60,), (60,)], jobs=2):
+                    pass
+            """
+        ),
+        encoding="utf-8",
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        proc = psutil.Process(parent.pid)
+        deadline = time.monotonic() + 60
+        while (
+            len(
+                workers := [p for p in proc.children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())]
+            )
+            < 2
+        ):
+            assert time.monotonic() < deadline, "the pool never started its workers"
+            time.sleep(0.2)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"orphaned workers still running: {[p.pid for p in alive]}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
