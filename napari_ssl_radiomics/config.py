@@ -138,6 +138,18 @@ class RadiomicsConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Where prepare and radiomics run their cases: this machine, or a Dask cluster."""
+
+    scheduler: str = option(
+        "",
+        "Dask scheduler address (tcp://host:8786) for prepare and radiomics, one task per case; the workers must "
+        "see the same files at the same paths; empty: a local process pool of --jobs processes",
+    )
+    timeout: float = option(30.0, "seconds to wait for the scheduler and its first worker", gt=0)
+
+
+@dataclass
 class EvaluateConfig:
     """The paper's evaluation: a linear SVM under stratified 5-fold cross-validation."""
 
@@ -168,6 +180,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     radiomics: RadiomicsConfig = field(default_factory=RadiomicsConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 SECTIONS = {
@@ -177,6 +190,7 @@ SECTIONS = {
     "train": TrainConfig,
     "radiomics": RadiomicsConfig,
     "evaluate": EvaluateConfig,
+    "cluster": ClusterConfig,
 }
 
 

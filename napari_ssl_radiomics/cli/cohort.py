@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import PrepareConfig, SampleConfig, add_arguments, from_arguments
+from ..config import ClusterConfig, PrepareConfig, SampleConfig, add_arguments, from_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, metavar="CACHE", help="cache folder")
     add_arguments(p, PrepareConfig)
+    add_arguments(p, ClusterConfig)
     p.set_defaults(func=prepare_command)
 
 
@@ -61,6 +62,6 @@ def prepare_command(args: argparse.Namespace) -> int:
             elif event.reason:
                 bar.write(f"note {event.case_id}: {event.reason}")
 
-        table = drive(prepare(args.manifest, cfg, args.out), show)
+        table = drive(prepare(args.manifest, cfg, args.out, from_arguments(ClusterConfig(), args)), show)
     print(f"{summary(table, events)}; cache: {args.out}")
     return 0 if (table["status"] == "ok").any() else 1

@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..config import EvaluateConfig, RadiomicsConfig, add_arguments, from_arguments
+from ..config import ClusterConfig, EvaluateConfig, RadiomicsConfig, add_arguments, from_arguments
 from . import CommandError
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", default=None, help="cache folder (default: .radiomics_cache beside --out)")
     p.add_argument("--no-cache", action="store_true", help="compute every case again and cache nothing")
     add_arguments(p, RadiomicsConfig)
+    add_arguments(p, ClusterConfig)
     p.set_defaults(func=run_radiomics)
 
     p = sub.add_parser(
@@ -106,7 +107,7 @@ def run_radiomics(args: argparse.Namespace) -> int:
             if event.status == "failed":
                 bar.write(f"case {event.case_id}: {event.reason}")
 
-        features, failures = drive(rad.extract(cohort, cfg, cache), show)
+        features, failures = drive(rad.extract(cohort, cfg, cache, from_arguments(ClusterConfig(), args)), show)
     labels = labels_from_cohort(cohort)
     meta = [c for c in ("Label", "Group") if (labels[c].astype(str).str.strip() != "").any()]
     table = labels[["ID", *meta]].merge(features, on="ID", how="inner") if meta and not features.empty else features

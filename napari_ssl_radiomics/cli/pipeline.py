@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import PipelineConfig, commented_yaml, load_yaml
+from ..config import ClusterConfig, PipelineConfig, add_arguments, commented_yaml, from_arguments, load_yaml
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=V1,V2",
         help="sweep clusters=0,2,3,4,5 or batch_size=2,4,6,8 (paper Fig. 4)",
     )
+    add_arguments(run, ClusterConfig)
     run.set_defaults(func=_run)
 
     config = sub.add_parser("config", help="print the default config, commented")
@@ -63,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_yaml(args.config)
     if args.out:
         cfg.out = args.out
+    cfg.cluster = from_arguments(cfg.cluster, args)
     return _execute(cfg, args.sweep)
 
 

@@ -198,7 +198,7 @@ def _prepare_stage(cfg: PipelineConfig, manifest: Path, out: Path, state: _State
         yield StageEvent("prepare", "cached", message=str(cache))
         return cache
     yield StageEvent("prepare", "start")
-    table = yield from _forward("prepare", prepare(manifest, cfg.prepare, cache))
+    table = yield from _forward("prepare", prepare(manifest, cfg.prepare, cache, cfg.cluster))
     ok = int((table["status"] == "ok").sum())
     if ok == 0:
         raise ValueError(f"no case of {manifest} could be prepared; see {cache / CASES_CSV} for each case's reason")
@@ -258,7 +258,9 @@ def _radiomics_stage(
         yield StageEvent("radiomics", "cached", message=str(path))
         return path
     yield StageEvent("radiomics", "start")
-    features, failures = yield from _forward("radiomics", extract(manifest, cfg.radiomics, out / "radiomics_cache"))
+    features, failures = yield from _forward(
+        "radiomics", extract(manifest, cfg.radiomics, out / "radiomics_cache", cfg.cluster)
+    )
     write_csv(path, features)
     write_csv(out / "features" / "trad_failures.csv", failures)
     for row in failures.itertuples():

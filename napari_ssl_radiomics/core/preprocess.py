@@ -31,11 +31,11 @@ settings changed; the others report ``cached``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
 from collections.abc import Generator, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +43,10 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from ..config import PrepareConfig, to_dict
+from ..config import ClusterConfig, PrepareConfig, to_dict
 from .cache import CASE_COLUMNS, CASES_CSV, CROPS, PREPARE_JSON, crop_paths, write_crop
 from .cohort import Case, CaseError, Cohort, load_cohort, read_case
+from .parallel import run_cases
 from .utils import config_hash, cpu_count, provenance, sha256, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -374,9 +375,12 @@ def _worker_init() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
-def _run(cases: list[Case], cfg: PrepareConfig, out: Path, known: dict) -> Iterator[tuple[Case, str, str, dict]]:
+def _run(
+    cases: list[Case], cfg: PrepareConfig, out: Path, known: dict, cluster: ClusterConfig | None = None
+) -> Iterator[tuple[Case, str, str, dict]]:
+    scheduler = cluster.scheduler if cluster else ""
     jobs = cfg.jobs if cfg.jobs > 0 else cpu_count()
-    if jobs > 1:  # answer cached cases here, so that a pool starts only for real work
+    if jobs > 1 or scheduler:  # answer cached cases here, so that work goes out only for real work
         todo = []
         for case in cases:
             hit = _known_cached(case, cfg, out, known)
@@ -385,29 +389,44 @@ def _run(cases: list[Case], cfg: PrepareConfig, out: Path, known: dict) -> Itera
             else:
                 yield (case, *hit)
         cases = todo
-    jobs = min(jobs, len(cases))
-    if jobs <= 1:
-        for case in cases:
-            yield (case, *process_case(case, cfg, out, known))
-        return
+    if scheduler:  # the workers may run elsewhere: give them absolute paths
+        cases = [_absolute(case) for case in cases]
+        out = out.resolve()
+    items = []
+    for case in cases:
+        mine = {str(p.resolve()): known[str(p.resolve())] for p in case.sources().values() if str(p.resolve()) in known}
+        items.append((case, cfg, str(out), mine))
+    shared = [out, *cases[0].sources().values()] if cases else []
     # spawn, not fork: the caller may be napari (Qt threads) or hold torch's thread pools.
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
-    try:
-        futures = {}
-        for case in cases:
-            mine = {
-                str(p.resolve()): known[str(p.resolve())] for p in case.sources().values() if str(p.resolve()) in known
-            }
-            futures[pool.submit(process_case, case, cfg, str(out), mine)] = case
-        for future in as_completed(futures):
-            case = futures[future]
-            try:
-                result = future.result()
-            except Exception as exc:  # noqa: BLE001 - a worker died (e.g. out of memory)
-                result = ("skipped", f"the worker preparing it failed ({type(exc).__name__}: {exc}); try --jobs 1", {})
-            yield (case, *result)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    outcomes = run_cases(
+        process_case,
+        items,
+        jobs=jobs,
+        scheduler=scheduler,
+        init=_worker_init,
+        mp_context=multiprocessing.get_context("spawn"),
+        shared_paths=shared,
+        label="prepare",
+        timeout_s=cluster.timeout if cluster else 30.0,
+    )
+    for outcome in outcomes:
+        case = cases[outcome.index]
+        if outcome.error is None:
+            yield (case, *outcome.value)
+        else:  # a worker died (e.g. out of memory) or was lost too often on a cluster
+            where = "--jobs 1" if not scheduler else "workers with more memory"
+            exc = outcome.error
+            yield (case, "skipped", f"the worker preparing it failed ({type(exc).__name__}: {exc}); try {where}", {})
+
+
+def _absolute(case: Case) -> Case:
+    """The case with absolute source paths (a Dask worker's working folder is not ours)."""
+    return dataclasses.replace(
+        case,
+        image=Path(case.image).resolve(),
+        mask=Path(case.mask).resolve(),
+        extra_images={m: Path(p).resolve() for m, p in case.extra_images.items()},
+    )
 
 
 def _load_checksums(out: Path) -> dict:
@@ -419,7 +438,7 @@ def _load_checksums(out: Path) -> dict:
 
 
 def prepare(
-    cohort: Cohort | str | Path, cfg: PrepareConfig, out: str | Path
+    cohort: Cohort | str | Path, cfg: PrepareConfig, out: str | Path, cluster: ClusterConfig | None = None
 ) -> Generator[PrepareEvent, None, pd.DataFrame]:
     """Prepare every case of a cohort into the cache folder ``out``, one event per case.
 
@@ -427,6 +446,10 @@ def prepare(
     (every case: ok or skipped, and why), ``prepare.json`` (settings, versions, counts)
     and ``checksums.json``. ``cases.csv`` is removed at the start, so a run stopped
     early (the generator closed) leaves no table that mixes old and new crops.
+
+    ``cluster.scheduler`` (a Dask address) sends each case to a Dask cluster that shares
+    this filesystem instead of the local pool of ``cfg.jobs`` processes; the results are
+    the same (see :mod:`.parallel`).
 
     Returns
     -------
@@ -449,7 +472,7 @@ def prepare(
         index += 1
         counts["skipped"] += 1
         yield PrepareEvent(index, total, where, "skipped", message)
-    for case, status, reason, entries in _run(cohort.cases, cfg, out, known):
+    for case, status, reason, entries in _run(cohort.cases, cfg, out, known, cluster):
         index += 1
         counts[status] += 1
         known.update(entries)
@@ -486,11 +509,13 @@ def prepare(
     return table
 
 
-def prepare_all(cohort: Cohort | str | Path, cfg: PrepareConfig, out: str | Path) -> pd.DataFrame:
+def prepare_all(
+    cohort: Cohort | str | Path, cfg: PrepareConfig, out: str | Path, cluster: ClusterConfig | None = None
+) -> pd.DataFrame:
     """Run :func:`prepare` to the end and return the ``cases.csv`` table."""
     from .events import drive
 
-    return drive(prepare(cohort, cfg, out))
+    return drive(prepare(cohort, cfg, out, cluster))
 
 
 def summary(table: pd.DataFrame, events: list[PrepareEvent]) -> str:

@@ -28,12 +28,12 @@ Choices the paper leaves open, made here:
 from __future__ import annotations
 
 import ast
+import dataclasses
 import logging
 import multiprocessing as mp
 import threading
 import time
 from collections.abc import Generator, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..config import RadiomicsConfig
+from ..config import ClusterConfig, RadiomicsConfig
+from .parallel import run_cases
 from .utils import config_hash, cpu_count, sha256, write_json
 
 #: pyradiomics' default 3D feature classes (shape2D is off by default, as in pyradiomics).
@@ -267,7 +268,10 @@ def _read_cache(path: Path) -> dict | None:
 
 
 def extract(
-    cohort: Any, cfg: RadiomicsConfig | None = None, cache_dir: str | Path | None = None
+    cohort: Any,
+    cfg: RadiomicsConfig | None = None,
+    cache_dir: str | Path | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> Generator[RadiomicsEvent, None, tuple[pd.DataFrame, pd.DataFrame]]:
     """Extract pyradiomics features of every case, yielding one event per case.
 
@@ -278,6 +282,8 @@ def extract(
     cfg : RadiomicsConfig
         ``params`` (pyradiomics YAML), ``bin_width`` (when no YAML), ``jobs`` (0: all cores).
     cache_dir : folder for per-case JSON results; None: no cache.
+    cluster : ``cluster.scheduler`` (a Dask address) runs each case as a task on a Dask
+        cluster that shares this filesystem, instead of the local pool (see :mod:`.parallel`).
 
     Returns (as the generator's value)
     ----------------------------------
@@ -318,7 +324,7 @@ def extract(
         todo.append(
             _Job(case_id, str(case.image), str(case.mask), label, spec, str(cache_file) if cache_file else None)
         )
-    for case_id, reason, feats, diags, secs in _run_jobs(todo, jobs_n):
+    for case_id, reason, feats, diags, secs in _run_jobs(todo, jobs_n, cluster):
         done += 1
         if reason:
             failures.append((case_id, reason))
@@ -340,28 +346,41 @@ def _context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
-def _run_jobs(todo: list[_Job], jobs: int) -> Iterable[tuple[str, str, dict, dict, float]]:
-    if not todo:
-        return
-    if jobs <= 1 or len(todo) == 1:
-        for job in todo:
-            yield _run_case(job)
-        return
-    ctx = _context()
-    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker) as pool:
-        pending: dict[Future, _Job] = {pool.submit(_run_case, job): job for job in todo}
-        try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    job = pending.pop(fut)
-                    try:
-                        yield fut.result()
-                    except Exception as exc:  # a worker that died (memory, signal)
-                        yield job.case_id, f"the worker process failed: {_reason(exc)}", {}, {}, 0.0
-        finally:
-            for fut in pending:
-                fut.cancel()
+def _run_jobs(
+    todo: list[_Job], jobs: int, cluster: ClusterConfig | None = None
+) -> Iterable[tuple[str, str, dict, dict, float]]:
+    scheduler = cluster.scheduler if cluster else ""
+    shared: list[str] = []
+    if scheduler and todo:  # a Dask worker's working folder is not ours: absolute paths only
+        todo = [_absolute(job) for job in todo]
+        shared = [todo[0].image, todo[0].mask]
+        if todo[0].cache_file:  # the workers write the per-case results there
+            Path(todo[0].cache_file).parent.mkdir(parents=True, exist_ok=True)
+            shared.append(str(Path(todo[0].cache_file).parent))
+    outcomes = run_cases(
+        _run_case,
+        [(job,) for job in todo],
+        jobs=min(jobs, len(todo)),
+        scheduler=scheduler,
+        init=_init_worker,
+        mp_context=_context() if not scheduler and jobs > 1 and len(todo) > 1 else None,
+        shared_paths=shared,
+        label="radiomics",
+        timeout_s=cluster.timeout if cluster else 30.0,
+    )
+    for outcome in outcomes:
+        if outcome.error is None:
+            yield outcome.value
+        else:  # a worker that died (memory, signal), or was lost too often on a cluster
+            job = todo[outcome.index]
+            yield job.case_id, f"the worker process failed: {_reason(outcome.error)}", {}, {}, 0.0
+
+
+def _absolute(job: _Job) -> _Job:
+    cache_file = str(Path(job.cache_file).resolve()) if job.cache_file else None
+    return dataclasses.replace(
+        job, image=str(Path(job.image).resolve()), mask=str(Path(job.mask).resolve()), cache_file=cache_file
+    )
 
 
 def _tables(cases: list, results: dict, failures: list) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -377,9 +396,12 @@ def _tables(cases: list, results: dict, failures: list) -> tuple[pd.DataFrame, p
 
 
 def extract_all(
-    cohort: Any, cfg: RadiomicsConfig | None = None, cache_dir: str | Path | None = None
+    cohort: Any,
+    cfg: RadiomicsConfig | None = None,
+    cache_dir: str | Path | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run :func:`extract` to the end; return ``(features, failures)``."""
     from .events import drive
 
-    return drive(extract(cohort, cfg, cache_dir))
+    return drive(extract(cohort, cfg, cache_dir, cluster))
