@@ -16,6 +16,7 @@ or ``skipped``; ``reason`` says why a case was skipped and what to do.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,3 +148,199 @@ def load_prepared(cache_dir: str | Path) -> PreparedCohort:
         groups=list(ok["Group"]) if "Group" in ok else [""] * len(ok),
         meta=metas,
     )
+
+
+# --- streaming: a memory-mapped uint8 copy of the cache, for cohorts beyond memory ------------
+
+STREAM = "stream"
+STREAM_IMAGES = "images.npy"
+STREAM_MASKS = "masks.npy"
+STREAM_INDEX = "index.json"
+STREAM_VERSION = 1
+GIB = 1024**3
+
+
+def _stream_key(cache_dir: Path, ids: list[str]) -> str:
+    """What the stream copies: each ok case's ID and its crop file's size and mtime."""
+    from .utils import config_hash
+
+    stats = []
+    for case_id in ids:
+        st = crop_paths(cache_dir, case_id)[0].stat()
+        stats.append([case_id, st.st_size, st.st_mtime_ns])
+    return config_hash({"cases": stats, "version": STREAM_VERSION})
+
+
+def _ok_cases(cache_dir: Path) -> pd.DataFrame:
+    table = read_cases(cache_dir)
+    ok = table[table["status"] == "ok"]
+    if ok.empty:
+        reasons = "; ".join(f"{r.ID}: {r.reason}" for r in table.head(3).itertuples())
+        raise ValueError(f"{cache_dir}: no case was prepared successfully ({reasons})")
+    return ok
+
+
+def build_stream(cache_dir: str | Path) -> Path:
+    """Write ``CACHE/stream/``: every ok case as uint8, memory-mappable; return the folder.
+
+    ``images.npy`` (N, C, S, S, S) uint8 holds the crops rounded to whole grey levels (the
+    crops are float32 in [0, 255]; rounding moves a voxel by at most 0.5 of 255 levels),
+    ``masks.npy`` (N, S, S, S) uint8, ``index.json`` the IDs, labels, groups and a key of the
+    crop files it was built from. Cases are copied one at a time, so building needs the
+    memory of one crop. An up-to-date stream is kept as it is; index.json is written last,
+    so a stream whose building was interrupted is rebuilt.
+    """
+    from .utils import atomic_path
+
+    root = Path(cache_dir)
+    ok = _ok_cases(root)
+    ids = list(ok["ID"])
+    key = _stream_key(root, ids)
+    folder = root / STREAM
+    index_path = folder / STREAM_INDEX
+    if index_path.exists():
+        try:
+            if json.loads(index_path.read_text(encoding="utf-8")).get("key") == key:
+                return folder
+        except (OSError, ValueError):
+            pass
+    folder.mkdir(parents=True, exist_ok=True)
+    index_path.unlink(missing_ok=True)
+    first, first_mask, _ = read_crop(root, ids[0])
+    with atomic_path(folder / STREAM_IMAGES) as tmp_images, atomic_path(folder / STREAM_MASKS) as tmp_masks:
+        images = np.lib.format.open_memmap(tmp_images, "w+", np.uint8, (len(ids), *first.shape))
+        masks = np.lib.format.open_memmap(tmp_masks, "w+", np.uint8, (len(ids), *first_mask.shape))
+        for i, case_id in enumerate(ids):
+            image, mask, _ = (first, first_mask, None) if i == 0 else read_crop(root, case_id)
+            if image.shape != images.shape[1:]:
+                raise ValueError(
+                    f"{root}: case {case_id} has crops of shape {image.shape}, the first case {images.shape[1:]}; "
+                    "prepare the whole cohort with the same settings"
+                )
+            images[i] = np.rint(np.clip(image, 0, 255))
+            masks[i] = mask
+        images.flush()
+        masks.flush()
+        del images, masks
+    write_json(
+        index_path,
+        {
+            "ids": ids,
+            "labels": list(ok["Label"]) if "Label" in ok else [""] * len(ids),
+            "groups": list(ok["Group"]) if "Group" in ok else [""] * len(ids),
+            "key": key,
+            "version": STREAM_VERSION,
+        },
+    )
+    return folder
+
+
+def load_streamed(cache_dir: str | Path) -> PreparedCohort:
+    """The ok cases of a cache as read-only memory maps (building ``stream/`` when needed).
+
+    ``images`` is then (N, C, S, S, S) **uint8** (see :func:`build_stream`), ``masks``
+    (N, S, S, S) uint8, and ``meta`` is empty (reading one JSON per case is what a large
+    cohort cannot afford; :func:`read_crop` gives a case's metadata).
+    """
+    folder = build_stream(cache_dir)
+    index = json.loads((folder / STREAM_INDEX).read_text(encoding="utf-8"))
+    return PreparedCohort(
+        root=Path(cache_dir),
+        ids=list(index["ids"]),
+        images=np.load(folder / STREAM_IMAGES, mmap_mode="r"),
+        masks=np.load(folder / STREAM_MASKS, mmap_mode="r"),
+        labels=list(index["labels"]),
+        groups=list(index["groups"]),
+        meta=[],
+    )
+
+
+def in_memory_bytes(cache_dir: str | Path) -> int:
+    """Bytes the ok cases take as float32 in memory (what :func:`load_prepared` allocates)."""
+    root = Path(cache_dir)
+    ok = _ok_cases(root)
+    with np.load(crop_paths(root, ok["ID"].iloc[0])[0]) as data:
+        per_case = int(np.prod(data["image"].shape)) * 4 + int(np.prod(data["mask"].shape))
+    return per_case * len(ok)
+
+
+def default_budget_gib() -> float:
+    """Half of this machine's physical memory, GiB (8 GiB where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2 / GIB
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return 8.0
+
+
+def load_for_training(cache_dir: str | Path, budget_gib: float = 0.0) -> PreparedCohort:
+    """The cohort in memory when it fits ``budget_gib`` (0: :func:`default_budget_gib`),
+    else memory-mapped (:func:`load_streamed`)."""
+    budget = budget_gib or default_budget_gib()
+    if in_memory_bytes(cache_dir) <= budget * GIB:
+        return load_prepared(cache_dir)
+    return load_streamed(cache_dir)
+
+
+def is_streamed(data: PreparedCohort) -> bool:
+    """Whether a cohort's crops are a uint8 memory map rather than float32 in memory."""
+    return isinstance(data.images, np.memmap) or data.images.dtype == np.uint8
+
+
+class StreamedCrops:
+    """Batches of crops read from a uint8 memory map, with the next batch read ahead.
+
+    :meth:`prefetch` starts reading the given positions on a background thread (page
+    faults and the copy release the GIL, so the read overlaps the training step);
+    :meth:`take` returns float32 crops, taking the rows already read ahead and reading the
+    others at once. The values are exactly ``images[positions].astype(float32)``, whatever
+    was prefetched.
+
+    Parameters
+    ----------
+    images : (N, C, S, S, S) uint8 array (a ``np.memmap``)
+    pin : pin the host batches (for an asynchronous copy to a CUDA device)
+    """
+
+    def __init__(self, images: np.ndarray, pin: bool = False) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.images = images
+        self.pin = pin
+        self.device = None  # the crops live on no device: the training loop copies each batch
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="crop-prefetch")
+        self._ahead: Any = None  # Future of (positions, uint8 rows)
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def _read(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.unique(positions)  # sorted reads are sequential on disk
+        return order, np.ascontiguousarray(self.images[order])
+
+    def prefetch(self, positions: np.ndarray) -> None:
+        """Start reading ``positions`` (int array) in the background."""
+        self._ahead = self._pool.submit(self._read, np.asarray(positions, dtype=np.int64))
+
+    def take(self, positions: np.ndarray) -> Any:
+        """Crops at ``positions`` as a float32 torch tensor (B, C, S, S, S) on the host."""
+        import torch
+
+        positions = np.asarray(positions, dtype=np.int64)
+        rows: dict[int, np.ndarray] = {}
+        if self._ahead is not None:
+            order, block = self._ahead.result()
+            where = {int(p): i for i, p in enumerate(order)}
+            rows = {int(p): block[where[int(p)]] for p in positions if int(p) in where}
+        missing = [int(p) for p in positions if int(p) not in rows]
+        self.hits += len(positions) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            order, block = self._read(np.asarray(missing, dtype=np.int64))
+            rows.update({int(p): block[i] for i, p in enumerate(order)})
+        batch = torch.from_numpy(np.stack([rows[int(p)] for p in positions])).float()
+        return batch.pin_memory() if self.pin else batch
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
