@@ -50,7 +50,8 @@ class PrepareConfig:
     crop: str = option(
         "centroid",
         "'centroid': a cube centred on the mask's centroid, padded with the background; "
-        "'bbox': the mask's bounding box plus margin, resized to the cube (the paper's lung setting)",
+        "'bbox': the mask's bounding box plus margin, resized to the cube (not the paper's lung setting, "
+        "a fixed box around the whole lung: for that, give the lung as the Mask of the prepare manifest)",
         choices=("centroid", "bbox"),
     )
     margin: float = option(10.0, "margin around the mask's bounding box for crop='bbox', mm", min=0)
@@ -70,6 +71,12 @@ class PrepareConfig:
     )
     resample_mask: bool = option(
         False, "resample a mask whose geometry differs from the image onto the image (nearest neighbour)"
+    )
+    mask_label: str = option(
+        "",
+        "ROI label(s) of cases whose manifest gives no MaskLabel: empty (the mask's only nonzero value), "
+        "a value (2), values joined by + (1+2+4: their union) or 'all' (every nonzero label: the whole "
+        "tumour of a BraTS-style mask); used by prepare and radiomics alike",
     )
     tolerance: float = option(1e-3, "relative tolerance when comparing image and mask geometry", gt=0)
     jobs: int = option(1, "parallel processes for preparation (0: all cores)", min=0)

@@ -40,12 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    from ..core.lock import LockedError
+    from ..core.utils import OutputError, describe_os_error
+
     try:
         return int(args.func(args) or 0)
-    except (CommandError, FileNotFoundError, ValueError) as exc:
+    except (CommandError, FileNotFoundError, ValueError, LockedError, OutputError) as exc:
         if args.verbose:
             raise
         print(f"ssl-radiomics {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # read-only, full disk, a file in the way: one line, not a traceback
+        if args.verbose:
+            raise
+        print(f"ssl-radiomics {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ssl-radiomics {args.command}: interrupted", file=sys.stderr)

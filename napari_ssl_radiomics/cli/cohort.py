@@ -36,8 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def sample_command(args: argparse.Namespace) -> int:
     from ..core.sample import write_sample_cohort
+    from ..core.utils import check_output_folder
 
     cfg = from_arguments(SampleConfig(), args)
+    check_output_folder(args.out)
     manifest = write_sample_cohort(args.out, cfg)
     print(f"wrote {cfg.cases} synthetic cases of {cfg.size}x{cfg.size}x{cfg.size} voxels and {manifest}")
     return 0
@@ -46,10 +48,15 @@ def sample_command(args: argparse.Namespace) -> int:
 def prepare_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.cohort import load_cohort
     from ..core.events import drive
     from ..core.preprocess import prepare, summary
+    from ..core.utils import check_output_folder
 
     cfg = from_arguments(PrepareConfig(), args)
+    # What can be checked is checked before the progress bar starts, so errors come first.
+    cohort = load_cohort(args.manifest)
+    check_output_folder(args.out)
     events = []
     with tqdm(unit="case", desc="prepare", leave=False) as bar:
 
@@ -62,6 +69,6 @@ def prepare_command(args: argparse.Namespace) -> int:
             elif event.reason:
                 bar.write(f"note {event.case_id}: {event.reason}")
 
-        table = drive(prepare(args.manifest, cfg, args.out, from_arguments(ClusterConfig(), args)), show)
+        table = drive(prepare(cohort, cfg, args.out, from_arguments(ClusterConfig(), args)), show)
     print(f"{summary(table, events)}; cache: {args.out}")
     return 0 if (table["status"] == "ok").any() else 1

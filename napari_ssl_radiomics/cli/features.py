@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..config import ClusterConfig, EvaluateConfig, RadiomicsConfig, add_arguments, from_arguments
+from ..config import ClusterConfig, EvaluateConfig, PrepareConfig, RadiomicsConfig, add_arguments, from_arguments
 from . import CommandError
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="compute every case again and cache nothing")
     add_arguments(p, RadiomicsConfig)
     add_arguments(p, ClusterConfig)
+    # The case checks that prepare uses, so that both accept and refuse the same cases.
+    add_arguments(p, PrepareConfig, only=["mask_label", "resample_mask", "tolerance"])
     p.set_defaults(func=run_radiomics)
 
     p = sub.add_parser(
@@ -87,10 +89,11 @@ def run_radiomics(args: argparse.Namespace) -> int:
     from ..core.cohort import load_cohort
     from ..core.events import drive
     from ..core.tables import labels_from_cohort, write_table
-    from ..core.utils import write_csv
+    from ..core.utils import check_output_file, write_csv
 
     cfg = from_arguments(RadiomicsConfig(), args)
-    out = Path(args.out)
+    checks = from_arguments(PrepareConfig(), args)
+    out = check_output_file(args.out)  # before hours of work, not after
     cache = None if args.no_cache else Path(args.cache) if args.cache else out.parent / rad.CACHE_DIR
     cohort = load_cohort(args.manifest)
     if not cohort.cases:
@@ -107,7 +110,8 @@ def run_radiomics(args: argparse.Namespace) -> int:
             if event.status == "failed":
                 bar.write(f"case {event.case_id}: {event.reason}")
 
-        features, failures = drive(rad.extract(cohort, cfg, cache, from_arguments(ClusterConfig(), args)), show)
+        cluster = from_arguments(ClusterConfig(), args)
+        features, failures = drive(rad.extract(cohort, cfg, cache, cluster, checks=checks), show)
     labels = labels_from_cohort(cohort)
     meta = [c for c in ("Label", "Group") if (labels[c].astype(str).str.strip() != "").any()]
     table = labels[["ID", *meta]].merge(features, on="ID", how="inner") if meta and not features.empty else features
@@ -163,8 +167,9 @@ def load_feature_set(text: str, labels=None):
 
 def run_combine(args: argparse.Namespace) -> int:
     from ..core.tables import combine, labels_from_cohort, write_table
-    from ..core.utils import sha256
+    from ..core.utils import check_output_file, sha256
 
+    check_output_file(args.out)
     labels = labels_from_cohort(args.manifest) if args.manifest else None
     tables = {p: _read(p) for p in args.tables}
     table = combine(tables, labels=labels)
@@ -175,12 +180,12 @@ def run_combine(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from ..core.evaluate import evaluate, write_outputs
     from ..core.tables import labels_from_cohort
+    from ..core.utils import check_output_folder, read_table_csv
 
     cfg = from_arguments(EvaluateConfig(), args)
+    check_output_folder(args.out)
     labels = labels_from_cohort(args.manifest) if args.manifest else None
     sets = {}
     for text in args.tables:
@@ -193,7 +198,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         name, _, path = text.rpartition("=")
         if not name:
             raise CommandError(f"--predictions {text!r}: give NAME=CSV")
-        predictions[name] = pd.read_csv(path, dtype={"ID": str, "y_true": str, "y_pred": str})
+        predictions[name] = read_table_csv(path, text=("ID", "y_true", "y_pred"))
     result = evaluate(sets, cfg, predictions=predictions or None)
     paths = write_outputs(result, args.out, sources={k: v for k, v in (parse_table_arg(t) for t in args.tables)})
     print(result.summary)

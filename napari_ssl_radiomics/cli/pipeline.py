@@ -61,11 +61,42 @@ def _run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"config file {args.config} not found; `ssl-radiomics config --out {args.config}` writes a default one"
         )
-    cfg = load_yaml(args.config)
+    cfg = read_config(args.config)
     if args.out:
         cfg.out = args.out
     cfg.cluster = from_arguments(cfg.cluster, args)
     return _execute(cfg, args.sweep)
+
+
+def read_config(path: Path) -> PipelineConfig:
+    """Read a pipeline config, refusing an empty file and naming the line of a syntax error."""
+    import yaml
+
+    from . import CommandError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CommandError(f"{path} is not UTF-8 text; save the config as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "not valid YAML"
+        raise CommandError(
+            f"{path}{where}: {problem} (YAML syntax); check the indentation, colons and quotes there"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise CommandError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        raise CommandError(
+            f"{path} holds no settings; `ssl-radiomics config --out {path}` writes the default config to edit "
+            "(`ssl-radiomics demo` runs the built-in example)"
+        )
+    if not isinstance(data, dict):
+        raise CommandError(f"{path}: a config file must be a mapping of settings (cohort:, out:, train:, ...)")
+    return load_yaml(path)
 
 
 def _config(args: argparse.Namespace) -> int:

@@ -140,9 +140,14 @@ def folder_lock(folder: str | Path, clean: tuple[str, ...] = ("",)) -> Iterator[
         When the folder cannot be created or written (read-only, full disk, a file in the way).
     """
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd, stale = _acquire(folder, path)
+    try:
+        fd, stale = _acquire(folder, path)
+    except BaseException:
+        _drop_if_empty(folder, created)
+        raise
     if stale:
         log.warning("%s: took over the lock left by %s, which is no longer running", folder, describe_holder(stale))
     try:
@@ -152,6 +157,14 @@ def folder_lock(folder: str | Path, clean: tuple[str, ...] = ("",)) -> Iterator[
         yield stale
     finally:
         _release(path, fd)
+        _drop_if_empty(folder, created)
+
+
+def _drop_if_empty(folder: Path, created: bool) -> None:
+    """Remove a folder this lock created when nothing was written to it (a refused start)."""
+    if created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _acquire(folder: Path, path: Path) -> tuple[int, dict | None]:

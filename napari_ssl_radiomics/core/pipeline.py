@@ -28,7 +28,8 @@ from typing import Any
 import pandas as pd
 
 from ..config import PipelineConfig, TrainConfig, commented_yaml, to_dict
-from .utils import config_hash, provenance, sha256, write_json, write_text
+from .lock import folder_lock
+from .utils import check_output_folder, config_hash, provenance, read_table_csv, sha256, write_json, write_text
 
 STATE_JSON = "pipeline_state.json"
 
@@ -118,8 +119,13 @@ def run(cfg: PipelineConfig) -> Generator[StageEvent, None, PipelineResult]:
     ----------
     cfg : the whole configuration; ``cfg.out`` is the output folder.
     """
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(cfg.out, "out")
+    # One pipeline per output folder; the prepare and train stages lock their own folders too.
+    with folder_lock(out):
+        return (yield from _run_locked(cfg, out))
+
+
+def _run_locked(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, PipelineResult]:
     write_text(out / "config.yaml", commented_yaml(cfg))
     write_json(out / "versions.json", provenance())
     state = _State(out)
@@ -218,6 +224,11 @@ def _train_stage(
         yield StageEvent(stage, "cached", message=str(run_dir))
         return run_dir
     resume = checkpoint.exists() and state.data.get(stage + ":started") == key
+    if checkpoint.exists() and not resume:
+        raise ValueError(
+            f"{run_dir} holds a run trained with other settings or another cache (the config changed since); "
+            f"delete {run_dir} to train it again with the new settings, or restore the earlier settings to reuse it"
+        )
     state.mark(stage + ":started", key)
     yield StageEvent(stage, "start", total=train_cfg.iterations, message="resuming" if resume else "")
     result = yield from _forward(stage, train(cache, run_dir, train_cfg, cfg.augment, resume=resume))
@@ -253,13 +264,14 @@ def _radiomics_stage(
     from .utils import write_csv
 
     path = out / "features" / "trad.csv"
-    key = config_hash([to_dict(cfg.radiomics), _file_key(manifest) if manifest.is_file() else str(manifest)])
+    source = _file_key(manifest) if manifest.is_file() else str(manifest)
+    key = config_hash([to_dict(cfg.radiomics), source, cfg.prepare.mask_label, cfg.prepare.resample_mask])
     if state.fresh("radiomics", key, path):
         yield StageEvent("radiomics", "cached", message=str(path))
         return path
     yield StageEvent("radiomics", "start")
     features, failures = yield from _forward(
-        "radiomics", extract(manifest, cfg.radiomics, out / "radiomics_cache", cfg.cluster)
+        "radiomics", extract(manifest, cfg.radiomics, out / "radiomics_cache", cfg.cluster, checks=cfg.prepare)
     )
     write_csv(path, features)
     write_csv(out / "features" / "trad_failures.csv", failures)
@@ -295,7 +307,7 @@ def _supervised_stage(
         yield StageEvent("supervised", "cached", message=str(path))
         return path
     yield StageEvent("supervised", "start")
-    fold_table = pd.read_csv(folds, dtype={"ID": str})
+    fold_table = read_table_csv(folds)
     predictions = yield from _forward(
         "supervised", supervised.cross_validate(cache, fold_table, cfg.evaluate, train_cfg, cfg.augment)
     )
@@ -306,7 +318,8 @@ def _supervised_stage(
 
 
 def _read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"ID": str})
+    # IDs stay text: a case named NA or nan is a case, not a missing value.
+    return read_table_csv(path)
 
 
 def common_ids(out: Path, cfg: PipelineConfig, tables: list[Path]) -> tuple[list[str], list[str]]:
@@ -336,9 +349,9 @@ def _evaluate_stage(
     key = config_hash([to_dict(cfg.evaluate), _file_key(*inputs)])
     if state.fresh("evaluate", key, folder / "results.csv"):
         yield StageEvent("evaluate", "cached", message=str(folder))
-        return pd.read_csv(folder / "results.csv")
+        return read_table_csv(folder / "results.csv")
     yield StageEvent("evaluate", "start")
-    fold_table = pd.read_csv(folds, dtype={"ID": str})
+    fold_table = read_table_csv(folds)
     ids = set(fold_table["ID"])
     labels = _labels(out, cfg)
     labels = labels[labels["ID"].isin(ids)]

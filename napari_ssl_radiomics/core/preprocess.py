@@ -13,11 +13,19 @@ Choices the paper leaves open, made here:
   modes, instead of taking a value that also occurs inside the body.
 * **Crop centre** (``crop='centroid'``) is the mask's centroid in physical space; the
   cube's centre voxel (index ``(S-1)/2``) lies exactly on it.
-* **Bounding-box crop** (``crop='bbox'``, the paper's lung setting): the box around the
+* **Bounding-box crop** (``crop='bbox'``): the box around the
   ROI plus ``margin`` mm on each side, widened to a cube around the box's centre along
   its longest side, then sampled with ``S`` voxels per edge. Widening to a cube keeps
   the spacing isotropic (``side / S`` mm, written to the metadata) so that shapes are not
-  distorted; ``spacing`` is not used in this mode.
+  distorted; ``spacing`` is not used in this mode. This is *not* the paper's lung setting:
+  there a fixed 224³ box around the whole lung was resized to 112³ for the network, and the
+  tumour mask served only the radiomics. The nearest equivalent here is a manifest whose
+  ``Mask`` is the lung (for the network's crop) with a separate radiomics manifest whose
+  ``Mask`` is the tumour.
+* **Locking**: a cache is used by one ``prepare`` at a time (:mod:`.lock`); a second one
+  into the same folder stops at once, naming the process that holds it. A full disk or a
+  read-only cache stops the run with one line (:class:`.utils.OutputError`) instead of
+  skipping every case.
 * **Percentiles** (``intensity='percentile'``) are taken over the whole source channel
   (every k-th voxel beyond 2 million voxels, which changes them by well under one grey
   level), so that a case's scaling does not depend on where its crop falls.
@@ -45,9 +53,20 @@ import SimpleITK as sitk
 
 from ..config import ClusterConfig, PrepareConfig, to_dict
 from .cache import CASE_COLUMNS, CASES_CSV, CROPS, PREPARE_JSON, crop_paths, write_crop
-from .cohort import Case, CaseError, Cohort, load_cohort, read_case
+from .cohort import Case, CaseError, Cohort, default_mask_label, load_cohort, read_case
+from .lock import folder_lock
 from .parallel import run_cases
-from .utils import config_hash, cpu_count, provenance, sha256, write_csv, write_json
+from .utils import (
+    OutputError,
+    check_output_folder,
+    config_hash,
+    cpu_count,
+    describe_os_error,
+    provenance,
+    sha256,
+    write_csv,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +228,7 @@ def _meta(case, cfg, image, roi, grid, backgrounds, ranges, mask, checksums) -> 
         "id": case.id,
         "sources": {name: {"path": str(path), "sha256": checksums[name]} for name, path in case.sources().items()},
         "channels": case.channels,
-        "mask_label": int(roi.GetMetaData("roi_label")) if roi.HasMetaDataKey("roi_label") else None,
+        "mask_label": _label_meta(roi),
         "source_size": list(image.GetSize()),
         "source_spacing": list(image.GetSpacing()),
         "source_origin": list(image.GetOrigin()),
@@ -229,6 +248,14 @@ def _meta(case, cfg, image, roi, grid, backgrounds, ranges, mask, checksums) -> 
         "settings_hash": config_hash(settings_of(cfg)),
         "version": PREPARE_VERSION,
     }
+
+
+def _label_meta(roi: sitk.Image) -> int | str | None:
+    """The ROI's label for the metadata: an int for one label, else '1+2+4' or 'all'."""
+    if not roi.HasMetaDataKey("roi_label"):
+        return None
+    text = roi.GetMetaData("roi_label")
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def roi_inside(roi: sitk.Image, grid: Grid) -> float:
@@ -334,8 +361,13 @@ def process_case(case: Case, cfg: PrepareConfig, out: str | Path, known: dict[st
             return "cached", meta.get("note", ""), entries
         image, mask, meta = prepare_case(case, cfg, sums)
         meta["key"] = key
-        write_crop(out, case.id, image, mask, meta)
+        try:
+            write_crop(out, case.id, image, mask, meta)
+        except OSError as exc:  # the cache's fault (full disk, read-only), not the case's: stop
+            raise OutputError(f"cache {out}: {describe_os_error(exc)}") from None
         return "ok", meta["note"], entries
+    except OutputError:
+        raise
     except CaseError as exc:
         _drop_crop(out, case.id)
         return "skipped", exc.message, entries
@@ -413,6 +445,8 @@ def _run(
         case = cases[outcome.index]
         if outcome.error is None:
             yield (case, *outcome.value)
+        elif isinstance(outcome.error, OutputError):  # the cache itself failed: stop the run
+            raise outcome.error
         else:  # a worker died (e.g. out of memory) or was lost too often on a cluster
             where = "--jobs 1" if not scheduler else "workers with more memory"
             exc = outcome.error
@@ -460,7 +494,15 @@ def prepare(
         raise ValueError(f"PrepareConfig.window = {tuple(cfg.window)}: the high value must exceed the low one")
     if cfg.size < 2 or cfg.spacing <= 0:
         raise ValueError(f"PrepareConfig: size {cfg.size} and spacing {cfg.spacing} must be positive (size >= 2)")
-    out = Path(out)
+    default_mask_label(cfg)  # a bad --mask-label fails here, not once per case
+    out = check_output_folder(out, "cache")
+    with folder_lock(out, clean=("", CROPS)):
+        return (yield from _prepare_locked(cohort, cfg, out, cluster))
+
+
+def _prepare_locked(
+    cohort: Cohort, cfg: PrepareConfig, out: Path, cluster: ClusterConfig | None
+) -> Generator[PrepareEvent, None, pd.DataFrame]:
     (out / CROPS).mkdir(parents=True, exist_ok=True)
     (out / CASES_CSV).unlink(missing_ok=True)
     known = _load_checksums(out)

@@ -17,9 +17,14 @@ Choices the paper leaves open, made here:
   (which rounds to the input type), so the values match pyradiomics' command line and its
   published baseline.
 - Features are computed on the primary image only (``Case.image``); further channels of a
-  multi-modal case are not used here. ``Case.mask_label`` becomes pyradiomics' ``label``;
-  without one, a mask holding a single nonzero value uses that value (pyradiomics would
-  fail with "Label (1) not present" on masks stored as 0/255).
+  multi-modal case are not used here (but are checked, as ``prepare`` checks them).
+- Every case is read and checked by :func:`.cohort.read_case`, the validation ``prepare``
+  and the widgets use, with the same ``PrepareConfig`` settings (``mask_label``,
+  ``resample_mask``, ``tolerance``): a case ``prepare`` skips fails here with the same
+  reason (a 2D image, a truncated NIfTI, NaN voxels, several mask labels and no
+  MaskLabel...). pyradiomics then gets the image and the binary ROI that the MaskLabel
+  (one value, a union such as ``1+2+4``, or ``all``) selects, as label 1. Without a
+  MaskLabel, a ``label`` in the parameter file's ``setting`` is the default.
 - Results are cached as one JSON per case, named by a hash of the image and mask
   checksums, the settings and the pyradiomics version; failures are not cached, so a re-run
   retries them.
@@ -42,7 +47,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..config import ClusterConfig, RadiomicsConfig
+from ..config import ClusterConfig, PrepareConfig, RadiomicsConfig
+from .cohort import default_mask_label
 from .parallel import run_cases
 from .utils import config_hash, cpu_count, sha256, write_json
 
@@ -78,9 +84,11 @@ class _Job:
     case_id: str
     image: str
     mask: str
-    label: int | None
+    label: Any
     spec: dict
     cache_file: str | None
+    checks: PrepareConfig | None = None
+    extra: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 # --- settings ---------------------------------------------------------------------------
@@ -161,39 +169,32 @@ def _quiet() -> None:
     logging.getLogger("radiomics").setLevel(logging.ERROR)
 
 
-def _choose_label(mask_image, label: int | None, spec: dict) -> int | None:
-    """The case's label, else the single nonzero value of the mask (else pyradiomics' own)."""
-    if label is not None:
-        return int(label)
-    if "label" in spec.get("params", {}).get("setting", {}) or "label" in spec.get("settings", {}):
-        return None
-    import SimpleITK as sitk
-
-    values = np.unique(sitk.GetArrayViewFromImage(mask_image))
-    values = values[values != 0]
-    if len(values) == 1:
-        return int(values[0])
-    if len(values) > 1 and 1 not in values:
-        raise ValueError(
-            f"the mask holds several labels {values.tolist()[:10]} and no 1; "
-            "name the ROI's label in the manifest's MaskLabel column (Case.mask_label)"
-        )
-    return None
+def _checks(spec: dict, checks: PrepareConfig | None) -> PrepareConfig:
+    """The case checks; a parameter file's ``label`` is the ROI where no MaskLabel is given."""
+    checks = checks or PrepareConfig()
+    given = spec.get("params", {}).get("setting", {}) or spec.get("settings", {})
+    if not getattr(checks, "mask_label", "") and "label" in (given or {}):
+        checks = dataclasses.replace(checks, mask_label=str(given["label"]))
+    return checks
 
 
 def _run_case(job: _Job) -> tuple[str, str, dict, dict, float]:
     """Extract one case: (case_id, reason or '', features, diagnostics, seconds)."""
-    from .cohort import CaseError, read_image
+    from .cohort import Case, CaseError, read_case
 
     t0 = time.perf_counter()
     _quiet()
     try:
-        image = read_image(Path(job.image), job.case_id, "image")
-        mask = read_image(Path(job.mask), job.case_id, "mask")
-        if image.GetNumberOfComponentsPerPixel() > 1:
-            raise ValueError("the image has vector pixels; give one scalar image per channel in the manifest")
-        label = _choose_label(mask, job.label, job.spec)
-        result = _float32_extractor(job.spec).execute(image, mask, label=label)
+        case = Case(
+            id=job.case_id,
+            image=Path(job.image),
+            mask=Path(job.mask),
+            mask_label=job.label,
+            extra_images={k: Path(v) for k, v in job.extra.items()},
+        )
+        # The shared validation; the image keeps its pixel type for pyradiomics' resampling.
+        images, roi = read_case(case, _checks(job.spec, job.checks), raw=True)
+        result = _float32_extractor(job.spec).execute(images[0], roi, label=1)
     except CaseError as exc:
         return job.case_id, exc.message, {}, {}, time.perf_counter() - t0
     except Exception as exc:  # one broken case never sinks the cohort
@@ -240,7 +241,7 @@ def _cases(cohort: Any) -> tuple[list, list[tuple[str, str]]]:
     return list(getattr(cohort, "cases", cohort)), list(getattr(cohort, "problems", []))
 
 
-def _cache_key(case: Any, spec: dict) -> str:
+def _cache_key(case: Any, spec: dict, checks: PrepareConfig | None = None) -> str:
     from importlib import metadata
 
     try:
@@ -252,6 +253,8 @@ def _cache_key(case: Any, spec: dict) -> str:
             "image": sha256(case.image),
             "mask": sha256(case.mask),
             "label": getattr(case, "mask_label", None),
+            "extra": {k: sha256(p) for k, p in getattr(case, "extra_images", {}).items()},
+            "checks": [getattr(checks, n, None) for n in ("mask_label", "resample_mask", "tolerance")],
             "spec": spec,
             "pyradiomics": version,
         }
@@ -272,6 +275,7 @@ def extract(
     cfg: RadiomicsConfig | None = None,
     cache_dir: str | Path | None = None,
     cluster: ClusterConfig | None = None,
+    checks: PrepareConfig | None = None,
 ) -> Generator[RadiomicsEvent, None, tuple[pd.DataFrame, pd.DataFrame]]:
     """Extract pyradiomics features of every case, yielding one event per case.
 
@@ -282,6 +286,8 @@ def extract(
     cfg : RadiomicsConfig
         ``params`` (pyradiomics YAML), ``bin_width`` (when no YAML), ``jobs`` (0: all cores).
     cache_dir : folder for per-case JSON results; None: no cache.
+    checks : the case checks shared with ``prepare`` (``mask_label``, ``resample_mask``,
+        ``tolerance``); None: their defaults
     cluster : ``cluster.scheduler`` (a Dask address) runs each case as a task on a Dask
         cluster that shares this filesystem, instead of the local pool (see :mod:`.parallel`).
 
@@ -296,6 +302,8 @@ def extract(
     """
     cfg = cfg or RadiomicsConfig()
     spec = load_spec(cfg)
+    checks = checks or PrepareConfig()
+    default_mask_label(checks)  # a bad --mask-label fails here, not once per case
     cases, problems = _cases(cohort)
     jobs_n = cfg.jobs if cfg.jobs > 0 else cpu_count()
     cache = Path(cache_dir) if cache_dir else None
@@ -307,7 +315,7 @@ def extract(
     for case in cases:
         case_id = str(case.id)
         try:
-            key = _cache_key(case, spec)
+            key = _cache_key(case, spec, checks)
         except OSError as exc:
             failures.append((case_id, f"cannot read {exc.filename}: {exc.strerror}; check the manifest's paths"))
             done += 1
@@ -321,9 +329,9 @@ def extract(
             yield RadiomicsEvent(done, total, case_id, "cached")
             continue
         label = getattr(case, "mask_label", None)
-        todo.append(
-            _Job(case_id, str(case.image), str(case.mask), label, spec, str(cache_file) if cache_file else None)
-        )
+        extra = {k: str(p) for k, p in getattr(case, "extra_images", {}).items()}
+        cached_as = str(cache_file) if cache_file else None
+        todo.append(_Job(case_id, str(case.image), str(case.mask), label, spec, cached_as, checks, extra))
     for case_id, reason, feats, diags, secs in _run_jobs(todo, jobs_n, cluster):
         done += 1
         if reason:

@@ -219,7 +219,8 @@ def describe_os_error(exc: OSError) -> str:
     where = exc.filename or ""
     what = exc.strerror or str(exc)
     advice = _OS_ADVICE.get(exc.errno or 0, "")
-    return f"cannot write {where}: {what}" + (f" ({advice})" if advice else "") if where else f"{what}; {advice}"
+    text = f"cannot write {where}: {what}" if where else what
+    return text + (f" ({advice})" if advice else "")
 
 
 class OutputError(OSError):
@@ -230,26 +231,52 @@ class OutputError(OSError):
 
 
 def check_output_folder(path: str | Path, what: str = "--out") -> Path:
-    """Make sure ``path`` is (or can become) a folder this process may write to.
+    """Check, without writing anything, that ``path`` is or can become a writable folder.
+
+    The nearest existing folder at or above ``path`` must be writable, on a file system
+    that is not read-only and not full. Nothing is created: a command that fails later for
+    another reason leaves no empty folder behind.
 
     Raises
     ------
     OutputError
-        A file is in the way, or the folder cannot be created or written (read-only file
-        system, permissions, full disk); the message names the path and what to do.
+        A file is in the way, or the folder cannot be written (read-only file system,
+        permissions, full disk); the message names the path and what to do.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{what} {path} is a file, not a folder; give a folder (it is created if needed)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        exc.filename = exc.filename or str(path)
-        raise OutputError(f"{what} {path}: {describe_os_error(exc)}") from None
+    base = path.absolute()
+    while not base.exists():
+        base = base.parent
+    problem = None
+    if not base.is_dir():
+        problem = errno.ENOTDIR
+    elif _read_only(base):
+        problem = errno.EROFS
+    elif not os.access(base, os.W_OK | os.X_OK):
+        problem = errno.EACCES
+    elif _full(base):
+        problem = errno.ENOSPC
+    if problem:
+        exc = OSError(problem, os.strerror(problem), str(base))
+        raise OutputError(f"{what} {path}: {describe_os_error(exc)}")
     return path
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # pragma: no cover - no statvfs (Windows)
+        return False
+
+
+def _full(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except (AttributeError, OSError):  # pragma: no cover
+        return False
+    return st.f_bavail * st.f_frsize == 0
 
 
 def check_output_file(path: str | Path, what: str = "--out") -> Path:
