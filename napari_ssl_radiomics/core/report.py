@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .utils import write_text
+from .utils import read_table_csv, write_text
 
 FIGURES = "figures"
 
@@ -192,7 +192,7 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
         sections.append(("Training: loss, collapse and batch balance", text, [curves, bars], balance.round(3)))
 
     ssl = {
-        p.stem.removeprefix("ssl_"): pd.read_csv(p, dtype={"ID": str})
+        p.stem.removeprefix("ssl_"): read_table_csv(p)  # IDs as text: "NA" is a case
         for p in sorted((out / "features").glob("ssl_*.csv"))
     }
     if ssl:
