@@ -110,3 +110,35 @@ def test_sweep_accepts_the_papers_two_sweeps_only():
     assert parse_sweep(["clusters=0,2,3", "batch_size=2,4"]) == [("clusters", [0, 2, 3]), ("batch_size", [2, 4])]
     with pytest.raises(ValueError, match="clusters=0,2,3,4,5"):
         parse_sweep(["lr=1,2"])
+
+
+@pytest.mark.slow
+def test_ids_that_read_as_missing_survive_run_and_a_changed_config_names_a_real_fix(tmp_path):
+    """IDs NA, nan and None are cases, from the manifest to the report (issue 11)."""
+    from napari_ssl_radiomics.core.pipeline import run_all
+    from napari_ssl_radiomics.core.sample import write_sample_cohort
+
+    cfg = tiny_config(tmp_path / "out")
+    manifest = write_sample_cohort(tmp_path / "cohort", cfg.sample)
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    odd = ["NA", "nan", "None"]
+    table.loc[: len(odd) - 1, "ID"] = odd
+    table.to_csv(manifest, index=False)
+    cfg.cohort = str(manifest)
+    cfg.modes = ("none",)
+    cfg.train = C.TrainConfig(iterations=2, checkpoint_every=2, batch_size=4, device="cpu", seed=5)
+
+    result = run_all(cfg)
+    assert result.report is not None and result.report.exists()
+    out = tmp_path / "out"
+    for name in ("cache/cases.csv", "features/trad.csv", "features/ssl_none.csv", "features/features.csv"):
+        ids = set(pd.read_csv(out / name, dtype=str, keep_default_na=False)["ID"])
+        assert set(odd) <= ids, name
+    predictions = pd.read_csv(out / "evaluation" / "predictions.csv", dtype=str, keep_default_na=False)
+    assert set(odd) <= set(predictions["ID"])
+
+    # After a config edit, the message names something `run` can do (it has no --resume).
+    cfg.train = C.TrainConfig(iterations=2, checkpoint_every=2, batch_size=4, device="cpu", seed=6)
+    with pytest.raises(ValueError) as err:
+        run_all(cfg)
+    assert "delete" in str(err.value) and "--resume" not in str(err.value)
