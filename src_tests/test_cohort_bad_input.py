@@ -6,6 +6,7 @@ One cohort holds two good cases and one case per problem; ``prepare`` runs once 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 
 import numpy as np
 import pytest
@@ -77,6 +78,28 @@ def bad_cohort(tmp_path_factory):
     # NRRD: ITK's NIfTI IO turns NaN into 0 on the way
     add("nan", write(d / "nan.nrrd", nan), write(d / "nan_m.nii.gz", blob()))
     add("constant", write(d / "co.nii.gz", np.full((N,) * 3, 7.0, np.float32)), write(d / "co_m.nii.gz", blob()))
+    # NIfTI: SimpleITK's reader returns NaN and Inf as 0, so the file itself is scanned.
+    add("nan_nii", write(d / "nan.nii.gz", nan), write(d / "nan_nii_m.nii.gz", blob()))
+    add("inf_nii", write(d / "inf.nii", np.where(np.isnan(nan), 0, nan)), write(d / "inf_nii_m.nii", blob()))
+    # Truncated files, which SimpleITK reads with the missing voxels set to 0.
+    full = d / "full.nii"
+    write(full, (image(5) * 10).astype(np.int16))
+    data = full.read_bytes()
+    (d / "cut.nii").write_bytes(data[: len(data) // 2])
+    add("cut_nii", "cut.nii", write(d / "cut_m.nii.gz", blob()))
+    (d / "cut_stream.nii.gz").write_bytes(gzip.compress(data[: len(data) // 2]))  # whole gzip, short data
+    add("cut_gz_data", "cut_stream.nii.gz", write(d / "cut_gz_data_m.nii.gz", blob()))
+    packed = gzip.compress(data)
+    (d / "cut_gzip.nii.gz").write_bytes(packed[: len(packed) // 2])  # the gzip stream itself cut
+    add("cut_gzip", "cut_gzip.nii.gz", write(d / "cut_gzip_m.nii.gz", blob()))
+    # BraTS-style labels {1, 2, 4}: the whole tumour is their union.
+    brats = np.zeros((N,) * 3, np.uint8)
+    brats[4:12, 4:12, 4:12] = 2
+    brats[6:10, 6:10, 6:10] = 4
+    brats[7:9, 7:9, 7:9] = 1
+    add("brats_union", write(d / "br.nii.gz", image(6)), write(d / "br_m.nii.gz", brats), "1+2+4")
+    add("brats_all", write(d / "br2.nii.gz", image(7)), "br_m.nii.gz", "all")
+    add("brats_core", write(d / "br3.nii.gz", image(8)), "br_m.nii.gz", "1+4")
     add("good1", write(d / "dup.nii.gz", image(9)), write(d / "dup_m.nii.gz", blob()))
     (d / "manifest.csv").write_text("ID,Image,Mask,MaskLabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
     out = d / "cache"
@@ -91,6 +114,9 @@ def bad_cohort(tmp_path_factory):
     return d, out, table.set_index("ID", drop=False), events
 
 
+OK = ["chosen", "good1", "good2", "label255", "brats_union", "brats_all", "brats_core"]
+
+
 def reason(table, case_id):
     rows = table.loc[[case_id]]
     skipped = rows[rows["status"] == "skipped"]
@@ -101,10 +127,10 @@ def reason(table, case_id):
 def test_good_cases_survive_every_bad_neighbour(bad_cohort):
     _, out, table, events = bad_cohort
     ok = table[table["status"] == "ok"]["ID"].tolist()
-    assert sorted(ok) == ["chosen", "good1", "good2", "label255"]
-    assert len(events) == len(table) == 18 and events[-1].total == 18
+    assert sorted(ok) == sorted(OK)
+    assert len(events) == len(table) == 26 and events[-1].total == 26
     cohort = load_prepared(out)
-    assert sorted(cohort.ids) == sorted(ok) and cohort.images.shape == (4, 1, 16, 16, 16)
+    assert sorted(cohort.ids) == sorted(ok) and cohort.images.shape == (len(OK), 1, 16, 16, 16)
     assert (out / "cases.csv").exists() and (out / "prepare.json").exists()
 
 
@@ -194,3 +220,58 @@ def test_a_run_without_any_good_case_still_writes_its_table(tmp_path):
     assert list(table["status"]) == ["skipped"]
     with pytest.raises(ValueError, match="no case was prepared successfully"):
         load_prepared(tmp_path / "c")
+
+
+@pytest.mark.parametrize("case_id", ["nan_nii", "inf_nii"])
+def test_nan_and_inf_voxels_in_nifti(bad_cohort, case_id):
+    """The same values in NRRD are caught above; NIfTI lost them in SimpleITK's reader."""
+    text = reason(bad_cohort[2], case_id)
+    assert "NaN or Inf voxels" in text and "replace them" in text
+
+
+@pytest.mark.parametrize("case_id", ["cut_nii", "cut_gz_data"])
+def test_truncated_nifti_is_refused(bad_cohort, case_id):
+    text = reason(bad_cohort[2], case_id)
+    assert "is truncated: its header promises" in text and "copy the file again" in text
+
+
+def test_cut_gzip_stream_is_refused(bad_cohort):
+    text = reason(bad_cohort[2], "cut_gzip")
+    assert "cut_gzip.nii.gz" in text and ("truncated" in text or "cannot read" in text)
+
+
+def test_whole_tumour_and_label_unions(bad_cohort):
+    """MaskLabel 1+2+4 and 'all' give the union of a BraTS mask; 1+4 the tumour core."""
+    cohort = load_prepared(bad_cohort[1])
+    masks = dict(zip(cohort.ids, cohort.masks))
+    meta = dict(zip(cohort.ids, cohort.meta))
+    assert masks["brats_union"].sum() == masks["brats_all"].sum() == 8**3
+    assert masks["brats_core"].sum() == 4**3
+    assert meta["brats_union"]["mask_label"] == "1+2+4" and meta["brats_all"]["mask_label"] == "all"
+
+
+def test_mask_label_setting_applies_where_the_manifest_gives_none(bad_cohort):
+    d = bad_cohort[0]
+    case = next(c for c in load_cohort(d / "manifest.csv").cases if c.id == "several")
+    _, mask, meta = prepare_case(case, dataclasses.replace(CFG, mask_label="all"))
+    assert meta["mask_label"] == "all" and mask.sum() == 6 * 6 * 6 + 8
+    with pytest.raises(ValueError, match="mask_label"):
+        prepare_case(case, dataclasses.replace(CFG, mask_label="whole tumour please"))
+
+
+def test_radiomics_refuses_exactly_what_prepare_refuses(bad_cohort):
+    """One validation: every case prepare skips fails in radiomics with the same reason."""
+    from napari_ssl_radiomics.config import RadiomicsConfig
+    from napari_ssl_radiomics.core.radiomics import extract_all
+
+    d, _, table, _ = bad_cohort
+    features, failures = extract_all(d / "manifest.csv", RadiomicsConfig(jobs=1), None)
+    # A constant image has no intensity range to rescale for the network; pyradiomics copes.
+    prepared = {i for i in table[table["status"] == "ok"]["ID"]} | {"constant"}
+    assert set(features["ID"]) == prepared
+    skipped = table[(table["status"] == "skipped") & (table["ID"] != "constant")]
+    assert sorted(failures["ID"]) == sorted(skipped["ID"])
+    theirs = dict(zip(failures["ID"], failures["reason"]))
+    for row in skipped.itertuples():
+        if row.ID != "good1":  # the duplicate: the same ID twice, compared below
+            assert theirs[row.ID] == row.reason, row.ID

@@ -122,3 +122,24 @@ def test_cli_writes_table_sidecar_failures_and_cache(tmp_path, capsys):
     side = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert side["config"]["jobs"] == 1 and "versions" in side and "date" in side
     assert len(list((out.parent / ".radiomics_cache").glob("*.json"))) == 2
+
+
+def test_cli_mask_label_union_gives_the_whole_tumour(tmp_path):
+    """A BraTS-style mask {1, 2, 4}: refused without a label (as prepare refuses it);
+    ``--mask-label all`` and ``1+2+4`` extract the union, equal to a plain 0/1 mask of it."""
+    whole = _case(tmp_path, "whole", 0)
+    brats = sitk.GetArrayFromImage(sitk.ReadImage(str(whole.mask))).astype(np.uint8) * 2
+    brats[9:11, 9:11, 9:11] = 4
+    brats[10, 10, 10] = 1
+    _write(tmp_path / "brats_mask.nii.gz", brats, np.uint8)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"ID,Image,Mask\nbrats,{whole.image.name},brats_mask.nii.gz\n", encoding="utf-8")
+    out = tmp_path / "t.csv"
+    assert main(["radiomics", str(manifest), "--out", str(out), "--jobs", "1", "--no-cache"]) == 2
+    reason = pd.read_csv(tmp_path / "t_failures.csv")["reason"][0]
+    assert "several labels (1, 2, 4)" in reason and "--mask-label all" in reason
+    reference, _ = extract_all([whole], RadiomicsConfig(jobs=1))
+    for spec in ("all", "1+2+4"):
+        assert main(["radiomics", str(manifest), "--out", str(out), "--jobs", "1", "--mask-label", spec]) == 0
+        got = pd.read_csv(out).drop(columns="ID").iloc[0]
+        pd.testing.assert_series_equal(got, reference.drop(columns="ID").iloc[0], check_names=False)

@@ -351,6 +351,15 @@ def _series_ids(path: Path) -> tuple[str, ...]:
 # --- reading and checking one case ------------------------------------------------------
 
 
+def missing_source(case: Case) -> str | None:
+    """The message for a case's first missing file (as ``prepare`` words it), or None."""
+    sources = case.sources() if hasattr(case, "sources") else {"Image": case.image, "Mask": case.mask}
+    for name, path in sources.items():
+        if not Path(path).exists():
+            return f"{name} file {path} not found; fix the path (relative paths are relative to the manifest)"
+    return None
+
+
 def read_image(path: Path, case_id: str, what: str) -> sitk.Image:
     """Read a file or a DICOM series folder; raise CaseError naming the file when it fails."""
     if not path.exists():

@@ -48,7 +48,7 @@ import pandas as pd
 import yaml
 
 from ..config import ClusterConfig, PrepareConfig, RadiomicsConfig
-from .cohort import default_mask_label
+from .cohort import default_mask_label, missing_source
 from .parallel import run_cases
 from .utils import config_hash, cpu_count, sha256, write_json
 
@@ -204,10 +204,17 @@ def _run_case(job: _Job) -> tuple[str, str, dict, dict, float]:
         if key.startswith("diagnostics_"):
             diagnostics[key] = str(value)
         else:
-            features[key] = float(np.asarray(value))
+            features[key] = _real(value)
     if job.cache_file:
         write_json(job.cache_file, {"ID": job.case_id, "features": features, "diagnostics": diagnostics})
     return job.case_id, "", features, diagnostics, time.perf_counter() - t0
+
+
+def _real(value: Any) -> float:
+    """A feature value as a float; pyradiomics gives a complex number where a tiny ROI makes
+    a shape eigenvalue negative (e.g. Flatness of 8 voxels): that feature is undefined, NaN."""
+    value = np.real_if_close(np.asarray(value))
+    return float(value) if not np.iscomplexobj(value) else float("nan")
 
 
 def _reason(exc: BaseException) -> str:
@@ -317,7 +324,7 @@ def extract(
         try:
             key = _cache_key(case, spec, checks)
         except OSError as exc:
-            failures.append((case_id, f"cannot read {exc.filename}: {exc.strerror}; check the manifest's paths"))
+            failures.append((case_id, missing_source(case) or f"cannot read {exc.filename}: {exc.strerror}"))
             done += 1
             yield RadiomicsEvent(done, total, case_id, "failed", failures[-1][1])
             continue
