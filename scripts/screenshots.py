@@ -1,13 +1,15 @@
-"""Screenshots of each dock widget in use, in a real napari viewer.
+"""Full-window screenshots of each step of the workflow, in a real napari viewer at 1366×768.
 
 Run under a display (Xvfb is enough; image layers need OpenGL)::
 
-    xvfb-run -a .venv/bin/python scripts/screenshots.py [--out docs/screenshots]
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python scripts/screenshots.py [--out docs/screenshots]
 
 It writes the sample cohort into a temporary folder, prepares it, previews the
-augmentations, trains a short SE run, computes the clusters and evaluates the features,
-saving one PNG per widget (the dock widget's own rendering) and one of the whole window.
-Takes a few minutes on two CPU cores (most of it pyradiomics, UMAP's first fit and training).
+augmentations (2D and 3D), trains a short SE run, computes the clusters and evaluates the
+features. The five docks are tabified on the right, as a user would keep them on a laptop
+screen; for each step its dock is raised and the whole window (1366×768) is saved:
+cohort.png, augment.png, augment_3d.png, train.png, clusters.png, features.png. Takes a
+few minutes on two CPU cores (most of it pyradiomics, UMAP's first fit and training).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-WIDTH = 480  # pixels; the PNGs are scaled down to at most this width
+SIZE = (1366, 768)  # the window, pixels: a common laptop screen
+
+
+def settle(app, seconds: float = 0.3) -> None:
+    """Process GUI events for a while (redraws, layouts)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
 
 
 def wait(app, widget, timeout: float = 900.0) -> None:
@@ -29,41 +39,21 @@ def wait(app, widget, timeout: float = 900.0) -> None:
             raise TimeoutError(f"{type(widget).__name__} did not finish in {timeout} s")
         app.processEvents()
         time.sleep(0.02)
-    for _ in range(20):  # let the last redraws land
-        app.processEvents()
-        time.sleep(0.01)
+    settle(app)
 
 
-def save(widget, path: Path) -> None:
-    from qtpy.QtCore import Qt
-
-    pixmap = widget.grab()
-    if pixmap.width() > WIDTH:
-        pixmap = pixmap.scaledToWidth(WIDTH, Qt.TransformationMode.SmoothTransformation)
-    pixmap.save(str(path))
-    print(f"wrote {path} ({pixmap.width()}x{pixmap.height()})")
-
-
-def save_window(viewer, path: Path, width: int = 1000) -> None:
-    """The whole window (canvas, layer list, docks), scaled down to ``width`` pixels."""
+def save_window(app, viewer, dock, path: Path) -> None:
+    """Raise ``dock`` and save the whole window (canvas, layer list, docks) at its size."""
+    dock.raise_()
+    settle(app, 0.5)
+    shot = viewer.screenshot(canvas_only=False, flash=False)
     import numpy as np
-    from qtpy.QtCore import Qt
     from qtpy.QtGui import QImage
 
-    shot = np.ascontiguousarray(viewer.screenshot(canvas_only=False, flash=False))
+    shot = np.ascontiguousarray(shot)
     h, w = shot.shape[:2]
-    image = QImage(shot.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
-    image.scaledToWidth(min(width, w), Qt.TransformationMode.SmoothTransformation).save(str(path))
-    print(f"wrote {path}")
-
-
-def show_only(app, frames: dict, name: str | None) -> None:
-    """Show one dock (the others hidden) for a window screenshot; None shows them all."""
-    for key, frame in frames.items():
-        frame.setVisible(name is None or key == name)
-    for _ in range(20):
-        app.processEvents()
-        time.sleep(0.01)
+    QImage(shot.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).save(str(path))
+    print(f"wrote {path} ({w}x{h})")
 
 
 def replace(form, **values) -> None:
@@ -88,7 +78,7 @@ def main() -> None:
     from napari_ssl_radiomics.widgets.train import TrainWidget
 
     viewer = napari.Viewer(title="napari-ssl-radiomics")
-    viewer.window.resize(1400, 900)
+    viewer.window._qt_window.resize(*SIZE)
     app = QApplication.instance()
     docks, frames = {}, {}
     for name, cls in (
@@ -100,6 +90,8 @@ def main() -> None:
     ):
         docks[name] = cls(viewer)
         frames[name] = viewer.window.add_dock_widget(docks[name], name=name, area="right", tabify=True)
+    viewer.window._qt_window.resize(*SIZE)
+    settle(app)
 
     cohort = docks["Cohort"]
     cohort.workdir.setText(tempfile.mkdtemp(prefix="ssl-radiomics-shots-"))
@@ -111,19 +103,18 @@ def main() -> None:
     wait(app, cohort)
     cohort.table.selectRow(1)
     wait(app, cohort)
-    save(cohort, out / "cohort.png")
+    save_window(app, viewer, frames["Cohort"], out / "cohort.png")
 
     augment = docks["Augmentation preview"]
     augment.preview()
     wait(app, augment)
-    viewer.layers["case image"].visible = False
-    viewer.layers["case mask"].visible = False
-    save(augment, out / "augment.png")
-    show_only(app, frames, "Augmentation preview")
-    save_window(viewer, out / "viewer_augment.png")
-    show_only(app, frames, None)
-    for name in ("view 1", "view 2"):
-        viewer.layers[name].visible = False
+    save_window(app, viewer, frames["Augmentation preview"], out / "augment.png")
+    viewer.dims.ndisplay = 3
+    augment.preview()
+    wait(app, augment)
+    viewer.camera.angles = (5, 25, 80)
+    save_window(app, viewer, frames["Augmentation preview"], out / "augment_3d.png")
+    viewer.dims.ndisplay = 2
 
     train = docks["Training"]
     replace(
@@ -134,19 +125,20 @@ def main() -> None:
         batch_size=4,
         iterations=args.iterations,
         warmup_epochs=1,
-        checkpoint_every=20,
+        checkpoint_every=8,
         device="cpu",
     )
     train.start()
     wait(app, train, timeout=1800)
-    save(train, out / "train.png")
+    save_window(app, viewer, frames["Training"], out / "train.png")
 
     clusters = docks["Clusters"]
     clusters.neighbours.setValue(6)
     clusters.compute()
     wait(app, clusters)
-    clusters.select_case(0)
-    save(clusters, out / "clusters.png")
+    clusters.go_to_case(0)
+    settle(app)
+    save_window(app, viewer, frames["Clusters"], out / "clusters.png")
 
     features = docks["Features"]
     replace(features.evaluate_form, folds=3)
@@ -154,10 +146,8 @@ def main() -> None:
     wait(app, features, timeout=1800)
     features.evaluate()
     wait(app, features)
-    features.summary.setMinimumHeight(320)
-    save(features, out / "features.png")
-    show_only(app, frames, "Clusters")
-    save_window(viewer, out / "viewer_clusters.png")
+    features.scroll.ensureWidgetVisible(features.summary)
+    save_window(app, viewer, frames["Features"], out / "features.png")
     viewer.close()
 
 

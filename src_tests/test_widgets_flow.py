@@ -149,30 +149,55 @@ def test_cohort_reports_bad_rows_and_bad_paths(make_napari_viewer, qtbot, tmp_pa
 # --- augmentation ---------------------------------------------------------------------
 
 
-def test_augment_preview_side_by_side_and_shared(make_napari_viewer, qtbot, tmp_path, errors):
+def extent(layer) -> np.ndarray:
+    """(2, 3) world min and max (z, y, x) of a 3D layer."""
+    return np.asarray(layer.extent.world)[:, -3:]
+
+
+def apart(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two world boxes are disjoint along at least one axis."""
+    return bool(np.any((a[1] <= b[0]) | (b[1] <= a[0])))
+
+
+def test_augment_preview_beside_the_case_in_2d_and_3d(make_napari_viewer, qtbot, tmp_path, errors):
     from napari_ssl_radiomics.widgets.augment import AugmentWidget
 
     viewer = make_napari_viewer()
     cohort = load_and_prepare(qtbot, viewer, tmp_path)
-    cohort.table.selectRow(0)
+    cohort.table.selectRow(0)  # the full volume, at its physical position
     widget = AugmentWidget(viewer)
     qtbot.addWidget(widget)
     set_form(widget.form, rotation_p=0.0, noise=(5.0, 5.0), noise_p=1.0)
     state = get_state(viewer)
     assert state.augment.noise_p == 1.0 and state.augment.rotation_p == 0.0  # shared with training
 
-    widget.preview_button.click()
-    idle(qtbot, widget)
-    assert not errors.messages
-    one, two = (viewer.layers[name] for name in VIEW_LAYERS)
-    assert one.data.shape == two.data.shape == (CROP,) * 3
-    assert not np.array_equal(one.data, two.data)  # two independent draws
-    assert two.translate[-1] - one.translate[-1] >= CROP  # side by side, not overlapping
-    first = one.data.copy()
+    for ndisplay in (2, 3):
+        viewer.dims.ndisplay = ndisplay
+        widget.preview_button.click()
+        idle(qtbot, widget)
+        assert not errors.messages
+        one, two = (viewer.layers[name] for name in VIEW_LAYERS)
+        case = viewer.layers[IMAGE_LAYER]
+        assert one.data.shape == two.data.shape == (CROP,) * 3
+        assert not np.array_equal(one.data, two.data)  # two independent draws
+        # their own place: apart from each other and from the case, level with the case in z and y
+        assert apart(extent(one), extent(two)) and apart(extent(one), extent(case))
+        assert apart(extent(two), extent(case))
+        assert np.allclose(extent(one)[0, :2], extent(case)[0, :2])
+        assert one.visible and two.visible and not case.visible and not viewer.layers[MASK_LAYER].visible
+        # the z slider is inside the views (in 2D it picks the slice shown)
+        z = viewer.dims.point[-3]
+        assert extent(one)[0, 0] <= z <= extent(one)[1, 0]
+        assert viewer.dims.ndisplay == ndisplay
+
+    first = viewer.layers[VIEW_LAYERS[0]].data.copy()
     widget.reroll_button.click()
     idle(qtbot, widget)
     assert widget.seed.value() == 1
     assert not np.array_equal(first, viewer.layers[VIEW_LAYERS[0]].data)
+    # showing a case again brings its layers back and puts the views away
+    cohort.table.selectRow(1)
+    assert viewer.layers[IMAGE_LAYER].visible and not viewer.layers[VIEW_LAYERS[0]].visible
 
 
 # --- training -------------------------------------------------------------------------
@@ -226,6 +251,9 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
     assert not errors.messages, errors.messages
     assert widget.start_button.text() == "Start"
     first = widget.result
+    # the status ends in the truth, whatever step events arrived after the click
+    assert widget.status.text().startswith("Stopped at iteration"), widget.status.text()
+    assert widget.resume_button.isEnabled()
     assert first.stopped and first.checkpoint.exists()
     stopped_at = [e for e in widget.events if e.kind == "stopped"][0].iteration
     assert 2 <= stopped_at < TRAIN["iterations"]  # stopped between steps, not at the end
@@ -240,9 +268,8 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
     idle_gap = Ticks()  # the machine's own stall (other processes), for comparison
     qtbot.wait(1000)
     idle_stall = idle_gap.stop()
-    widget.resume.setChecked(True)
     whole = Ticks()  # from the click on: includes the worker's start (imports, model, cache)
-    widget.start_button.click()
+    widget.resume_button.click()
     qtbot.waitUntil(lambda: any(e.kind == "step" for e in widget.events[-1:]), timeout=WAIT_MS)
     ticks = Ticks()
     qtbot.waitUntil(lambda: widget.events[-1].kind == "done", timeout=WAIT_MS)
@@ -251,7 +278,7 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
     print(
         f"\nlongest event-loop stall while training: {stall * 1000:.0f} ms over {len(ticks.gaps)} ticks "
         f"(idle, before training: {idle_stall * 1000:.0f} ms; from the click, start-up included: "
-        f"{start_stall * 1000:.0f} ms)"
+        f"{start_stall * 1000:.0f} ms; longest redraw of the live plot: {max(widget.draw_seconds) * 1000:.0f} ms)"
     )
     assert not errors.messages, errors.messages
     second = widget.result
@@ -263,7 +290,13 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
     assert history["phase"].iloc[-1] == "se"
     assert widget.plot.draws >= 2
     assert widget.plot.iterations == list(range(1, TRAIN["iterations"] + 1))  # the resumed curve continues
-    assert stall < 0.25
+    assert widget.status.text().startswith(f"Finished: {TRAIN['iterations']} of {TRAIN['iterations']}")
+    # the health panel holds every health check of both parts of the run (none if the engine has none)
+    checks = [e for e in widget.events if e.kind == "health"]
+    assert [i for i, _ in widget.plot.health][-len(checks) :] == [e.iteration for e in checks] if checks else True
+    if checks:
+        assert widget.plot.health[0][0] == 0  # the untrained encoder's, read back from health.csv
+        assert widget.plot.rank_line.get_xdata()[0] == 0 and widget.health_info.text()
 
 
 def test_train_error_arrives_as_notification(make_napari_viewer, qtbot, tmp_path, errors):
@@ -274,12 +307,13 @@ def test_train_error_arrives_as_notification(make_napari_viewer, qtbot, tmp_path
     widget = TrainWidget(viewer)
     qtbot.addWidget(widget)
     set_form(widget.form, **TRAIN)
-    widget.resume.setChecked(True)
     widget.out.setText(str(tmp_path / "no-run-here"))
-    widget.start_button.click()
+    assert not widget.resume_button.isEnabled()  # nothing to resume there
+    widget.start(resume=True)
     idle(qtbot, widget)
     assert any("no checkpoint to resume" in m for m in errors.messages), errors.messages
     assert widget.start_button.text() == "Start" and widget.start_button.isEnabled()
+    assert widget.status.text().startswith("Failed:") and "no checkpoint to resume" in widget.status.text()
 
 
 # --- clusters and features (one short run shared by these tests) -----------------------
@@ -297,7 +331,8 @@ def trained(tmp_path_factory):
     manifest = write_sample_cohort(work / "sample", SampleConfig(cases=CASES, size=SIZE))
     prepare = PrepareConfig(size=CROP)
     prepare_all(manifest, prepare, work / "prepared")
-    cfg = TrainConfig(**{**TrainConfig().__dict__, **TRAIN, "iterations": 4})
+    # 12 cases, batch 2: one warm-up epoch is 6 vanilla steps, then 2 SE steps
+    cfg = TrainConfig(**{**TrainConfig().__dict__, **TRAIN, "iterations": 8, "warmup_epochs": 1})
     result = run_to_end(train(work / "prepared", work / "runs" / "se", cfg, AugmentConfig()))
     return work, manifest, prepare, result.run_dir
 
@@ -316,7 +351,9 @@ def with_state(viewer, trained):
     return state
 
 
-def test_clusters_one_point_per_case_and_features_on_masks(make_napari_viewer, qtbot, trained, errors):
+def test_clusters_one_point_per_case_and_se_batches(make_napari_viewer, qtbot, trained, errors):
+    from matplotlib.backend_bases import MouseEvent
+
     from napari_ssl_radiomics.core.report import parse_ids
     from napari_ssl_radiomics.widgets.clusters import BY_LABEL, ClustersWidget
 
@@ -329,42 +366,58 @@ def test_clusters_one_point_per_case_and_features_on_masks(make_napari_viewer, q
     idle(qtbot, widget, timeout=180_000)  # the first UMAP fit in a process compiles (numba)
     assert not errors.messages, errors.messages
 
-    ids = state.prepared().ids
+    ids = [str(i) for i in state.prepared().ids]
+    table = widget.table
     assert len(widget.plot.points.get_offsets()) == len(ids) == CASES
     layer = viewer.layers[COHORT_MASKS]
     assert layer.data.shape == (CASES, CROP, CROP, CROP)
-    table = layer.features
-    assert list(table["ID"]) == list(ids)
-    for col in ("index", "ID", "Label", "UMAP_0", "UMAP_1", "cluster", "se_selected_count"):
-        assert col in table.columns
-    # row i <-> label i + 1: the mask of case i is painted with its row's index value
-    for i in (0, CASES - 1):
-        assert set(np.unique(layer.data[i])) == {0, int(table["index"].iloc[i])}
-    # the SE counts are those of the run's history
+    assert list(table["ID"]) == ids
+    for i in (0, CASES - 1):  # case i is painted with label i + 1, napari's row i + 1
+        assert set(np.unique(layer.data[i])) == {0, i + 1}
+        assert str(layer.features["ID"].iloc[i + 1]) == ids[i]
+    # only the RE/SE-phase batches count: the warm-up's random batches do not
     history = pd.read_csv(trained[3] / "history.csv")
-    counts = pd.Series([i for cell in history["selected_ids"] for i in parse_ids(cell)]).value_counts()
+    assert set(history["phase"]) == {"vanilla", "se"}
+    module = history[history["phase"] == "se"]
+    counts = pd.Series([i for cell in module["selected_ids"] for i in parse_ids(cell)]).value_counts()
     assert table.set_index("ID")["se_selected_count"].to_dict() == {i: int(counts.get(i, 0)) for i in ids}
-    # bars: cluster sizes split by label add up to the cohort
+    assert (table["se_selected_count"] == 0).any()  # not every case is ringed
+    assert list(widget.batches["iteration"]) == list(module["iteration"])
+    # the slider walks the RE/SE batches: one batch's cases are ringed on the UMAP
+    assert widget.step.isEnabled() and widget.step.maximum() == len(module) - 1
+    widget.step.setValue(0)
+    batch = parse_ids(module["selected_ids"].iloc[0])
+    ringed = widget.plot.batch_rings.get_offsets()
+    expected = table.loc[table["ID"].isin(batch), ["UMAP_0", "UMAP_1"]].to_numpy()
+    assert np.allclose(np.sort(ringed, axis=0), np.sort(expected, axis=0))
+    assert f"step {module['iteration'].iloc[0]}" in widget.batch_info.text()
+    # the balance panel: the minority share per batch and the cohort's share
+    assert len(widget.plot.ax_balance.lines) >= 3
     bars = sum(p.get_height() for p in widget.plot.ax_bars.patches)
     assert bars == CASES
 
-    # a click on a point shows that case
-    from matplotlib.backend_bases import MouseEvent
-
-    canvas = widget.plot
-    x, y = canvas.ax_scatter.transData.transform(table[["UMAP_0", "UMAP_1"]].to_numpy()[3])
-    MouseEvent("button_press_event", canvas, x, y, button=1)._process()
-    MouseEvent("button_release_event", canvas, x, y, button=1)._process()
-    assert state.case_id == ids[3] and viewer.dims.current_step[0] == 3
-    # the lasso marks the cases inside it in the features table
+    # a click on a point moves the sliders to that case and adds or selects nothing
+    layers_before = [lyr.name for lyr in viewer.layers]
+    selection_before = set(viewer.layers.selection)
+    case_before = state.case_id
+    canvas = widget.plot.canvas
+    for row in (3, CASES - 1):  # the last case too (its label is the largest)
+        x, y = widget.plot.ax_scatter.transData.transform(table[["UMAP_0", "UMAP_1"]].to_numpy()[row])
+        MouseEvent("button_press_event", canvas, x, y, button=1)._process()
+        MouseEvent("button_release_event", canvas, x, y, button=1)._process()
+        assert viewer.dims.current_step[0] == row
+    assert [lyr.name for lyr in viewer.layers] == layers_before
+    assert set(viewer.layers.selection) == selection_before and state.case_id == case_before
+    # the lasso marks the cases inside it in the features table (row 0, the background, never)
     xy = table[["UMAP_0", "UMAP_1"]].to_numpy()
     lo, hi = xy.min(axis=0) - 1, xy.max(axis=0) + 1
     widget._lassoed([(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])])
-    assert layer.features["selected"].all()
-    widget.mark(np.array([1, 2]))
-    assert list(layer.features["selected"]) == [i in (1, 2) for i in range(CASES)]
+    assert list(layer.features["selected"].iloc[1:]) == [1] * CASES and pd.isna(layer.features["selected"].iloc[0])
+    widget.mark(np.array([1, 2, CASES + 7]))  # an out-of-range row is ignored
+    assert list(layer.features["selected"].iloc[1:]) == [int(i in (1, 2)) for i in range(CASES)]
     widget.colour.setCurrentText(BY_LABEL)
     assert widget.plot.ax_scatter.get_legend() is not None
+    assert not errors.messages, errors.messages
 
 
 def test_features_extract_evaluate_export(make_napari_viewer, qtbot, trained, tmp_path, errors):
@@ -379,6 +432,8 @@ def test_features_extract_evaluate_export(make_napari_viewer, qtbot, trained, tm
     widget.extract_button.click()
     idle(qtbot, widget, timeout=300_000)
     assert not errors.messages, errors.messages
+    # extraction reported k of n as it went
+    assert widget.progress_seen and widget.progress_seen[-1] == (CASES, CASES)
     assert set(widget.sets) == {"Trad.", "3DSiam+SE", "Trad.+3DSiam+SE"}
     both = widget.sets["Trad.+3DSiam+SE"]
     assert len(both) == CASES
@@ -388,7 +443,12 @@ def test_features_extract_evaluate_export(make_napari_viewer, qtbot, trained, tm
     idle(qtbot, widget, timeout=300_000)
     assert not errors.messages, errors.messages
     assert "3DSiam+SE" in widget.summary.toPlainText()
-    assert widget.roc.pixmap() is not None and not widget.roc.pixmap().isNull()
+    # the summary is as tall as its text (no scrolling in a small box)
+    assert widget.summary.height() >= widget.summary.document().size().height()
+    # the ROC legend and the note say which AUC is which
+    legend = [t.get_text() for t in widget.roc.ax.get_legend().get_texts()]
+    assert len(legend) == 3 and all("pooled AUC" in t and "fold mean" in t for t in legend)
+    assert "fold mean" in widget.note.text() and "pooled" in widget.note.text()
 
     files = widget.export(tmp_path / "export")
     names = {p.name for p in files}

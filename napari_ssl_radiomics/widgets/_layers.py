@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._state import IMAGE_LAYER, MASK_LAYER, State
+from ._state import IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, State
 
 
 def put_layer(viewer: Any, name: str, data: np.ndarray, kind: str = "image", **kw: Any) -> Any:
@@ -83,7 +83,7 @@ def _zyx(value: Any) -> tuple:
 
 
 def show_case(viewer: Any, state: State, case_id: str, crop: bool) -> None:
-    """Show a case's image and mask layers at their physical scale and position."""
+    """Show a case's image and mask layers at their physical scale and position (the preview's views hidden)."""
     image, mask, spacing, origin = case_volume(state, case_id, crop)
     lo, hi = float(np.min(image)), float(np.max(image))
     put_layer(
@@ -96,4 +96,10 @@ def show_case(viewer: Any, state: State, case_id: str, crop: bool) -> None:
         colormap="gray",
     )
     put_layer(viewer, MASK_LAYER, mask, kind="labels", scale=spacing, translate=origin, opacity=0.4)
+    # the case is what the user looks at now: show its layers (a preview had hidden them)
+    for name in (IMAGE_LAYER, MASK_LAYER):
+        viewer.layers[name].visible = True
+    for name in VIEW_LAYERS:
+        if name in viewer.layers:
+            viewer.layers[name].visible = False
     viewer.reset_view()

@@ -18,7 +18,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 #: smallest height a dock asks for, pixels (its content scrolls below that)
-DOCK_MIN_HEIGHT = 120
+DOCK_MIN_HEIGHT = 64
 
 
 class ThemedFigure(BaseNapariMPLWidget):

@@ -1,10 +1,14 @@
 """Augmentation preview: the seven augmentations, each with its range and probability.
 
 Preview draws two random views of the selected (prepared) case with the core's
-``two_views`` and shows them as two image layers side by side (the second translated
-along x by the crop's width plus a gap, so both show in 2D and in 3D); Reroll draws again
-with the next seed. The settings are stored in the shared state, where the training widget
-reads them: what is previewed is what training uses.
+``two_views`` and shows them as two image layers of their own, placed beside the case
+(right of the case layers' extent along x, aligned with them in z and y) with a gap
+between them, so that neither covers the other or the case, in 2D and in 3D. The case
+layers (and the cohort stack, if shown) are hidden while previewing, the z slider is moved
+to the views' middle slice and the camera is fitted to them. Reroll draws again with the
+next seed. Showing a case again (Cohort widget) hides the views. The settings are stored
+in the shared state, where the training widget reads them: what is previewed is what
+training uses.
 """
 
 from __future__ import annotations
@@ -14,18 +18,21 @@ from typing import Any
 
 import numpy as np
 from napari.utils.notifications import show_error
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox
 
 from ..config import AugmentConfig
 from . import _workers
 from ._form import ConfigForm
 from ._layers import _zyx, put_layer
-from ._state import VIEW_LAYERS, get_state
+from ._plots import ScrollDock
+from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, get_state
 
-GAP = 4  # voxels between the two views
+GAP = 4  # voxels between the case and the views, and between the two views
+#: layers hidden while previewing (they would share the views' world space or cover them)
+HIDDEN_WHILE_PREVIEWING = (IMAGE_LAYER, MASK_LAYER, "cohort images", COHORT_MASKS)
 
 
-class AugmentWidget(QWidget):
+class AugmentWidget(ScrollDock):
     """Set and preview the training augmentations (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -46,7 +53,7 @@ class AugmentWidget(QWidget):
         self.info = QLabel("Select a prepared case in the Cohort widget, then Preview.")
         self.info.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        layout = self.body
         layout.addWidget(self.form)
         row = QHBoxLayout()
         row.addWidget(QLabel("seed"))
@@ -99,18 +106,41 @@ class AugmentWidget(QWidget):
     def _show(self, result: tuple[str, tuple[np.ndarray, np.ndarray], dict]) -> None:
         case_id, views, meta = result
         spacing = _zyx(meta.get("spacing", self.state.prepare.spacing))  # per case for crop='bbox'
+        origin = self._beside_the_case(spacing)
         width = views[0].shape[-1]
+        for name in HIDDEN_WHILE_PREVIEWING:
+            if name in self.viewer.layers:
+                self.viewer.layers[name].visible = False
         for i, (name, view) in enumerate(zip(VIEW_LAYERS, views)):
             view = np.asarray(view)
             view = view[0] if view.ndim == 4 else view  # the primary channel
-            put_layer(
+            layer = put_layer(
                 self.viewer,
                 name,
                 view,
                 scale=spacing,
                 colormap="gray",
                 contrast_limits=(0.0, 255.0),
-                translate=(0.0, 0.0, i * (width + GAP) * spacing[2]),
+                translate=(origin[0], origin[1], origin[2] + i * (width + GAP) * spacing[2]),
             )
-        self.info.setText(f"Case {case_id}, seed {self.seed.value()}: two independent draws of the augmentations.")
+            layer.visible = True
+        self.info.setText(
+            f"Case {case_id}, seed {self.seed.value()}: two independent draws of the augmentations "
+            "(layers 'view 1' and 'view 2', beside the case; the case layers are hidden meanwhile)."
+        )
+        self._look_at_views(views[0].shape[-3], spacing[0], origin[0])
+
+    def _beside_the_case(self, spacing: tuple) -> tuple[float, float, float]:
+        """World (z, y, x) of the first view's corner: right of the case image, aligned in z and y."""
+        if IMAGE_LAYER not in self.viewer.layers:
+            return (0.0, 0.0, 0.0)
+        case = self.viewer.layers[IMAGE_LAYER]
+        lo, hi = np.asarray(case.extent.world)[:, -3:]
+        return (float(lo[0]), float(lo[1]), float(hi[2]) + GAP * spacing[2])
+
+    def _look_at_views(self, depth: int, dz: float, z0: float) -> None:
+        """Move the z slider to the views' middle slice and fit the camera to them."""
+        dims = self.viewer.dims
+        if dims.ndim >= 3:
+            dims.set_point(dims.ndim - 3, z0 + (depth // 2) * dz)
         self.viewer.reset_view()

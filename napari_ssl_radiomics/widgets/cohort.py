@@ -33,6 +33,7 @@ from ..config import PrepareConfig, SampleConfig
 from . import _workers
 from ._form import ConfigForm
 from ._layers import show_case
+from ._plots import ScrollDock
 from ._state import get_state
 
 SAMPLE, FILES = "built-in sample cohort", "manifest CSV or folder"
@@ -45,7 +46,7 @@ def _group(title: str, widget: QWidget) -> QGroupBox:
     return box
 
 
-class CohortWidget(QWidget):
+class CohortWidget(ScrollDock):
     """Choose, prepare and browse a cohort (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -88,7 +89,7 @@ class CohortWidget(QWidget):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        layout = self.body
         layout.addWidget(self.source)
         row = QHBoxLayout()
         for w in (self.path, browse_file, browse_dir):
@@ -211,7 +212,8 @@ class CohortWidget(QWidget):
             return prepare(cohort, cfg, cache)
 
         def on_event(event: Any) -> None:
-            bar.update(1)
+            bar.update(max(0, int(event.index) - bar.n))
+            self.summary.setText(f"Preparing: case {event.index} of {event.total} ({event.case_id})")
             status = event.status if event.status != "skipped" else f"skipped: {event.reason}"
             self._set_status(event.case_id, status)
 

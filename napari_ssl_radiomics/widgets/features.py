@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtGui import QPixmap
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -30,14 +30,22 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTextBrowser,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..config import EvaluateConfig, RadiomicsConfig
 from ..core.tables import common_cases, table2_sets
 from . import _workers
 from ._form import ConfigForm
+from ._plots import ScrollDock, ThemedFigure
 from ._state import get_state
+
+#: what the two views of the evaluation show (they are different quantities)
+TABLE_NOTE = "Table: mean ± sd over the test folds (and repeats): the fold mean."
+ROC_NOTE = (
+    "ROC: the out-of-fold scores of all test folds pooled into one curve per feature set; its "
+    "legend gives that pooled AUC beside the fold-mean AUC of the table. The two differ: a "
+    "fold's AUC ranks only its own cases, the pooled curve ranks every case against every other."
+)
 
 
 def run_name(run: Path) -> str:
@@ -53,7 +61,65 @@ def run_name(run: Path) -> str:
     return MODE_NAMES.get(mode, mode)
 
 
-class FeaturesWidget(QWidget):
+def fold_mean_auc(results: pd.DataFrame, name: str, fraction: float) -> float:
+    """Mean AUC over the test folds (and repeats) of one feature set at one label fraction."""
+    sel = results[
+        (results["feature_set"] == name)
+        & (results["metric"] == "auc")
+        & (results["label_fraction"].astype(float).sub(fraction).abs() < 1e-9)
+    ]
+    if "fold" in sel.columns:  # per-fold rows only (a pooled row, if any, has no fold number)
+        sel = sel[pd.to_numeric(sel["fold"], errors="coerce").notna()]
+    return float(sel["value"].mean()) if len(sel) else float("nan")
+
+
+class RocPlot(ThemedFigure):
+    """ROC curves of the feature sets at one label fraction, pooled over folds, in the viewer's theme."""
+
+    def __init__(self, viewer: Any) -> None:
+        super().__init__(viewer, height=300)
+        self.ax = self.subplots(1, 1)
+        self.result: Any = None
+
+    def on_theme(self) -> None:
+        self.figure.clear()
+        self.ax = self.subplots(1, 1)
+        if self.result is not None:
+            self.show_result(self.result)
+        self.canvas.draw_idle()
+
+    def show_result(self, result: Any) -> None:
+        """Draw the pooled ROC of every feature set at the largest label fraction."""
+        self.result = result
+        self.themed(lambda: self._draw(result))
+        self.canvas.draw_idle()
+
+    def _draw(self, result: Any) -> None:
+        from sklearn.metrics import roc_auc_score, roc_curve
+
+        ax = self.ax
+        ax.clear()
+        preds = result.predictions
+        fraction = float(preds["label_fraction"].astype(float).max())
+        sel = preds[(preds["label_fraction"].astype(float) - fraction).abs() < 1e-9]
+        col = "score" if len(result.classes) == 2 else f"score_{result.positive}"
+        for name, g in sel.groupby("feature_set", sort=False):
+            truth = g["y_true"].astype(str).to_numpy() == str(result.positive)
+            if truth.all() or not truth.any() or col not in g:
+                continue
+            fpr, tpr, _ = roc_curve(truth, g[col].to_numpy(float))
+            pooled = roc_auc_score(truth, g[col].to_numpy(float))
+            mean = fold_mean_auc(result.results, name, fraction)
+            ax.plot(fpr, tpr, lw=1.5, label=f"{name}: pooled AUC {pooled:.2f} (fold mean {mean:.2f})")
+        ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+        ax.set_xlabel("1 - specificity", fontsize=8)
+        ax.set_ylabel(f"sensitivity ({result.positive})", fontsize=8)
+        ax.set_title(f"ROC, {fraction:.0%} of the labels, all test folds pooled", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(loc="lower right", fontsize=7, framealpha=0.3)
+
+
+class FeaturesWidget(ScrollDock):
     """Extract, combine, evaluate and export features (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -65,6 +131,7 @@ class FeaturesWidget(QWidget):
         self.sets: dict[str, pd.DataFrame] = {}
         self.result: Any = None
         self.plots: list[Path] = []
+        self.progress_seen: list[tuple[int, int]] = []  # (k, n) of the extraction's events
 
         self.use_trad = QCheckBox("traditional (pyradiomics)")
         self.use_trad.setChecked(True)
@@ -82,12 +149,17 @@ class FeaturesWidget(QWidget):
         self.export_button.clicked.connect(self._export_dialog)
         self.info = QLabel("")
         self.info.setWordWrap(True)
+        # the summary shows whole (it grows with its text); the dock scrolls, not the box
         self.summary = QTextBrowser()
-        self.summary.setMinimumHeight(160)
-        self.roc = QLabel()
-        self.roc.setScaledContents(False)
+        self.summary.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.summary.setVisible(False)
+        self.note = QLabel(f"{TABLE_NOTE} {ROC_NOTE}")
+        self.note.setWordWrap(True)
+        self.note.setVisible(False)
+        self.roc = RocPlot(napari_viewer)
+        self.roc.setVisible(False)
 
-        layout = QVBoxLayout(self)
+        layout = self.body
         layout.addWidget(self.use_trad)
         box = QGroupBox("pyradiomics")
         QVBoxLayout(box).addWidget(self.radiomics_form)
@@ -103,6 +175,7 @@ class FeaturesWidget(QWidget):
         row.addWidget(self.export_button)
         layout.addLayout(row)
         layout.addWidget(self.info)
+        layout.addWidget(self.note)
         layout.addWidget(self.summary)
         layout.addWidget(self.roc)
         self._busy(False)
@@ -177,10 +250,20 @@ class FeaturesWidget(QWidget):
                 self._bar = None
             self._busy(False)
 
+        def on_event(ev: Any) -> None:
+            # every core event carries index (k), total (n) and message (core/events.py)
+            self.progress_seen.append((int(ev.index), int(ev.total)))
+            if self._bar is not None:
+                self._bar.update(max(0, int(ev.index) - self._bar.n))
+            self.info.setText(
+                f"pyradiomics: case {ev.index} of {ev.total}" + (f" ({ev.message})" if ev.message else "")
+            )
+
         self._busy(True)
+        self.info.setText(f"Extracting: case 0 of {len(cohort.cases)} …" if trad else "Encoding the cases …")
         return _workers.start(
             work,
-            on_yield=lambda ev: self._bar.update(1) if self._bar else None,
+            on_yield=on_event,
             on_return=on_return,
             on_finish=on_finish,
             owner=self,
@@ -199,24 +282,49 @@ class FeaturesWidget(QWidget):
         sets, out = dict(self.sets), self.state.workdir / "results"
 
         def work() -> Any:
-            from ..core.evaluate import evaluate, write_outputs
+            from ..core.evaluate import evaluate_iter, write_outputs
 
-            result = evaluate(sets, cfg)
+            result = yield from evaluate_iter(sets, cfg)
             return result, write_outputs(result, out)
+
+        bars: dict[str, Any] = {}
+
+        def on_yield(event: Any) -> None:
+            # One step per SVM fit; napari's bar shows the ETA.
+            bar = bars.get("bar") or bars.setdefault("bar", progress(total=event.total, desc="evaluate"))
+            bar.update(1)
+            self.info.setText(f"Evaluating {event.index}/{event.total}: {event.message}")
+
+        def on_finish() -> None:
+            if "bar" in bars:
+                bars.pop("bar").close()
+            self._busy(False)
 
         self._busy(True)
         self.info.setText("Evaluating (linear SVM under cross-validation) …")
-        return _workers.start(work, owner=self, on_return=self._evaluated, on_finish=lambda: self._busy(False))
+        return _workers.start(work, owner=self, on_yield=on_yield, on_return=self._evaluated, on_finish=on_finish)
 
     def _evaluated(self, out: tuple[Any, list[Path]]) -> None:
         self.result, files = out
         self.plots = [Path(p) for p in files if str(p).endswith(".png")]
         self.summary.setMarkdown(self.result.summary)
-        roc = next((p for p in self.plots if "roc" in p.name.lower()), self.plots[0] if self.plots else None)
-        if roc is not None:
-            pixmap = QPixmap(str(roc))
-            self.roc.setPixmap(pixmap.scaledToWidth(min(420, pixmap.width())))
+        self.summary.setVisible(True)
+        self.note.setVisible(True)
+        self._fit_summary()
+        self.roc.setVisible(True)
+        self.roc.show_result(self.result)
         self.info.setText(f"Evaluated {len(self.sets)} feature sets; outputs in {files[0].parent if files else ''}")
+
+    def _fit_summary(self) -> None:
+        """Make the summary box as tall as its text, so that it reads without scrolling."""
+        doc = self.summary.document()
+        doc.setTextWidth(max(200, self.summary.viewport().width()))
+        self.summary.setFixedHeight(int(doc.size().height()) + 2 * self.summary.frameWidth() + 8)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt naming)
+        super().resizeEvent(event)
+        if self.summary.isVisible():
+            self._fit_summary()
 
     # --- export ---------------------------------------------------------------------
     def _export_dialog(self) -> None:

@@ -1,32 +1,44 @@
 """Training widget: 3DSiam with the RE/SE module, run in the background with a live plot.
 
-Start turns into Stop. The run is the core's ``train`` generator inside a napari
-``thread_worker``: each step's event goes to the GUI thread, which moves a napari progress
-bar and collects the loss and the collapse metric; a timer redraws the plot at most
-:data:`REDRAW_S` apart, so a fast run cannot flood the event loop. Stop asks the core to
-stop (its ``stop`` callable), which saves the checkpoint and the log; Resume continues a
-run from its checkpoint. The augmentations are the ones set in the Augmentation widget.
+Start turns into Stop; Resume continues the current run (or the output folder's) from its
+checkpoint. The run is the core's ``train`` generator inside a napari ``thread_worker``:
+each step's event goes to the GUI thread, which moves a napari progress bar and collects
+the loss and the collapse metric; a timer redraws the plot at most :data:`REDRAW_S` apart,
+so a fast run cannot flood the event loop. Stop asks the core to stop (its ``stop``
+callable), which saves the checkpoint and the log. The status line ends in what happened:
+stopped, finished, diverged or failed. The augmentations are the ones set in the
+Augmentation widget.
+
+The live plot (themed like the viewer, napari-matplotlib) has three panels: the loss, the
+collapse metric (the train-mode spread, which sees only complete collapse) and the
+representation health of the core's checks (``health`` events: effective rank and, with
+labels, the linear-probe AUC of a fixed probe set, step 0 being the untrained encoder).
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from napari.utils import progress
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton
 
 from ..config import TrainConfig
 from . import _workers
 from ._form import ConfigForm
+from ._plots import ScrollDock, ThemedFigure
 from ._state import get_state
 
 REDRAW_S = 0.3  # shortest time between two redraws of the live plot, seconds
+#: at most this share of the GUI thread's time goes to redrawing the live plot: on a loaded
+#: machine one redraw of the three panels takes 0.1-0.6 s, so the interval grows with it
+REDRAW_SHARE = 0.2
+RANK_COLOUR, AUC_COLOUR = "tab:green", "tab:purple"
 
 
 def torch_threads() -> int:
@@ -40,32 +52,53 @@ def torch_threads() -> int:
     return max(1, cpu_count() - 1)
 
 
-class LossPlot(FigureCanvasQTAgg):
-    """Loss and collapse metric against the iteration (two stacked axes).
+class LossPlot(ThemedFigure):
+    """Loss, collapse metric and representation health against the iteration.
 
     Every redraw runs in the GUI thread, so it is kept cheap: the lines are created once
-    and only their data change, and the margins are fixed (``tight_layout`` would measure
+    and only their data change, and the margins are fixed (a layout engine would measure
     every tick label on every draw, which doubles the cost).
     """
 
-    def __init__(self) -> None:
-        self.figure = Figure(figsize=(4, 3))
-        super().__init__(self.figure)
-        self.ax_loss, self.ax_collapse = self.figure.subplots(2, 1, sharex=True)
-        self.figure.subplots_adjust(left=0.2, right=0.97, top=0.96, bottom=0.15, hspace=0.12)
-        (self.loss_line,) = self.ax_loss.plot([], [], color="tab:blue", lw=1)
-        (self.collapse_line,) = self.ax_collapse.plot([], [], color="tab:orange", lw=1)
-        self.ax_loss.set_ylabel("loss")
-        # a healthy representation has a std of about 1/sqrt(d) (d = 256); collapse drives it to 0
-        self.ax_collapse.axhline(1 / 16, color="grey", lw=0.8, ls="--")
-        self.ax_collapse.set_ylabel("collapse (std)")
-        self.ax_collapse.set_xlabel("iteration")
+    def __init__(self, viewer: Any) -> None:
+        super().__init__(viewer, height=380, fast=True)
+        self._build()
         self.clear()
+
+    def _build(self) -> None:
+        self.figure.clear()
+        self.ax_loss, self.ax_collapse, self.ax_health = self.subplots(3, 1, sharex=True)
+        self.figure.subplots_adjust(left=0.17, right=0.85, top=0.97, bottom=0.1, hspace=0.15)
+        self.ax_auc = self.themed(self.ax_health.twinx)
+
+        def lines() -> None:
+            (self.loss_line,) = self.ax_loss.plot([], [], color="tab:blue", lw=1)
+            (self.collapse_line,) = self.ax_collapse.plot([], [], color="tab:orange", lw=1)
+            (self.rank_line,) = self.ax_health.plot([], [], "o-", color=RANK_COLOUR, lw=1, ms=3)
+            (self.auc_line,) = self.ax_auc.plot([], [], "s-", color=AUC_COLOUR, lw=1, ms=3)
+            (self.rank_start,) = self.ax_health.plot([], [], ls="--", color=RANK_COLOUR, lw=0.8)
+            (self.auc_start,) = self.ax_auc.plot([], [], ls="--", color=AUC_COLOUR, lw=0.8)
+            self.ax_loss.set_ylabel("loss", fontsize=8)
+            # a healthy representation has a std of about 1/sqrt(d) (d = 256); collapse drives it to 0
+            self.ax_collapse.axhline(1 / 16, color="grey", lw=0.8, ls="--")
+            self.ax_collapse.set_ylabel("collapse (std)", fontsize=8)
+            self.ax_health.set_ylabel("effective rank", fontsize=8, color=RANK_COLOUR)
+            self.ax_auc.set_ylabel("probe AUC", fontsize=8, color=AUC_COLOUR)
+            self.ax_health.set_xlabel("iteration (dashed: the untrained encoder)", fontsize=8)
+            for ax in (self.ax_loss, self.ax_collapse, self.ax_health, self.ax_auc):
+                ax.tick_params(labelsize=7)
+
+        self.themed(lines)
+
+    def on_theme(self) -> None:
+        self._build()
+        self.redraw()
 
     def clear(self) -> None:
         self.iterations: list[int] = []
         self.loss: list[float] = []
         self.collapse: list[float] = []
+        self.health: list[tuple[int, dict[str, float]]] = []
         self.draws = 0
         self.redraw()
 
@@ -74,17 +107,48 @@ class LossPlot(FigureCanvasQTAgg):
         self.loss.append(loss)
         self.collapse.append(collapse)
 
+    def add_health(self, iteration: int, figures: dict[str, float]) -> None:
+        self.health.append((iteration, dict(figures)))
+
+    def _health_series(self, key: str) -> tuple[list[int], list[float]]:
+        pairs = [(i, f[key]) for i, f in self.health if key in f and not math.isnan(float(f[key]))]
+        return [p[0] for p in pairs], [float(p[1]) for p in pairs]
+
     def redraw(self) -> None:
         self.loss_line.set_data(self.iterations, self.loss)
         self.collapse_line.set_data(self.iterations, self.collapse)
-        for ax in (self.ax_loss, self.ax_collapse):
+        for line, start, key in (
+            (self.rank_line, self.rank_start, "effective_rank"),
+            (self.auc_line, self.auc_start, "probe_auc"),
+        ):
+            x, y = self._health_series(key)
+            line.set_data(x, y)
+            last = max([*x, *self.iterations, 1])
+            start.set_data(([0, last], [y[0], y[0]]) if x and x[0] == 0 else ([], []))
+        for ax in (self.ax_loss, self.ax_collapse, self.ax_health, self.ax_auc):
             ax.relim()
             ax.autoscale_view()
-        self.draw_idle()
+        self.canvas.draw_idle()
         self.draws += 1
 
 
-class TrainWidget(QWidget):
+def describe_health(figures: dict[str, float], first: dict[str, float] | None) -> str:
+    """One line of health figures, with the untrained encoder's in brackets."""
+    parts = []
+    for key, name, fmt in (
+        ("effective_rank", "effective rank", "{:.1f}"),
+        ("top_pc_share", "top-PC share", "{:.2f}"),
+        ("probe_auc", "probe AUC", "{:.2f}"),
+    ):
+        if key in figures:
+            text = f"{name} {fmt.format(figures[key])}"
+            if first and key in first and first is not figures:
+                text += f" (untrained {fmt.format(first[key])})"
+            parts.append(text)
+    return ", ".join(parts)
+
+
+class TrainWidget(ScrollDock):
     """Train 3DSiam (none / RE / SE) on the prepared cohort (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -95,7 +159,9 @@ class TrainWidget(QWidget):
         self._stop = threading.Event()
         self._bar: Any = None
         self._dirty = False
+        self._outcome = ""  # the final status, once known (later events never overwrite it)
         self.events: list[Any] = []  # the events of the current run, in order
+        self.draw_seconds: list[float] = []  # how long each redraw of the live plot took
         self.result: Any = None
 
         self.form = ConfigForm(
@@ -110,32 +176,49 @@ class TrainWidget(QWidget):
         )
         self.out = QLineEdit()
         self.out.setPlaceholderText("run folder (default: WORK/runs/MODE)")
-        self.out.setToolTip("folder of the run: checkpoint.pt, history.csv, config.json")
-        self.resume = QCheckBox("resume from the run folder's checkpoint")
+        self.out.setToolTip("folder of the run: checkpoint.pt, history.csv, health.csv, config.json")
+        self.out.textChanged.connect(lambda _: self._buttons())
         self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("start a new run (Stop while it runs)")
         self.start_button.clicked.connect(self._toggle)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("continue the run folder's (or the last run's) checkpoint to the iterations set")
+        self.resume_button.clicked.connect(lambda: self.start(resume=True))
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.plot = LossPlot()
-        self.plot.setMinimumHeight(220)
+        self.health_info = QLabel("")
+        self.health_info.setWordWrap(True)
+        self.plot = LossPlot(napari_viewer)
         self._timer = QTimer(self)
         self._timer.setInterval(int(REDRAW_S * 1000))
         self._timer.timeout.connect(self._redraw)
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.form)
+        self.body.addWidget(self.form)
         row = QHBoxLayout()
         row.addWidget(QLabel("output folder"))
         row.addWidget(self.out)
-        layout.addLayout(row)
-        layout.addWidget(self.resume)
-        layout.addWidget(self.start_button)
-        layout.addWidget(self.status)
-        layout.addWidget(self.plot)
+        self.body.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(self.start_button)
+        row.addWidget(self.resume_button)
+        self.body.addLayout(row)
+        self.body.addWidget(self.status)
+        self.body.addWidget(self.plot)
+        self.body.addWidget(self.health_info)
+        self.state.run_changed.connect(self._buttons)
+        self._buttons()
 
     @property
     def running(self) -> bool:
         return self._worker is not None
+
+    def _resumable(self) -> Path | None:
+        text = self.out.text().strip()
+        folder = Path(text).expanduser() if text else self.state.run_dir
+        return folder if folder is not None and (folder / "checkpoint.pt").exists() else None
+
+    def _buttons(self) -> None:
+        self.resume_button.setEnabled(not self.running and self._resumable() is not None)
 
     def run_dir(self, cfg: TrainConfig, resume: bool) -> Path:
         """The folder given, else the current run (to resume) or a new WORK/runs/MODE[-n]."""
@@ -158,10 +241,8 @@ class TrainWidget(QWidget):
         else:
             self.start()
 
-    def start(self) -> Any:
+    def start(self, resume: bool = False) -> Any:
         """Start (or resume) training in a worker; returns the worker (None if refused)."""
-        from napari.utils.notifications import show_error
-
         try:
             cfg = self.form.value()
             if not self.state.ok_ids():
@@ -171,19 +252,15 @@ class TrainWidget(QWidget):
         except (ValueError, FileNotFoundError) as exc:
             show_error(str(exc))
             return None
-        resume = self.resume.isChecked()
         out, augment, cache = self.run_dir(cfg, resume), self.state.augment, self.state.cache_dir
         self._stop.clear()
         self.events = []
         self.result = None
+        self._outcome = ""
+        self.health_info.setText("")
         self.plot.clear()
-        history = out / "history.csv"
-        if resume and history.exists():  # continue the curve of the run being resumed
-            import pandas as pd
-
-            for row in pd.read_csv(history).itertuples():
-                self.plot.add(int(row.iteration), float(row.loss), float(row.collapse))
-            self.plot.redraw()
+        if resume:
+            self._load_curves(out)
         self._bar = progress(total=cfg.iterations, desc=f"Training ({cfg.mode})")
         stop = self._stop.is_set
 
@@ -196,9 +273,32 @@ class TrainWidget(QWidget):
             return train(cache, out, cfg, augment, resume=resume, stop=stop)
 
         self.start_button.setText("Stop")
-        self.status.setText(f"Starting {cfg.mode} training in {out} …")
+        self.start_button.setToolTip("stop after the current step; the checkpoint and the log are kept")
+        self.resume_button.setEnabled(False)
+        self.status.setText(f"{'Resuming' if resume else 'Starting'} {cfg.mode} training in {out} …")
         self._timer.start()
-        return _workers.start(work, owner=self, on_yield=self._event, on_return=self._finished, on_finish=self._ended)
+        return _workers.start(
+            work,
+            owner=self,
+            on_yield=self._event,
+            on_return=self._finished,
+            on_error=self._failed,
+            on_finish=self._ended,
+        )
+
+    def _load_curves(self, out: Path) -> None:
+        """Continue the curves of the run being resumed (history.csv, health.csv)."""
+        import pandas as pd
+
+        if (out / "history.csv").exists():
+            for row in pd.read_csv(out / "history.csv").itertuples():
+                self.plot.add(int(row.iteration), float(row.loss), float(row.collapse))
+        if (out / "health.csv").exists():
+            health = pd.read_csv(out / "health.csv")
+            keys = [c for c in health.columns if c not in ("iteration", "cases")]
+            for row in health.to_dict("records"):
+                self.plot.add_health(int(row["iteration"]), {k: float(row[k]) for k in keys})
+        self.plot.redraw()
 
     def stop(self) -> None:
         """Ask the run to stop; the core saves the checkpoint and the log, then the worker ends."""
@@ -208,33 +308,64 @@ class TrainWidget(QWidget):
 
     def _event(self, ev: Any) -> None:
         self.events.append(ev)
-        if ev.kind == "step":
+        kind = getattr(ev, "kind", "")
+        if kind == "step":
             self.plot.add(ev.iteration, ev.loss, ev.collapse)
             self._dirty = True
             if self._bar is not None:
                 self._bar.update(max(0, ev.iteration - self._bar.n))
             sizes = f", clusters {ev.cluster_sizes}" if ev.cluster_sizes else ""
-            self.status.setText(
-                f"iteration {ev.iteration}/{ev.total} ({ev.phase}): loss {ev.loss:.4f}, "
+            self._say(
+                f"iteration {ev.index} of {ev.total} ({ev.phase}): loss {ev.loss:.4f}, "
                 f"collapse {ev.collapse:.4f}, {ev.samples_per_s:.1f} samples/s{sizes}"
             )
-        elif ev.kind == "warning":
+        elif kind == "health":
+            figures = dict(getattr(ev, "health", {}) or {})
+            if figures:
+                self.plot.add_health(ev.iteration, figures)
+                self._dirty = True
+                first = self.plot.health[0][1] if self.plot.health and self.plot.health[0][0] == 0 else None
+                what = "untrained encoder" if ev.iteration == 0 else f"iteration {ev.iteration}"
+                self.health_info.setText(f"Health ({what}): {describe_health(figures, first)}")
+        elif kind == "warning":
             show_warning(ev.message)
-        elif ev.kind == "checkpoint":
-            self.status.setText(f"checkpoint at iteration {ev.iteration}")
+        elif kind == "checkpoint":
+            self._say(f"checkpoint at iteration {ev.iteration} of {ev.total}")
+        elif kind == "stopped":
+            self._say(f"stopping at iteration {ev.iteration} of {ev.total}: saving …")
+
+    def _say(self, text: str) -> None:
+        """Show a progress line, unless the run's outcome is already known."""
+        if not self._outcome:
+            self.status.setText(text)
 
     def _redraw(self) -> None:
         if self._dirty:
             self._dirty = False
+            began = time.perf_counter()
             self.plot.redraw()
+            self.plot.canvas.draw()  # now, so that its cost is measured (draw_idle would defer it)
+            spent = time.perf_counter() - began
+            self.draw_seconds.append(spent)
+            self._timer.setInterval(int(1000 * max(REDRAW_S, spent / REDRAW_SHARE)))
 
     def _finished(self, result: Any) -> None:
         self.result = result
         self.state.set_run(result.run_dir)
-        self.resume.setChecked(False)
-        what = "stopped" if result.stopped else "finished"
-        show_info(f"Training {what}; checkpoint and history in {result.run_dir}")
-        self.status.setText(f"Training {what}: {result.checkpoint}")
+        done = int(result.history["iteration"].max()) if len(result.history) else 0
+        total = self.events[-1].total if self.events else done
+        if result.stopped:
+            self._outcome = f"Stopped at iteration {done} of {total}; Resume continues from {result.checkpoint}"
+        else:
+            self._outcome = f"Finished: {done} of {total} iterations; checkpoint {result.checkpoint}"
+        show_info(self._outcome)
+
+    def _failed(self, exc: Exception) -> None:
+        cause = exc.__cause__ or exc
+        if type(cause).__name__ == "TrainingDiverged":
+            self._outcome = f"Diverged: {exc}. The last good checkpoint was kept."
+        else:
+            self._outcome = f"Failed: {exc}"
 
     def _ended(self) -> None:
         self._timer.stop()
@@ -243,5 +374,8 @@ class TrainWidget(QWidget):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        self.status.setText(self._outcome or "Training ended.")
         self.start_button.setText("Start")
+        self.start_button.setToolTip("start a new run (Stop while it runs)")
         self.start_button.setEnabled(True)
+        self._buttons()

@@ -1,0 +1,38 @@
+"""The five docks open together on a 1366×768 screen without growing the window.
+
+pytest-xvfb starts its Xvfb screen at 1366×768 (pyproject's ``xvfb_width``/``xvfb_height``).
+Each dock's controls scroll inside it, so a dock asks only for a small minimum height.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("napari")
+from qtpy.QtWidgets import QApplication  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+SCREEN = (1366, 768)
+NAMES = ("Cohort", "Augmentation preview", "Training (3DSiam + RE/SE)", "Clusters (UMAP)", "Features and evaluation")
+
+
+def test_all_five_docks_fit_a_1366x768_screen(make_napari_viewer, qtbot):
+    screen = QApplication.primaryScreen().geometry()
+    assert (screen.width(), screen.height()) == SCREEN  # the test runs on the screen it names
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(*SCREEN)
+    qtbot.wait(50)
+    docks = [viewer.window.add_plugin_dock_widget("napari-ssl-radiomics", name) for name in NAMES]
+    qtbot.wait(200)
+    QApplication.processEvents()
+    # the window neither grew nor needs to: every dock side by side still fits
+    assert window.width() <= SCREEN[0] and window.height() <= SCREEN[1], (window.width(), window.height())
+    assert window.minimumSizeHint().height() <= SCREEN[1]
+    for (dock, widget), name in zip(docks, NAMES):
+        assert dock.isVisible(), name
+        assert dock.height() > 0 and widget.minimumSizeHint().height() <= SCREEN[1] // len(NAMES), name
+        # the controls are all there, in a scroll area taller than the dock when needed
+        assert widget.content.sizeHint().height() > 0
+        assert widget.scroll.widget() is widget.content
