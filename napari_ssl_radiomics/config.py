@@ -167,9 +167,16 @@ class EvaluateConfig:
         (1.0, 0.5), "fractions of each training fold's labels to use", gt=0, max=1
     )
     repeats: int = option(1, "repeats with other seeds (mean ± sd)", min=1)
-    positive: str = option("", "the positive class for sensitivity (empty: the minority class)")
+    positive: str = option("", "the positive class for sensitivity (empty: chosen by `convention`)")
+    convention: str = option(
+        "minority",
+        "positive class when `positive` is empty: 'minority' (the clinical convention) or 'majority' "
+        "(the paper's Table 2, HGG positive: its specificity is then the minor-class recall)",
+        choices=("minority", "majority"),
+    )
     class_weight: bool = option(False, "weight the SVM's classes by inverse frequency")
     seed: int = option(0, "seed of the folds and of the label subsampling")
+    jobs: int = option(0, "parallel processes over feature sets, folds and repeats (0: all cores)", min=0)
 
 
 @dataclass
