@@ -79,3 +79,9 @@ def test_labels_that_disagree_between_tables():
 def test_unknown_positive_class():
     with pytest.raises(ValueError, match="positive class 'z' is not among"):
         evaluate({"t": _table(["a", "b"] * 10)}, EvaluateConfig(positive="z"))
+
+
+def test_minority_class_in_a_single_group_names_the_class_the_group_and_the_way_out():
+    t = _table(["a"] * 16 + ["b"] * 4).assign(Group=[f"g{i % 4}" for i in range(16)] + ["g9"] * 4)
+    with pytest.raises(ValueError, match=r"class 'b' of 'Label' lies in a single group of 'Group' \('g9'.*--group ''"):
+        evaluate({"t": t}, CFG)

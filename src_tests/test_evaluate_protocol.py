@@ -188,3 +188,53 @@ def test_outputs_are_written_and_summary_is_laid_out_like_table_2(binary_result,
     row = next(line for line in summary.splitlines() if line.startswith("| separable |"))
     assert row.count("/") == 2 and row.count("±") == 4  # sens/spec at 100% and 50% labels
     assert "100% labels | 50% labels" in summary and "### AUC" in summary
+
+
+def test_paper_convention_takes_the_majority_as_positive_and_names_both_recalls():
+    sep, _ = _cohort(n=100)
+    noisy = sep.assign(f0=sep["f0"] + np.random.default_rng(5).normal(scale=4.0, size=len(sep)))
+    noisy = noisy[["ID", "Label", "f0"]]
+    cfg = EvaluateConfig(label_fractions=(1.0,), jobs=1)
+    minority = evaluate({"t": noisy}, cfg)
+    majority = evaluate({"t": noisy}, EvaluateConfig(label_fractions=(1.0,), convention="majority", jobs=1))
+    assert (minority.positive, minority.minor, minority.major) == ("L", "L", "H")
+    assert (majority.positive, majority.minor, majority.major) == ("H", "L", "H")
+    a = minority.results.pivot_table(index="fold", columns="metric", values="value")
+    b = majority.results.pivot_table(index="fold", columns="metric", values="value")
+    # the paper's "specificity" is the minor-class recall; the recalls do not depend on the convention
+    np.testing.assert_allclose(b["specificity"], a["sensitivity"])
+    np.testing.assert_allclose(b["sensitivity"], a["specificity"])
+    np.testing.assert_allclose(a["minor_recall"], a["sensitivity"])
+    np.testing.assert_allclose(b["minor_recall"], a["minor_recall"])
+    np.testing.assert_allclose(b["auc"], a["auc"])
+    assert "positive class: H, the majority class" in majority.summary
+    assert "Minor-class recall (L) / major-class recall (H)" in majority.summary
+
+
+def test_pooled_metrics_score_all_test_samples_of_a_repeat_together(binary_result):
+    result, _ = binary_result
+    pooled = result.pooled
+    assert set(pooled.columns) == {"feature_set", "label_fraction", "repeat", "metric", "value"}
+    preds = result.predictions
+    for (name, frac, r), g in preds.groupby(["feature_set", "label_fraction", "repeat"]):
+        got = pooled.query("feature_set == @name and label_fraction == @frac and repeat == @r")
+        got = dict(zip(got["metric"], got["value"]))
+        assert got["auc"] == pytest.approx(roc_auc_score(g["y_true"] == "L", g["score"]))
+        assert got["minor_recall"] == pytest.approx(recall_score(g["y_true"], g["y_pred"], pos_label="L"))
+        assert got["major_recall"] == pytest.approx(recall_score(g["y_true"], g["y_pred"], pos_label="H"))
+    assert "fold mean ± sd over 5 folds × 3 repeat(s)" in result.summary
+    assert "### Pooled over all test samples" in result.summary
+
+
+def test_c_search_stops_where_the_validation_score_flattens_and_picks_the_full_grid_s_c():
+    sep, rnd = _cohort(n=100, seed=4)
+    y = sep["Label"].to_numpy()
+    for table in (sep, rnd):
+        X = table.filter(regex="^[fr][0-9]").to_numpy()
+        full = LinearSVMCV(random_state=0, patience=0).fit(X, y)
+        fast = LinearSVMCV(random_state=0).fit(X, y)
+        assert len(full.tried_) == len(C_GRID)
+        best = max(range(len(full.tried_)), key=lambda i: full.tried_[i][1])
+        # it stops two values after its best, and finds the full grid's C on these cohorts
+        assert len(fast.tried_) <= min(len(C_GRID), best + 3)
+        assert fast.C_ == full.C_

@@ -11,7 +11,8 @@ import pandas as pd
 from napari_ssl_radiomics.config import EvaluateConfig
 from napari_ssl_radiomics.core.cache import PreparedCohort
 from napari_ssl_radiomics.core.evaluate import evaluate, make_folds
-from napari_ssl_radiomics.core.supervised import demo_train_config, run_supervised, train_supervised
+from napari_ssl_radiomics.core.events import drive
+from napari_ssl_radiomics.core.supervised import _check, demo_train_config, run_supervised, train_supervised
 
 
 def _cohort(n=24, size=27, seed=0) -> PreparedCohort:
@@ -37,15 +38,17 @@ def test_supervised_predictions_use_the_evaluation_folds_and_score_as_a_feature_
     cohort = _cohort()
     cfg = EvaluateConfig(folds=2, label_fractions=(1.0, 0.5), seed=0)
     events = []
-    gen = train_supervised(cohort, cfg, demo_train_config(iterations=1, batch_size=2))
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            preds = stop.value
-            break
-    assert events[-1].split == events[-1].splits == 4 and events[-1].iteration == 1
+    fit = drive(train_supervised(cohort, cfg, demo_train_config(iterations=1, batch_size=2)), events.append)
+    preds = fit.predictions
+    steps = [e for e in events if e.kind == "step"]
+    assert steps[-1].split == steps[-1].splits == 4 and steps[-1].iteration == 1
     assert np.isfinite([e.loss for e in events]).all()
+    # one step cannot have trained: every split says so, as a warning event and in diagnostics
+    warned = [e for e in events if e.kind == "warning"]
+    assert len(warned) == 4 and "has not converged" in warned[0].message and "fold" in warned[0].message
+    assert not fit.converged and len(fit.diagnostics) == 4
+    assert list(fit.history.columns) == ["split", "repeat", "fold", "label_fraction", "iteration", "loss"]
+    assert len(fit.history) == 4  # one step per split
     assert set(preds.columns) >= {"ID", "label_fraction", "repeat", "fold", "y_true", "y_pred", "score"}
     assert preds.groupby("label_fraction")["ID"].apply(lambda s: sorted(s) == sorted(cohort.ids)).all()
 
@@ -70,3 +73,16 @@ def test_supervised_baseline_learns_a_visible_difference():
     result = evaluate({"index": table}, cfg, predictions={"supervised": preds})
     auc = result.results.query("feature_set == 'supervised' and metric == 'auc'")["value"]
     assert auc.mean() > 0.9, auc.tolist()
+
+
+def test_convergence_check_tells_a_trained_model_from_a_flat_or_still_falling_loss():
+    steps = np.arange(200)
+    trained = 0.7 * np.exp(-steps / 20) + 0.05
+    ok = _check(list(trained), train_auc=0.99, test_auc=0.8)
+    assert ok["converged"] and ok["reason"] == "" and ok["loss_end"] < ok["loss_start"]
+    flat = _check(list(0.69 + 0.01 * np.sin(steps)), train_auc=0.99, test_auc=0.5)
+    assert not flat["converged"] and "did not fall" in flat["reason"]
+    falling = _check(list(0.7 - 0.003 * steps), train_auc=0.99, test_auc=0.7)
+    assert not falling["converged"] and "still falling" in falling["reason"]
+    unfit = _check(list(trained), train_auc=0.6, test_auc=0.6)
+    assert not unfit["converged"] and "training cases with AUC 0.600" in unfit["reason"]

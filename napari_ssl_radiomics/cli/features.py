@@ -180,7 +180,11 @@ def run_combine(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..core.evaluate import evaluate, write_outputs
+
+    from tqdm import tqdm
+
+    from ..core.evaluate import evaluate_iter, write_outputs
+    from ..core.events import drive
     from ..core.tables import labels_from_cohort
     from ..core.utils import check_output_folder, read_table_csv
 
@@ -199,7 +203,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if not name:
             raise CommandError(f"--predictions {text!r}: give NAME=CSV")
         predictions[name] = read_table_csv(path, text=("ID", "y_true", "y_pred"))
-    result = evaluate(sets, cfg, predictions=predictions or None)
+    # One bar step per SVM fit (feature set, label fraction, repeat, fold), with an ETA.
+    with tqdm(desc="evaluate", unit="fit", dynamic_ncols=True) as bar:
+
+        def show(event) -> None:
+            bar.total = event.total
+            bar.set_postfix_str(event.message, refresh=False)
+            bar.update(event.index - bar.n)
+
+        result = drive(evaluate_iter(sets, cfg, predictions=predictions or None), show)
     paths = write_outputs(result, args.out, sources={k: v for k, v in (parse_table_arg(t) for t in args.tables)})
     print(result.summary)
     log.info("wrote %d files to %s", len(paths), args.out)

@@ -308,10 +308,13 @@ def _supervised_stage(
         return path
     yield StageEvent("supervised", "start")
     fold_table = read_table_csv(folds)
-    predictions = yield from _forward(
+    fit = yield from _forward(
         "supervised", supervised.cross_validate(cache, fold_table, cfg.evaluate, train_cfg, cfg.augment)
     )
-    write_csv(path, predictions)
+    # Loss per step and the per-split convergence checks, beside the predictions.
+    write_csv(out / "features" / "supervised_history.csv", fit.history)
+    write_csv(out / "features" / "supervised_diagnostics.csv", fit.diagnostics)
+    write_csv(path, fit.predictions)
     state.mark("supervised", key)
     yield StageEvent("supervised", "done", message=str(path))
     return path
@@ -340,13 +343,14 @@ def _evaluate_stage(
     out: Path,
     state: _State,
 ) -> Generator[StageEvent, None, pd.DataFrame]:
-    from .evaluate import evaluate, write_outputs
+    from .evaluate import evaluate_iter, write_outputs
     from .tables import combine, table2_sets
     from .utils import write_csv
 
     folder = out / "evaluation"
     inputs = [trad, *ssl_tables.values(), folds] + ([supervised] if supervised else [])
-    key = config_hash([to_dict(cfg.evaluate), _file_key(*inputs)])
+    # The number of processes does not change the results: leave it out of the key.
+    key = config_hash([to_dict(dataclasses.replace(cfg.evaluate, jobs=0)), _file_key(*inputs)])
     if state.fresh("evaluate", key, folder / "results.csv"):
         yield StageEvent("evaluate", "cached", message=str(folder))
         return read_table_csv(folder / "results.csv")
@@ -365,7 +369,9 @@ def _evaluate_stage(
     ]
     write_csv(out / "features" / "features.csv", combine([labels, trad_table, *renamed]))
     external = {"Supervised": _read(supervised)} if supervised else None
-    result = evaluate(tables, cfg.evaluate, predictions=external, folds=fold_table)
+    result = yield from _forward(
+        "evaluate", evaluate_iter(tables, cfg.evaluate, predictions=external, folds=fold_table)
+    )
     for note in result.warnings:
         yield StageEvent("evaluate", "warning", message=note)
     write_outputs(result, folder)

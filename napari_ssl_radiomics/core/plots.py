@@ -1,8 +1,9 @@
 """Figures of the evaluation (PNG, matplotlib's Agg backend, written atomically).
 
-- :func:`roc_curves`: ROC of each feature set from its pooled out-of-fold scores.
-- :func:`metric_bars`: each metric's mean with ± sd error bars, per feature set and label
-  fraction.
+- :func:`roc_curves`: ROC of each feature set from its pooled out-of-fold scores (the
+  legend's AUC is the pooled one, not the tables' fold mean).
+- :func:`metric_bars`: each metric's fold mean with ± sd error bars, per feature set and
+  label fraction.
 - :func:`correlation_density`: the paper's Fig. 2, the density of pairwise Pearson
   correlations between the features of each table, tables overlaid.
 """
@@ -51,17 +52,19 @@ def roc_curves(
         if truth.all() or not truth.any():
             continue
         fpr, tpr, _ = roc_curve(truth, g[col].to_numpy(float))
-        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(truth, g[col]):.3f})")
+        ax.plot(fpr, tpr, label=f"{name} (pooled AUC {roc_auc_score(truth, g[col]):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel(f"sensitivity ({positive})")
-    ax.set_title(f"ROC, {label_fraction:g} of the training labels (pooled out-of-fold scores)")
+    repeats = sel["repeat"].nunique() if "repeat" in sel else 1
+    pooled = "all test folds pooled" + (f", {repeats} repeats" if repeats > 1 else "")
+    ax.set_title(f"ROC, {label_fraction:.0%} of the training labels ({pooled})", fontsize="medium")
     ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)
 
 
 def metric_bars(results: pd.DataFrame, path: str | Path) -> Path:
-    """One panel per metric: mean ± sd over folds and repeats, bars per feature set and fraction."""
+    """One panel per metric: fold mean ± sd over folds and repeats, bars per feature set and fraction."""
     metrics = list(dict.fromkeys(results["metric"]))
     names = list(dict.fromkeys(results["feature_set"]))
     fractions = sorted(set(results["label_fraction"]), reverse=True)
@@ -79,7 +82,7 @@ def metric_bars(results: pd.DataFrame, path: str | Path) -> Path:
             )
         ax.set_xticks(x, names, rotation=45, ha="right", fontsize="small")
         ax.set_ylim(0, 1.05)
-        ax.set_title(metric.replace("_", " "))
+        ax.set_title(metric.replace("_", " ") + "\n(fold mean ± sd)", fontsize="medium")
         if i == 0:
             ax.legend(fontsize="small")
     return _save(fig, path)

@@ -11,11 +11,21 @@ Choices the paper leaves open, made here:
 
 - Class weights of the cross-entropy are ``n / (k * n_c)`` over the (label-fraction)
   training subset, so each class weighs the same in the loss.
-- Optimiser and schedule are the SSL training's (``TrainConfig``: Adam, lr, weight decay,
-  batch size, iterations, seed); batches are drawn uniformly with replacement. Inputs are
-  scaled from [0, 255] to [0, 1]. Augmentation (``AugmentConfig``) is optional.
+- Optimiser settings are the SSL training's (``TrainConfig``: optimizer, lr, momentum,
+  weight decay, batch size, iterations, seed; a constant learning rate); batches are drawn
+  uniformly with replacement. Inputs are scaled from [0, 255] to [0, 1]. Augmentation
+  (``AugmentConfig``) is optional.
 - The binary score is ``logit(positive) - logit(other)``; for several classes the logits
   are the ``score_<class>`` columns.
+
+Has it trained? A baseline stopped too early makes "SSL beats supervised" an empty claim,
+so every split records its training loss at every step (``history``) and, at the end,
+the AUC on its own training cases and on its test fold (``diagnostics``; the test fold
+is only reported, nothing is chosen on it). A split is flagged (``converged`` False, and a
+``warning`` event) when the loss did not fall below ``LOSS_FALL`` x its start, when it
+was still falling at the end (the last tenth of the steps more than ``STILL_FALLING``
+below the tenth before), or when the model does not separate its own training cases
+(training AUC below ``TRAIN_AUC``).
 """
 
 from __future__ import annotations
@@ -31,12 +41,19 @@ import numpy as np
 import pandas as pd
 
 from ..config import AugmentConfig, EvaluateConfig, TrainConfig
-from .evaluate import Labels, labels_of, make_folds, splits
+from .evaluate import Labels, binary_auc, labels_of, make_folds, splits
+
+LOSS_FALL = 0.9  # the last tenth's mean loss must be below this share of the first tenth's
+STILL_FALLING = 0.05  # relative fall between the last two tenths that means "not done yet"
+TRAIN_AUC = 0.9  # a trained model separates its own training cases at least this well
 
 
 @dataclass
 class SupervisedEvent:
-    """Progress: ``split``/``splits`` count (repeat, fold, label fraction) trainings."""
+    """Progress: ``split``/``splits`` count (repeat, fold, label fraction) trainings.
+
+    ``kind`` is ``step``, or ``warning`` when a split ended untrained (``note`` says why).
+    """
 
     split: int
     splits: int
@@ -47,6 +64,8 @@ class SupervisedEvent:
     iterations: int
     loss: float
     elapsed_s: float
+    kind: str = "step"
+    note: str = ""
 
     @property
     def index(self) -> int:
@@ -60,10 +79,32 @@ class SupervisedEvent:
 
     @property
     def message(self) -> str:
+        if self.kind == "warning":
+            return self.note
         return (
             f"split {self.split}/{self.splits} (repeat {self.repeat}, fold {self.fold}, "
             f"{self.label_fraction:.0%} labels) step {self.iteration}/{self.iterations} loss {self.loss:.3f}"
         )
+
+
+@dataclass
+class SupervisedResult:
+    """What :func:`train_supervised` returns.
+
+    predictions : ``ID, label_fraction, repeat, fold, y_true, y_pred, score`` (and
+        ``score_<class>`` for more than two classes), one row per test case and split
+    history : ``split, repeat, fold, label_fraction, iteration, loss`` (every step)
+    diagnostics : one row per split: ``split, repeat, fold, label_fraction, iterations,
+        loss_start, loss_end, train_auc, test_auc, converged, reason``
+    """
+
+    predictions: pd.DataFrame
+    history: pd.DataFrame
+    diagnostics: pd.DataFrame
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.diagnostics["converged"].all()) if len(self.diagnostics) else True
 
 
 def _device(name: str) -> str:
@@ -87,7 +128,7 @@ def train_supervised(
     train_cfg: TrainConfig | None = None,
     augment_cfg: AugmentConfig | None = None,
     folds: pd.DataFrame | None = None,
-) -> Generator[SupervisedEvent, None, pd.DataFrame]:
+) -> Generator[SupervisedEvent, None, SupervisedResult]:
     """Train and score the supervised baseline on every split; yield progress events.
 
     Parameters
@@ -100,8 +141,7 @@ def train_supervised(
 
     Returns (as the generator's value)
     ----------------------------------
-    DataFrame ``ID, label_fraction, repeat, fold, y_true, y_pred, score`` (and
-    ``score_<class>`` for more than two classes), one row per test case and split.
+    :class:`SupervisedResult`: out-of-fold predictions, loss history and per-split checks.
     """
     import torch
 
@@ -125,7 +165,7 @@ def train_supervised(
     images = torch.from_numpy(np.asarray(cohort.images, dtype=np.float32))
     classes = labels.classes
     code = {c: k for k, c in enumerate(classes)}
-    rows = []
+    rows, history, checks = [], [], []
     t0 = time.perf_counter()
     for s, sp in enumerate(all_splits):
         train_idx = np.array([index[i] for i in sp.train])
@@ -140,7 +180,9 @@ def train_supervised(
             device,
             seed=train_cfg.seed + 1000 * sp.repeat + 10 * sp.fold + int(sp.fraction * 7),
         )
+        losses = []
         for it, loss in model:
+            losses.append(loss)
             if it % 10 == 0 or it == train_cfg.iterations:
                 yield SupervisedEvent(
                     s + 1,
@@ -156,7 +198,58 @@ def train_supervised(
         net = model.net
         logits = _predict(net, images[[index[i] for i in sp.test]], device, train_cfg.embed_batch_size)
         rows.append(_frame(sp, labels, logits, classes))
-    return pd.concat(rows, ignore_index=True)
+        train_logits = _predict(net, images[train_idx], device, train_cfg.embed_batch_size)
+        check = _check(losses, _auc(train_logits, y_train), _auc(logits, [code[labels.y[i]] for i in sp.test]))
+        key = dict(split=s + 1, repeat=sp.repeat, fold=sp.fold, label_fraction=sp.fraction)
+        checks.append({**key, "iterations": len(losses), **check})
+        history.append(pd.DataFrame({**key, "iteration": np.arange(1, len(losses) + 1), "loss": losses}))
+        if not check["converged"]:
+            note = (
+                f"supervised baseline, split {s + 1}/{len(all_splits)} (repeat {sp.repeat}, fold {sp.fold}, "
+                f"{sp.fraction:.0%} labels) has not converged: {check['reason']}; give it more steps "
+                "(PipelineConfig.supervised_iterations) before comparing SSL with it"
+            )
+            yield SupervisedEvent(
+                s + 1, len(all_splits), sp.repeat, sp.fold, sp.fraction, len(losses), train_cfg.iterations,
+                losses[-1], time.perf_counter() - t0, kind="warning", note=note,
+            )  # fmt: skip
+    return SupervisedResult(
+        pd.concat(rows, ignore_index=True), pd.concat(history, ignore_index=True), pd.DataFrame(checks)
+    )
+
+
+def _auc(logits: np.ndarray, codes: Any) -> float:
+    """AUC of the logits (binary: class 1 against 0; several classes: macro one-vs-rest)."""
+    codes = np.asarray(codes)
+    k = logits.shape[1]
+    if k == 2:
+        return binary_auc(codes == 1, logits[:, 1] - logits[:, 0])
+    aucs = [binary_auc(codes == c, logits[:, c]) for c in range(k)]
+    aucs = [a for a in aucs if np.isfinite(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def _check(losses: list[float], train_auc: float, test_auc: float) -> dict[str, Any]:
+    """Has one split's training converged? Mean losses of the first and last tenth of the steps."""
+    loss = np.asarray(losses, dtype=float)
+    tenth = max(1, len(loss) // 10)
+    start, end = float(loss[:tenth].mean()), float(loss[-tenth:].mean())
+    before = float(loss[-2 * tenth : -tenth].mean()) if len(loss) >= 2 * tenth + 1 else start
+    reasons = []
+    if len(loss) < 2 or end > LOSS_FALL * start:
+        reasons.append(f"the training loss did not fall (first tenth {start:.3f}, last tenth {end:.3f})")
+    elif before - end > STILL_FALLING * before:
+        reasons.append(f"the training loss was still falling at the end ({before:.3f} -> {end:.3f})")
+    if not train_auc >= TRAIN_AUC:
+        reasons.append(f"it separates its own training cases with AUC {train_auc:.3f} only (< {TRAIN_AUC})")
+    return dict(
+        loss_start=start,
+        loss_end=end,
+        train_auc=train_auc,
+        test_auc=test_auc,
+        converged=not reasons,
+        reason="; ".join(reasons),
+    )
 
 
 class _Training:
@@ -172,7 +265,7 @@ class _Training:
 
         g = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        opt = _optimizer(self.net, self.cfg)
         weights = torch.as_tensor(self.weights, dtype=torch.float32, device=self.device)
         batch = max(2, self.cfg.batch_size)  # batch norm needs two samples
         self.net.train()
@@ -192,6 +285,16 @@ class _Training:
                 raise FloatingPointError(f"the supervised baseline diverged at step {it}; lower TrainConfig.lr")
             yield it, float(loss.detach())
         self.net.eval()
+
+
+def _optimizer(net, cfg: TrainConfig):
+    """The SSL training's optimiser (``TrainConfig.optimizer``: SGD with momentum or Adam), constant lr."""
+    import torch
+
+    if getattr(cfg, "optimizer", "adam") == "sgd":
+        momentum = getattr(cfg, "momentum", 0.9)
+        return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def make_net(in_channels: int, n_classes: int):
@@ -255,7 +358,7 @@ def run_supervised(
     """Run :func:`train_supervised` to the end; return its out-of-fold predictions."""
     from .events import drive
 
-    return drive(train_supervised(cohort, cfg, train_cfg, augment_cfg, folds))
+    return drive(train_supervised(cohort, cfg, train_cfg, augment_cfg, folds)).predictions
 
 
 def cross_validate(
@@ -264,7 +367,7 @@ def cross_validate(
     cfg: EvaluateConfig | None = None,
     train_cfg: TrainConfig | None = None,
     augment_cfg: AugmentConfig | None = None,
-) -> Generator[SupervisedEvent, None, pd.DataFrame]:
+) -> Generator[SupervisedEvent, None, SupervisedResult]:
     """:func:`train_supervised` with the folds first (the pipeline's call)."""
     return (yield from train_supervised(cohort, cfg, train_cfg, augment_cfg, folds))
 
