@@ -1,0 +1,99 @@
+"""A cohort larger than the memory budget trains from the memory-mapped uint8 cache.
+
+The cache is the synthetic sample cohort prepared at 27³ (the encoder's minimum), six cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from napari_ssl_radiomics.config import AugmentConfig, PrepareConfig, SampleConfig, TrainConfig
+from napari_ssl_radiomics.core.cache import (
+    GIB,
+    STREAM,
+    StreamedCrops,
+    build_stream,
+    in_memory_bytes,
+    is_streamed,
+    load_for_training,
+    load_prepared,
+    load_streamed,
+)
+from napari_ssl_radiomics.core.events import drive
+from napari_ssl_radiomics.core.preprocess import prepare_all
+from napari_ssl_radiomics.core.sample import write_sample_cohort
+from napari_ssl_radiomics.core.train import train
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    manifest = write_sample_cohort(root / "cohort", SampleConfig(cases=6, size=32, seed=2))
+    prepare_all(manifest, PrepareConfig(size=27, jobs=1), root / "cache")
+    return root / "cache"
+
+
+def test_the_stream_holds_the_crops_as_whole_grey_levels(cache):
+    memory, streamed = load_prepared(cache), load_streamed(cache)
+    assert isinstance(streamed.images, np.memmap) and streamed.images.dtype == np.uint8
+    assert streamed.ids == memory.ids and streamed.labels == memory.labels
+    np.testing.assert_array_equal(streamed.images, np.rint(np.clip(memory.images, 0, 255)))
+    np.testing.assert_array_equal(streamed.masks, memory.masks)
+    assert np.abs(streamed.images - memory.images).max() <= 0.5
+
+
+def test_the_budget_chooses_memory_or_the_memory_map(cache):
+    need = in_memory_bytes(cache) / GIB
+    assert not is_streamed(load_for_training(cache, budget_gib=need * 2))
+    assert is_streamed(load_for_training(cache, budget_gib=need / 2))
+
+
+def test_a_changed_cache_rebuilds_the_stream(cache, tmp_path):
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    build_stream(copy)
+    before = np.array(load_streamed(copy).images)
+    ids = load_streamed(copy).ids
+    first = ids[0]
+    with np.load(copy / "crops" / f"{first}.npz") as data:
+        image, mask = data["image"], data["mask"]
+    np.savez(copy / "crops" / f"{first}.npz", image=np.full_like(image, 7.0), mask=mask)
+    after = load_streamed(copy)
+    assert np.all(after.images[0] == 7) and not np.all(before[0] == 7)
+    np.testing.assert_array_equal(after.images[1:], before[1:])
+    assert (copy / STREAM / "index.json").exists()
+
+
+def test_read_ahead_gives_exactly_the_rows_asked_for(cache):
+    images = load_streamed(cache).images
+    crops = StreamedCrops(images)
+    try:
+        crops.prefetch(np.array([4, 1, 1]))
+        got = crops.take(np.array([1, 3, 4, 1]))
+        np.testing.assert_array_equal(got.numpy(), images[[1, 3, 4, 1]].astype(np.float32))
+        assert (crops.hits, crops.misses) == (3, 1)
+    finally:
+        crops.close()
+
+
+def test_a_cohort_over_the_budget_trains_with_the_in_memory_losses(cache, tmp_path):
+    budget = in_memory_bytes(cache) / GIB / 2  # the cohort needs twice what it may take
+    cfg = TrainConfig(
+        mode="se", clusters=2, pool=4, batch_size=2, iterations=3, warmup_epochs=0, health_cases=0,
+        checkpoint_every=100, device="cpu", seed=5, memory_gb=budget,
+    )  # fmt: skip
+    streamed = drive(train(cache, tmp_path / "streamed", cfg, AugmentConfig()))
+    config = json.loads((tmp_path / "streamed" / "config.json").read_text(encoding="utf-8"))
+    assert config["cohort"]["streamed"] is True
+    # the in-memory path on the same crops (the stream's uint8 values as float32 arrays)
+    data = load_streamed(cache)
+    in_memory = dataclasses.replace(data, images=np.array(data.images, np.float32), masks=np.array(data.masks))
+    assert not is_streamed(in_memory)
+    reference = drive(train(in_memory, tmp_path / "memory", dataclasses.replace(cfg, memory_gb=0), AugmentConfig()))
+    assert list(streamed.history["selected_ids"]) == list(reference.history["selected_ids"])
+    np.testing.assert_array_equal(streamed.history["loss"].to_numpy(), reference.history["loss"].to_numpy())

@@ -1,0 +1,131 @@
+"""Training under ``torchrun --nproc-per-node 2`` on the CPU (gloo), against one process.
+
+Two processes with m = 2 each (a global batch of 4) train SE for a few steps from step 1,
+each writing what it saw to a JSON report; a one-process run with batch 4 is the
+reference. Augmentation is off, so that the runs differ only by how the work is shared
+(and by batch norm, which on the CPU normalises each process's 2 cases: see
+core/distributed.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_ssl_radiomics.config import AugmentConfig, PrepareConfig, SampleConfig, TrainConfig
+from napari_ssl_radiomics.core.events import drive
+from napari_ssl_radiomics.core.preprocess import prepare_all
+from napari_ssl_radiomics.core.sample import write_sample_cohort
+from napari_ssl_radiomics.core.train import train
+
+pytest.importorskip("torch.distributed")
+
+SETTINGS = dict(mode="se", clusters=2, pool=8, iterations=4, warmup_epochs=0, health_cases=0, checkpoint_every=2)
+SETTINGS.update(device="cpu", seed=0)
+NO_AUGMENT = {f"{name}_p": 0.0 for name in ("rotation", "scale", "shift", "gamma", "sharpen", "blur", "noise")}
+
+HARNESS = textwrap.dedent(
+    """
+    import json, os, sys
+    from napari_ssl_radiomics.config import AugmentConfig, TrainConfig
+    from napari_ssl_radiomics.core.events import drive
+    from napari_ssl_radiomics.core.train import train
+
+    cache, out, report, settings, augment = sys.argv[1:6]
+    events = []
+    drive(train(cache, out, TrainConfig(**json.loads(settings)), AugmentConfig(**json.loads(augment))), events.append)
+    steps = [e for e in events if e.kind == "step"]
+    rank = os.environ["RANK"]
+    with open(os.path.join(report, f"rank{rank}.json"), "w", encoding="utf-8") as fh:
+        json.dump({"selected": [e.selected_ids for e in steps], "loss": [e.loss for e in steps],
+                   "world": os.environ["WORLD_SIZE"]}, fh)
+    """
+)
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    manifest = write_sample_cohort(root / "cohort", SampleConfig(cases=8, size=32, seed=4))
+    prepare_all(manifest, PrepareConfig(size=27, jobs=1), root / "cache")
+    return root / "cache"
+
+
+def test_two_processes_share_one_global_batch_and_resume(cache, tmp_path):
+    harness = tmp_path / "harness.py"
+    harness.write_text(HARNESS, encoding="utf-8")
+    run, report = tmp_path / "run", tmp_path / "report"
+    report.mkdir()
+    torchrun(
+        str(harness),
+        str(cache),
+        str(run),
+        str(report),
+        json.dumps({**SETTINGS, "batch_size": 2}),
+        json.dumps(NO_AUGMENT),
+    )
+    ranks = [json.loads((report / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
+
+    # every rank selected the same global batch of 4 at every step, and logged the global loss
+    assert ranks[0]["world"] == "2" and len(ranks[0]["selected"]) == 4
+    assert ranks[0]["selected"] == ranks[1]["selected"]
+    assert all(len(ids) == 4 for ids in ranks[0]["selected"])
+    assert ranks[0]["loss"] == ranks[1]["loss"]
+    # rank 0 wrote the run folder, with the global batches
+    history = pd.read_csv(run / "history.csv")
+    assert [json.loads(ids) for ids in history["selected_ids"]] == ranks[0]["selected"]
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    assert config["processes"] == 2
+
+    # one process with the same global batch: same first selection, a loss curve that tracks it
+    one = drive(train(cache, tmp_path / "one", TrainConfig(**SETTINGS, batch_size=4), AugmentConfig(**NO_AUGMENT)))
+    assert json.loads(one.history["selected_ids"].iloc[0]) == ranks[0]["selected"][0]
+    gap = np.abs(np.array(ranks[0]["loss"]) - one.history["loss"].to_numpy())
+    assert gap.max() < 0.1, (ranks[0]["loss"], list(one.history["loss"]))
+
+    # the command line under torchrun resumes the run with the same number of processes
+    torchrun(
+        "-m",
+        "napari_ssl_radiomics",
+        "train",
+        str(cache),
+        "--out",
+        str(run),
+        "--resume",
+        "--iterations",
+        "6",
+        "--no-progress",
+    )
+    resumed = pd.read_csv(run / "history.csv")
+    assert list(resumed["iteration"]) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(resumed["loss"].iloc[:4], history["loss"])
+
+
+def test_resuming_with_another_number_of_processes_is_refused(cache, tmp_path):
+    cfg = TrainConfig(**{**SETTINGS, "iterations": 2}, batch_size=4)
+    drive(train(cache, tmp_path / "run", cfg, AugmentConfig(**NO_AUGMENT)))
+    harness = tmp_path / "harness.py"
+    harness.write_text(
+        "import sys\nfrom napari_ssl_radiomics.cli import main\nsys.exit(main(sys.argv[1:]))\n", encoding="utf-8"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(harness)]
+    command += ["train", str(cache), "--out", str(tmp_path / "run"), "--resume", "--iterations", "3", "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "trained on 1 process" in done.stdout + done.stderr
