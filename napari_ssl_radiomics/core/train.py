@@ -63,6 +63,7 @@ from .augment import augment as augment_batch
 from .cache import PreparedCohort, load_prepared
 from .events import drive
 from .imbalance import plan_batch
+from .lock import folder_lock
 from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, weighted_mean
 from .utils import atomic_path, cpu_count, provenance, write_csv, write_json
 
@@ -534,6 +535,29 @@ def train(
     if augment_on not in ("device", "host"):
         raise ValueError(f"augment_on = {augment_on!r}; choose 'device' or 'host'")
     out = Path(out)
+    # One process per run folder (core/lock.py): a second train into it stops at once, and
+    # the lock removes the temporary files of a checkpoint write that a kill interrupted.
+    with folder_lock(out):
+        args = (data, out, cfg, augment, resume, stop, augment_on, channels_last)
+        return (yield from _train_locked(*args))
+
+
+def _train_locked(
+    data: PreparedCohort,
+    out: Path,
+    cfg: TrainConfig,
+    augment: AugmentConfig,
+    resume: bool,
+    stop: Callable[[], bool] | None,
+    augment_on: str,
+    channels_last: bool | None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """The body of :func:`train`, run while it holds the run folder's lock."""
+    if cfg.batch_size > len(data):  # refused, not cut: config.json must say what ran
+        raise ValueError(
+            f"TrainConfig.batch_size (--batch-size) = {cfg.batch_size} is larger than the cohort "
+            f"({len(data)} prepared cases); give {len(data)} or less"
+        )
     ckpt_path = out / CHECKPOINT
     if resume and not ckpt_path.exists():
         raise FileNotFoundError(f"{out} holds no checkpoint to resume; start a new run without --resume")
@@ -542,7 +566,7 @@ def train(
     run = _Run(data, out, cfg, augment)
     run.build(augment_on, channels_last)
     if resume:
-        run.load(torch.load(ckpt_path, map_location="cpu", weights_only=False))
+        run.load(read_checkpoint(ckpt_path))
     out.mkdir(parents=True, exist_ok=True)
     write_json(
         out / CONFIG_JSON,
@@ -621,6 +645,27 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
     return result(False)
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's content; ValueError naming the file when it is truncated or not one."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except OSError as exc:
+        if exc.errno:  # a real OS error (permissions, I/O) says what it is itself
+            raise
+        ckpt = exc
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError...
+        ckpt = exc
+    if isinstance(ckpt, Exception):
+        reason = (str(ckpt).strip().splitlines() or [type(ckpt).__name__])[0][:120]
+        raise ValueError(
+            f"{path} is not a readable checkpoint (truncated or damaged: {reason}); "
+            "use a complete checkpoint (ssl-radiomics train --resume continues from the last one) or train again"
+        )
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
+        raise ValueError(f"{path} is not a checkpoint of ssl-radiomics train; give a run folder or its checkpoint.pt")
+    return ckpt
+
+
 def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D:
     """The trained SimSiam3D of a run folder or checkpoint file, in eval mode on ``device``."""
     path = Path(run_or_checkpoint)
@@ -628,7 +673,7 @@ def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D:
         path = path / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; train a run first (ssl-radiomics train CACHE --out RUN)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     model = SimSiam3D(**ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
     return model.to(resolve_device(device)).eval()
