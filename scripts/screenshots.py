@@ -44,6 +44,10 @@ def wait(app, widget, timeout: float = 900.0) -> None:
 
 def save_window(app, viewer, dock, path: Path) -> None:
     """Raise ``dock`` and save the whole window (canvas, layer list, docks) at its size."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()  # the toasts would cover the canvas
     dock.raise_()
     settle(app, 0.5)
     shot = viewer.screenshot(canvas_only=False, flash=False)
@@ -103,6 +107,7 @@ def main() -> None:
     wait(app, cohort)
     cohort.table.selectRow(1)
     wait(app, cohort)
+    cohort.scroll.ensureWidgetVisible(cohort.table)
     save_window(app, viewer, frames["Cohort"], out / "cohort.png")
 
     augment = docks["Augmentation preview"]
@@ -130,6 +135,7 @@ def main() -> None:
     )
     train.start()
     wait(app, train, timeout=1800)
+    train.scroll.ensureWidgetVisible(train.health_info)
     save_window(app, viewer, frames["Training"], out / "train.png")
 
     clusters = docks["Clusters"]
@@ -137,6 +143,8 @@ def main() -> None:
     clusters.compute()
     wait(app, clusters)
     clusters.go_to_case(0)
+    clusters.step.setValue(clusters.step.maximum() // 2)
+    clusters.scroll.ensureWidgetVisible(clusters.plot)
     settle(app)
     save_window(app, viewer, frames["Clusters"], out / "clusters.png")
 

@@ -316,6 +316,28 @@ def test_train_error_arrives_as_notification(make_napari_viewer, qtbot, tmp_path
     assert widget.status.text().startswith("Failed:") and "no checkpoint to resume" in widget.status.text()
 
 
+def test_train_status_says_diverged(make_napari_viewer, qtbot, errors):
+    """A run that diverges (the core raises TrainingDiverged in the worker) ends in 'Diverged'."""
+    from napari_ssl_radiomics.core.train import TrainingDiverged
+    from napari_ssl_radiomics.widgets import _workers
+    from napari_ssl_radiomics.widgets.train import TrainWidget
+
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    qtbot.addWidget(widget)
+
+    def diverging():
+        yield from ()
+        raise TrainingDiverged("the loss became nan at iteration 3")
+
+    widget.status.setText("iteration 3 of 20 (se): loss nan")
+    _workers.start(diverging, owner=widget, on_error=widget._failed, on_finish=widget._ended)
+    idle(qtbot, widget)
+    assert widget.status.text().startswith("Diverged: the loss became nan at iteration 3"), widget.status.text()
+    assert any("nan at iteration 3" in m for m in errors.messages)
+    assert widget.start_button.text() == "Start" and widget.start_button.isEnabled()
+
+
 # --- clusters and features (one short run shared by these tests) -----------------------
 
 

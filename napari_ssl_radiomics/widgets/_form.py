@@ -33,17 +33,19 @@ INT_LIMIT = 2**31 - 1  # Qt spin boxes hold a C int
 FLOAT_LIMIT = 1e9
 
 
-def decimals(value: float, lo: float | None, hi: float | None) -> int:
-    """Decimals to show: 3 for probabilities and values ≥ 0.1, else enough for a tenth of ``value``.
+def decimals(value: float, lo: float | None, hi: float | None, gt: float | None = None) -> int:
+    """Decimals to show for a float field holding ``value``.
 
-    Small positive parameters (learning rates, weight decay) get at least 6, so that a
-    user can go a few decades below the default.
+    3 for probabilities and for values of 0.01 or more; a positive-only field (``gt``, e.g.
+    a learning rate) or a small value gets at least 6, so that a user can go a few decades
+    below the default (the spin box's lower bound is one unit of the last decimal).
     """
     if lo is not None and hi is not None and hi <= 1 and lo >= 0:
         return 3
-    if value == 0 or abs(value) >= 0.1:
+    small = value != 0 and abs(value) < 0.01
+    if gt is None and not small:
         return 3
-    digits = math.ceil(-math.log10(abs(value)))
+    digits = math.ceil(-math.log10(abs(value))) if value else 1
     return min(max(digits + 2, 6), 10)
 
 
@@ -63,7 +65,7 @@ def bounds(f: dataclasses.Field, hint: Any, places: int = 0) -> tuple[float, flo
 
 def _bound_float(box: FloatSpinBox, value: float, f: dataclasses.Field) -> FloatSpinBox:
     """Give a float spin box the field's range, enough decimals and an adaptive step."""
-    places = decimals(value, f.metadata.get("min"), f.metadata.get("max"))
+    places = decimals(value, f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("gt"))
     low, high = bounds(f, float, places)
     box.native.setDecimals(places)  # before the range: Qt rounds the bounds to the decimals
     box.min, box.max = low, high

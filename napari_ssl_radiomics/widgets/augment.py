@@ -139,8 +139,8 @@ class AugmentWidget(ScrollDock):
         return (float(lo[0]), float(lo[1]), float(hi[2]) + GAP * spacing[2])
 
     def _look_at_views(self, depth: int, dz: float, z0: float) -> None:
-        """Move the z slider to the views' middle slice and fit the camera to them."""
+        """Move the z slider to the views' middle slice and fit the camera to the two views."""
         dims = self.viewer.dims
         if dims.ndim >= 3:
             dims.set_point(dims.ndim - 3, z0 + (depth // 2) * dz)
-        self.viewer.reset_view()
+        self.viewer.reset_view(layers=[self.viewer.layers[n] for n in VIEW_LAYERS])

@@ -248,7 +248,7 @@ class ClusterPlot(ThemedFigure):
         ax.scatter([], [], facecolors="none", edgecolors=HIGHLIGHT, label="inspected batch")
         ax.legend(fontsize=7, loc="best", framealpha=0.3)
         ax.set(xticks=[], yticks=[], xlabel="UMAP_0", ylabel="UMAP_1")
-        ax.set_title("UMAP of the encoder's features (size: RE/SE batches holding the case)", fontsize=8)
+        ax.set_title("UMAP of the encoder's features", fontsize=8)
 
     def _bars(self, table: pd.DataFrame) -> None:
         ax = self.ax_bars
@@ -324,7 +324,10 @@ class ClustersWidget(ScrollDock):
         self.colour.currentTextChanged.connect(self._redraw)
         self.compute_button = QPushButton("Compute")
         self.compute_button.clicked.connect(self.compute)
-        self.info = QLabel("Train (or choose a checkpoint), then Compute. Click a point to go to its case.")
+        self.info = QLabel(
+            "Train (or choose a checkpoint), then Compute. A point's size grows with the RE/SE batches "
+            "that held its case. Click a point to go to its case; drag a lasso to mark cases."
+        )
         self.info.setWordWrap(True)
         self.step = QSlider(Qt.Orientation.Horizontal)
         self.step.setEnabled(False)

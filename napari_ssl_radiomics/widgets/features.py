@@ -13,6 +13,7 @@ the plots into a chosen folder.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,11 @@ def fold_mean_auc(results: pd.DataFrame, name: str, fraction: float) -> float:
     if "fold" in sel.columns:  # per-fold rows only (a pooled row, if any, has no fold number)
         sel = sel[pd.to_numeric(sel["fold"], errors="coerce").notna()]
     return float(sel["value"].mean()) if len(sel) else float("nan")
+
+
+def dock_markdown(text: str) -> str:
+    """The summary's markdown with its headings two levels down, to suit a narrow dock."""
+    return re.sub(r"^(#{1,4}) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", text, flags=re.MULTILINE)
 
 
 class RocPlot(ThemedFigure):
@@ -307,7 +313,7 @@ class FeaturesWidget(ScrollDock):
     def _evaluated(self, out: tuple[Any, list[Path]]) -> None:
         self.result, files = out
         self.plots = [Path(p) for p in files if str(p).endswith(".png")]
-        self.summary.setMarkdown(self.result.summary)
+        self.summary.setMarkdown(dock_markdown(self.result.summary))
         self.summary.setVisible(True)
         self.note.setVisible(True)
         self._fit_summary()
