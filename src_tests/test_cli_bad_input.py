@@ -1,0 +1,182 @@
+"""The command line over a table of bad inputs, as a new user would meet them.
+
+Each row runs ``ssl-radiomics`` as a subprocess in one small working folder (a 6-case
+synthetic cohort, its 28³ cache and a one-step training run, made once) and checks:
+the exit status, that the message's first line (``ssl-radiomics <command>: error: ...``)
+says what is wrong, that no traceback is printed, and that nothing else in the folder
+changed (no half-made output folder, no file touched).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from napari_ssl_radiomics.config import AugmentConfig, PrepareConfig, SampleConfig, TrainConfig
+from napari_ssl_radiomics.core.events import drive
+from napari_ssl_radiomics.core.preprocess import prepare_all
+from napari_ssl_radiomics.core.sample import write_sample_cohort
+from napari_ssl_radiomics.core.train import train
+
+HOLD = """
+import sys, time
+from napari_ssl_radiomics.core.lock import folder_lock
+with folder_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli_bad")
+    manifest = write_sample_cohort(root / "cohort", SampleConfig(cases=6, size=32, seed=1))
+    prepare_all(manifest, PrepareConfig(size=28), root / "cache")
+    (root / "run").mkdir()
+    (root / "run" / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a kill during a write
+    drive(
+        train(
+            root / "cache",
+            root / "run",
+            TrainConfig(mode="none", iterations=1, batch_size=2, device="cpu", seed=0),
+            AugmentConfig(),
+        )
+    )
+    data = (root / "run" / "checkpoint.pt").read_bytes()
+    (root / "broken.pt").write_bytes(data[: len(data) // 2])  # a copy cut short
+    (root / "header.csv").write_text("ID,Image,Mask,Label\n", encoding="utf-8")
+    (root / "empty.yaml").write_text("# only a comment\n", encoding="utf-8")
+    (root / "syntax.yaml").write_text("train:\n  lr: 0.1\n   seed: 2\n", encoding="utf-8")
+    (root / "modes.yaml").write_text("cohort: cohort/manifest.csv\nmodes: [none, foo]\n", encoding="utf-8")
+    (root / "ok.yaml").write_text("cohort: cohort/manifest.csv\n", encoding="utf-8")
+    (root / "afile").write_text("not a folder\n", encoding="utf-8")
+    (root / "adir").mkdir()
+    return root
+
+
+def test_train_removes_the_temporary_file_of_a_killed_checkpoint_write(work):
+    assert not list((work / "run").glob(".*.tmp"))
+    assert (work / "run" / "checkpoint.pt").exists()
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every file and folder below ``root``: (kind, size, mtime) by relative path."""
+    out = {}
+    for path in root.rglob("*"):
+        st = path.lstat()
+        out[path.relative_to(root).as_posix()] = (path.is_dir(), 0 if path.is_dir() else st.st_size, st.st_mtime_ns)
+    return out
+
+
+def error_line(stderr: str, command: str) -> str:
+    """The first line of our message (progress bars write '\\r' lines before it)."""
+    lines = [ln.strip() for ln in stderr.replace("\r", "\n").splitlines()]
+    prefix = f"ssl-radiomics {command}: error:"
+    return next((ln for ln in lines if ln.startswith(prefix)), "")
+
+
+M = "cohort/manifest.csv"
+# (name, arguments, the words the first line of the message must hold)
+BAD = [
+    ("manifest with only a header", ["prepare", "header.csv", "--out", "c2"], ["header.csv", "no cases"]),
+    ("prepare --out is a file", ["prepare", M, "--out", "afile"], ["afile", "is a file, not a folder"]),
+    ("prepare --mask-label not a label", ["prepare", M, "--out", "c2", "--mask-label", "tumour"], ["mask_label"]),
+    ("prepare --size 0", ["prepare", M, "--out", "c2", "--size", "0"], ["PrepareConfig.size", "at least"]),
+    ("radiomics --out is a folder", ["radiomics", M, "--out", "adir"], ["adir", "is a folder"]),
+    ("radiomics --bin-width 0", ["radiomics", M, "--out", "t.csv", "--bin-width", "0"], ["bin_width", "greater"]),
+    ("radiomics --bin-width -5", ["radiomics", M, "--out", "t.csv", "--bin-width", "-5"], ["bin_width"]),
+    ("evaluate --folds 1", ["evaluate", M, "--out", "ev", "--folds", "1"], ["EvaluateConfig.folds"]),
+    ("evaluate --repeats 0", ["evaluate", M, "--out", "ev", "--repeats", "0"], ["EvaluateConfig.repeats"]),
+    ("evaluate label fraction 0", ["evaluate", M, "--out", "ev", "--label-fractions", "0"], ["label_fractions"]),
+    ("evaluate label fraction 1.5", ["evaluate", M, "--out", "ev", "--label-fractions", "1.5"], ["label_fractions"]),
+    ("evaluate --out is a file", ["evaluate", M, "--out", "afile"], ["afile", "is a file"]),
+    ("run: empty YAML", ["run", "empty.yaml"], ["empty.yaml", "no settings", "ssl-radiomics config --out"]),
+    ("run: YAML syntax error", ["run", "syntax.yaml"], ["syntax.yaml", "line 3"]),
+    ("run: unknown mode", ["run", "modes.yaml"], ["PipelineConfig.modes", "'foo'"]),
+    ("run --out is a file", ["run", "ok.yaml", "--out", "afile"], ["afile", "is a file"]),
+    ("train --iterations -3", ["train", "cache", "--out", "r2", "--iterations", "-3"], ["TrainConfig.iterations"]),
+    ("train --batch-size 0", ["train", "cache", "--out", "r2", "--batch-size", "0"], ["TrainConfig.batch_size"]),
+    ("train --batch-size 50", ["train", "cache", "--out", "r2", "--batch-size", "50"], ["larger than the cohort"]),
+    ("train --lr 0", ["train", "cache", "--out", "r2", "--lr", "0"], ["TrainConfig.lr"]),
+    ("train --checkpoint-every 0", ["train", "cache", "--out", "r2", "--checkpoint-every", "0"], ["checkpoint_every"]),
+    ("train --out is a file", ["train", "cache", "--out", "afile", "--batch-size", "2"], ["afile"]),
+    ("embed a truncated checkpoint", ["embed", "broken.pt", "cache", "--out", "e.csv"], ["broken.pt", "truncated"]),
+]
+
+
+def run_cli(root: Path, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "napari_ssl_radiomics", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,args,words", BAD, ids=[row[0] for row in BAD])
+def test_bad_input_gives_one_clear_line_and_changes_nothing(work, name, args, words):
+    before = snapshot(work)
+    done = run_cli(work, args)
+    line = error_line(done.stderr, args[0])
+    assert done.returncode == 2, f"{name}: exit {done.returncode}\n{done.stderr[-2000:]}"
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    for word in words:
+        assert word in line, f"{name}: {word!r} not in {line!r}"
+    assert snapshot(work) == before, f"{name}: the folder changed"
+
+
+@pytest.mark.slow
+def test_train_into_a_folder_in_use_is_refused_at_once(work):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(work / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(work)
+        done = run_cli(work, ["train", "cache", "--out", "run", "--resume", "--iterations", "3"])
+        line = error_line(done.stderr, "train")
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert f"run is in use by PID {holder.pid} on host" in line
+        assert snapshot(work) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    (work / "run" / ".ssl-radiomics.lock").unlink(missing_ok=True)  # what the killed holder left
+
+
+@pytest.mark.slow
+def test_prepare_into_a_cache_in_use_is_refused(work):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(work / "cache")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(work)
+        done = run_cli(work, ["prepare", M, "--out", "cache", "--size", "32"])
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert f"cache is in use by PID {holder.pid}" in error_line(done.stderr, "prepare")
+        assert snapshot(work) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    (work / "cache" / ".ssl-radiomics.lock").unlink(missing_ok=True)
+
+
+def test_full_disk_during_prepare_stops_with_one_line(tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing a crop is the cache's problem: one error, not every case blamed."""
+    import errno
+
+    import numpy as np
+
+    from napari_ssl_radiomics.cli import main
+
+    manifest = write_sample_cohort(tmp_path / "s", SampleConfig(cases=4, size=16))
+    monkeypatch.setattr(np, "savez", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+    assert main(["prepare", str(manifest), "--out", str(tmp_path / "c"), "--size", "16", "--jobs", "1"]) == 2
+    line = error_line(capsys.readouterr().err, "prepare")
+    assert "disk is full" in line and "check the files of this case" not in line
+    assert not (tmp_path / "c" / "cases.csv").exists()
