@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage as ndi
+from scipy.stats import norm, spearmanr
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from napari_ssl_radiomics.cli import main
-from napari_ssl_radiomics.config import PrepareConfig, SampleConfig
+from napari_ssl_radiomics.config import EvaluateConfig, PrepareConfig, RadiomicsConfig, SampleConfig
 from napari_ssl_radiomics.core.cache import load_prepared
+from napari_ssl_radiomics.core.evaluate import evaluate
+from napari_ssl_radiomics.core.pipeline import demo_config
 from napari_ssl_radiomics.core.preprocess import prepare_all
-from napari_ssl_radiomics.core.sample import CENTRES, cohort_design, make_case, write_sample_cohort
+from napari_ssl_radiomics.core.radiomics import extract_all
+from napari_ssl_radiomics.core.sample import CENTRES, GRADE_SHIFT, cohort_design, make_case, write_sample_cohort
 
 
 def test_same_seed_same_case_other_seed_other_case():
@@ -28,6 +34,24 @@ def test_same_seed_same_case_other_seed_other_case():
     assert not np.array_equal(a[0], c[0])
     assert a[0].dtype == np.float32 and a[1].dtype == np.uint8 and a[0].shape == (24, 24, 24)
     assert set(np.unique(a[1])) == {0, 1} and a[2]["volume_mm3"] == a[1].sum()
+    # a grade that is given is used, and changes the case
+    d = make_case(5, 24, 1, 2, grade=-1.0)
+    assert d[2]["grade"] == -1.0 and a[2]["grade"] != -1.0 and not np.array_equal(a[0], d[0])
+
+
+@pytest.mark.parametrize("centre", [0, 1])
+def test_the_phenotypes_differ_inside_the_mask_only_by_grade(centre):
+    """Same seed, grade and centre: identical mask and tumour voxels; phenotype 1 adds a halo around it."""
+    (i0, m0, _), (i1, m1, _) = (make_case(11, 32, label, centre, grade=0.5) for label in (0, 1))
+    assert np.array_equal(m0, m1)
+    inside = m0 > 0
+    assert np.array_equal(i0[inside], i1[inside])  # no blur at centres A and B: not a voxel leaks
+    dist = ndi.distance_transform_edt(~inside)
+    band = (dist >= 2) & (dist <= 4)
+    far = dist >= 8
+    darker = (i0 - i1)[band].mean()
+    assert darker > 5 * STYLE_GAIN[centre], darker  # the halo is a few noise levels deep
+    assert abs((i0 - i1)[far].mean()) < 1e-6
 
 
 @pytest.mark.parametrize("cases", [48, 20, 7])
@@ -41,8 +65,16 @@ def test_labels_are_3_to_1_and_centres_60_30_10_within_each_label(cases):
         counts = design.groupby(["Label", "centre"]).size()
         assert counts[0].tolist() == [22, 11, 3] and counts[1].tolist() == [7, 4, 1]
     assert design["seed"].is_unique
+    # grades: each phenotype's cases hold evenly spaced quantiles of its normal distribution
+    for label, shift in ((0, 0.0), (1, GRADE_SHIFT)):
+        grades = np.sort(design.loc[design["Label"] == label, "grade"].to_numpy())
+        n = len(grades)
+        assert np.allclose(grades, norm.ppf((np.arange(n) + 0.5) / n) + shift)
     # not sorted by label: IDs say nothing about the phenotype
     assert not design["Label"].is_monotonic_increasing
+
+
+STYLE_GAIN = {0: 1.0, 1: 1.8 * 0.65}  # gain x contrast of centres A and B
 
 
 def features(image, mask):
@@ -67,18 +99,28 @@ def small_cohort():
     design = cohort_design(SampleConfig(cases=36, size=32, seed=1))
     rows = []
     for rec in design.itertuples():
-        image, mask, _ = make_case(rec.seed, 32, rec.Label, rec.centre)
-        rows.append({"Label": rec.Label, "centre": rec.centre, **features(image, mask)})
+        image, mask, info = make_case(rec.seed, 32, rec.Label, rec.centre, rec.grade)
+        assert info["grade"] == rec.grade
+        rows.append(
+            {
+                "Label": rec.Label,
+                "centre": rec.centre,
+                "grade": rec.grade,
+                "volume": mask.sum(),
+                **features(image, mask),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def test_phenotypes_differ_in_texture_and_shape(small_cohort):
-    means = small_cohort.groupby("Label")[["coarse", "irregularity"]].mean()
-    assert means.loc[1, "coarse"] > 2 * means.loc[0, "coarse"]
-    assert means.loc[1, "irregularity"] > 1.15 * means.loc[0, "irregularity"]
-    # the texture signal does not come from one centre: it holds within each
-    by_centre = small_cohort.groupby(["centre", "Label"])["coarse"].mean().unstack()
-    assert (by_centre[1] > by_centre[0]).all()
+def test_the_grade_shows_in_size_shape_and_texture(small_cohort):
+    for col in ("volume", "irregularity", "coarse"):
+        rho = spearmanr(small_cohort[col], small_cohort["grade"])[0]
+        assert rho > 0.6, (col, rho)
+    # the texture signal does not come from one centre: it holds within the two large ones
+    for centre, part in small_cohort.groupby("centre"):
+        if centre < 2:
+            assert spearmanr(part["coarse"], part["grade"])[0] > 0.3, centre
 
 
 def test_naive_clustering_follows_the_centre_not_the_phenotype(small_cohort):
@@ -87,6 +129,48 @@ def test_naive_clustering_follows_the_centre_not_the_phenotype(small_cohort):
     by_centre = adjusted_rand_score(small_cohort["centre"], clusters)
     by_label = adjusted_rand_score(small_cohort["Label"], clusters)
     assert by_centre > 0.3 and by_centre > by_label + 0.15, (by_centre, by_label)
+
+
+def halo_depth(image: np.ndarray, mask: np.ndarray) -> float:
+    """How much darker the tissue 2-4 voxels outside the mask is than the tissue 6-9 voxels out."""
+    dist = ndi.distance_transform_edt(mask == 0)
+    near, far = (dist >= 2) & (dist <= 4), (dist >= 6) & (dist <= 9)
+    return float(np.median(image[far]) - np.median(image[near]))
+
+
+def within_centre_auc(table: pd.DataFrame, col: str) -> float:
+    """AUC over the (phenotype 1, phenotype 0) pairs of the same centre (gain differs by centre)."""
+    wins = pairs = 0.0
+    for _, part in table.groupby("Group"):
+        pos, neg = part.loc[part["Label"] == 1, col].to_numpy(), part.loc[part["Label"] == 0, col].to_numpy()
+        diff = pos[:, None] - neg[None, :]
+        wins += (diff > 0).sum() + 0.5 * (diff == 0).sum()
+        pairs += diff.size
+    return wins / pairs
+
+
+def test_traditional_radiomics_see_only_part_of_the_label(tmp_path):
+    """The demo's cohort: pyradiomics' 107 features under the paper's SVM protocol are clearly
+    imperfect, while the images (around the mask) hold what they miss."""
+    sample = dataclasses.replace(demo_config(tmp_path).sample, seed=0)
+    manifest = write_sample_cohort(tmp_path / "sample", sample)
+    trad, failures = extract_all(manifest, RadiomicsConfig(jobs=2))
+    assert failures.empty, failures
+    cases = pd.read_csv(manifest)
+    table = cases[["ID", "Label"]].merge(trad, on="ID")
+    cfg = EvaluateConfig(group="", label_fractions=(1.0,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # liblinear's convergence notes on 38 training cases
+        result = evaluate({"trad": table}, cfg)
+    auc = result.results.query("metric == 'auc'")["value"].mean()
+    # measured 0.75-0.90 on seeds and sizes (core/sample.py); 1.0 on the cohort before it
+    assert 0.7 <= auc <= 0.95, auc
+    cases["halo"] = [
+        halo_depth(*(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "sample" / f))) for f in (r.Image, r.Mask)))
+        for r in cases.itertuples()
+    ]
+    halo_auc = within_centre_auc(cases, "halo")
+    assert halo_auc >= 0.95 and halo_auc > auc + 0.03, (halo_auc, auc)
 
 
 def test_written_cohort_is_deterministic_and_readable(tmp_path):
