@@ -19,6 +19,12 @@ Rows of the printed table:
 It also prints, for the one set, how often the chosen C and the fold AUC agree with the
 plain loop's.
 
+Columns: wall seconds, and CPU seconds of this process and its worker processes together
+(user + system, from ``getrusage``; the workers are shut down and reaped after each run
+so that their time is counted). On a shared machine the wall time grows with the other
+jobs' load; the CPU time hardly does, and CPU s / processes is what an idle machine of as
+many cores needs.
+
     python benchmarks/bench_evaluate.py [--cases 1000] [--jobs 2] [--repeats 3] [--before]
 """
 
@@ -124,6 +130,28 @@ def _positive_score(model, X: np.ndarray, positive: str) -> np.ndarray:
     return score if model.classes_[1] == positive else -score
 
 
+class Timer:
+    """Wall and CPU seconds (this process and its reaped children) of a ``with`` block."""
+
+    def __enter__(self) -> Timer:
+        self._wall, self._cpu = time.perf_counter(), _cpu()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from joblib.externals.loky import reusable_executor
+
+        if reusable_executor._executor is not None:  # joblib's pool: reap its workers, so their CPU time counts
+            reusable_executor._executor.shutdown(wait=True)
+        self.wall, self.cpu = time.perf_counter() - self._wall, _cpu() - self._cpu
+
+
+def _cpu() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def machine() -> str:
     import sklearn
 
@@ -154,32 +182,33 @@ def main() -> None:
     external = {"Supervised": supervised_predictions(labels, cfg)}
     one = EvaluateConfig(repeats=args.repeats, group="", jobs=1)
     rows = []
+    start = machine()
 
-    t0 = time.perf_counter()
-    result = ev.evaluate(sets, cfg, predictions=external)
+    with Timer() as t:
+        result = ev.evaluate(sets, cfg, predictions=external)
     n_sets = len(sets) + len(external)
     fits = len(sets) * len(cfg.label_fractions) * cfg.repeats * result.n_folds
-    rows.append((f"full layout ({n_sets} sets)", args.jobs, fits, time.perf_counter() - t0))
+    rows.append((f"full layout ({n_sets} sets)", args.jobs, fits, t.wall, t.cpu))
 
-    t0 = time.perf_counter()
-    ours = ev.evaluate({WIDE: sets[WIDE]}, one)
+    with Timer() as t:
+        ours = ev.evaluate({WIDE: sets[WIDE]}, one)
     splits_n = len(ours.chosen_C)
-    rows.append((f"one set ({WIDE}), ours", 1, splits_n, time.perf_counter() - t0))
+    rows.append((f"one set ({WIDE}), ours", 1, splits_n, t.wall, t.cpu))
 
-    t0 = time.perf_counter()
-    plain_C, plain_auc = plain_sklearn(sets[WIDE], one)
-    rows.append((f"one set ({WIDE}), plain sklearn", 1, splits_n, time.perf_counter() - t0))
+    with Timer() as t:
+        plain_C, plain_auc = plain_sklearn(sets[WIDE], one)
+    rows.append((f"one set ({WIDE}), plain sklearn", 1, splits_n, t.wall, t.cpu))
     if args.before:
-        t0 = time.perf_counter()
-        plain_sklearn(sets[WIDE], one, before=True)
-        rows.append((f"one set ({WIDE}), ours before", 1, splits_n, time.perf_counter() - t0))
+        with Timer() as t:
+            plain_sklearn(sets[WIDE], one, before=True)
+        rows.append((f"one set ({WIDE}), ours before", 1, splits_n, t.wall, t.cpu))
 
-    print(f"\nMachine: {machine()}")
+    print(f"\nMachine at the start: {start}\nMachine at the end:   {machine()}")
     print(f"Table: {args.cases} cases x {trad.shape[1] - 1} + 3 x 256 features; {cfg.repeats} repeats, 5 folds\n")
-    print("| run | processes | SVM fits (splits) | seconds | s per split |")
-    print("|---|---|---|---|---|")
-    for name, jobs, n, secs in rows:
-        print(f"| {name} | {jobs} | {n} | {secs:.1f} | {secs / n:.2f} |")
+    print("| run | processes | SVM fits (splits) | wall s | CPU s | CPU s per split | CPU s / processes |")
+    print("|---|---|---|---|---|---|---|")
+    for name, jobs, n, wall, cpu in rows:
+        print(f"| {name} | {jobs} | {n} | {wall:.1f} | {cpu:.1f} | {cpu / n:.2f} | {cpu / jobs:.1f} |")
     auc = ours.results.query("metric == 'auc'")["value"].to_numpy()
     same = np.mean(np.asarray(plain_C) == ours.chosen_C["C"].to_numpy())
     print(

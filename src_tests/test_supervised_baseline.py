@@ -12,6 +12,7 @@ from napari_ssl_radiomics.config import EvaluateConfig
 from napari_ssl_radiomics.core.cache import PreparedCohort
 from napari_ssl_radiomics.core.evaluate import evaluate, make_folds
 from napari_ssl_radiomics.core.events import drive
+from napari_ssl_radiomics.core.report import supervised_section
 from napari_ssl_radiomics.core.supervised import _check, demo_train_config, run_supervised, train_supervised
 
 
@@ -34,7 +35,7 @@ def _cohort(n=24, size=27, seed=0) -> PreparedCohort:
     )
 
 
-def test_supervised_predictions_use_the_evaluation_folds_and_score_as_a_feature_set():
+def test_supervised_predictions_use_the_evaluation_folds_and_score_as_a_feature_set(tmp_path):
     cohort = _cohort()
     cfg = EvaluateConfig(folds=2, label_fractions=(1.0, 0.5), seed=0)
     events = []
@@ -49,6 +50,13 @@ def test_supervised_predictions_use_the_evaluation_folds_and_score_as_a_feature_
     assert not fit.converged and len(fit.diagnostics) == 4
     assert list(fit.history.columns) == ["split", "repeat", "fold", "label_fraction", "iteration", "loss"]
     assert len(fit.history) == 4  # one step per split
+    # the report says so, with the loss curves
+    (tmp_path / "features").mkdir()
+    fit.history.to_csv(tmp_path / "features" / "supervised_history.csv", index=False)
+    fit.diagnostics.to_csv(tmp_path / "features" / "supervised_diagnostics.csv", index=False)
+    title, text, images, table = supervised_section(tmp_path)
+    assert "has not converged in 4 of 4 splits" in text and images[0].read_bytes()[:4] == b"\x89PNG"
+    assert len(table) == 4
     assert set(preds.columns) >= {"ID", "label_fraction", "repeat", "fold", "y_true", "y_pred", "score"}
     assert preds.groupby("label_fraction")["ID"].apply(lambda s: sorted(s) == sorted(cohort.ids)).all()
 

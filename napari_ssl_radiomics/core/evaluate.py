@@ -39,7 +39,6 @@ Choices the paper leaves open, made here:
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 import warnings
 from collections.abc import Generator, Iterator
@@ -652,7 +651,10 @@ def _check_splits(all_splits: list[Split], labels: Labels, cfg: EvaluateConfig) 
 
 
 def _jobs(cfg: EvaluateConfig, n_tasks: int) -> int:
-    jobs = cfg.jobs if cfg.jobs > 0 else (os.cpu_count() or 1)
+    """Processes to use: ``cfg.jobs``, or (0) the cores this process may use (cgroups and affinity)."""
+    from joblib import cpu_count
+
+    jobs = cfg.jobs if cfg.jobs > 0 else cpu_count()
     return max(1, min(jobs, n_tasks))
 
 
