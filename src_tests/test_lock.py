@@ -110,3 +110,24 @@ def test_two_prepares_into_one_cache(tmp_path):
     for _ in prepare(manifest, PrepareConfig(size=16), tmp_path / "cache"):
         pass
     assert (tmp_path / "cache" / "cases.csv").exists()
+
+
+def test_without_flock_a_dead_holder_here_is_stale_and_another_hosts_is_refused(tmp_path, monkeypatch):
+    """The fallback where flock is missing (Windows, some network file systems)."""
+    import json
+
+    from napari_ssl_radiomics.core import lock
+
+    monkeypatch.setattr(lock, "fcntl", None)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a PID that no longer runs
+    path = tmp_path / LOCK_NAME
+    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}), encoding="utf-8")
+    with folder_lock(tmp_path) as stale:
+        assert stale["pid"] == dead.pid
+        with pytest.raises(LockedError, match=f"PID {os.getpid()}"), folder_lock(tmp_path):
+            pass
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere"}), encoding="utf-8")
+    with pytest.raises(LockedError) as err, folder_lock(tmp_path):
+        pass
+    assert "host elsewhere" in str(err.value) and str(path) in str(err.value) and "delete" in str(err.value)
