@@ -50,8 +50,8 @@ class PrepareConfig:
     crop: str = option(
         "centroid",
         "'centroid': a cube centred on the mask's centroid, padded with the background; "
-        "'bbox': the mask's bounding box plus margin, resized to the cube (not the paper's lung setting, "
-        "a fixed box around the whole lung: for that, give the lung as the Mask of the prepare manifest)",
+        "'bbox': the bounding box of the mask (or of the manifest's BoxMask, e.g. the whole lung as in the "
+        "paper's lung setting) plus margin, resized to the cube",
         choices=("centroid", "bbox"),
     )
     margin: float = option(10.0, "margin around the mask's bounding box for crop='bbox', mm", min=0)

@@ -166,6 +166,38 @@ def test_bbox_crop_fits_the_roi_with_its_margin(pyradiomics_data):
     assert mask.sum() * (side / 32) ** 3 == pytest.approx(meta["roi_volume_mm3"], rel=0.1)
 
 
+def test_box_mask_sets_the_networks_crop_and_the_mask_stays_the_tumour(pyradiomics_data, tmp_path):
+    """The paper's lung setting: the box around a whole organ (BoxMask), the lesion (Mask)."""
+    phantom = pyradiomics_data / "prostate_phantom_subvolume.nrrd"
+    labels = pyradiomics_data / "prostate_phantom_subvolume-label.nrrd"
+    (tmp_path / "m.csv").write_text(
+        f"ID,Image,Mask,MaskLabel,BoxMask\nboxed,{phantom},{labels},1,{labels}\nplain,{phantom},{labels},1,\n",
+        encoding="utf-8",
+    )
+    boxed, plain = load_cohort(tmp_path / "m.csv").cases
+    assert boxed.box_mask == labels and "BoxMask" in boxed.sources() and plain.box_mask is None
+    cfg = dataclasses.replace(CFG, size=32, crop="bbox", margin=5.0)
+    _, box_roi, box_meta = prepare_case(boxed, cfg)
+    _, roi, meta = prepare_case(plain, cfg)
+    # The cube's side: the longest extent of every nonzero label (the organ), plus the margins.
+    img = sitk.ReadImage(str(labels))
+    zyx = np.argwhere(sitk.GetArrayFromImage(img) != 0)
+    extent = (zyx.max(0) - zyx.min(0) + 1)[::-1] * np.array(img.GetSpacing())
+    assert box_meta["spacing"] == pytest.approx([(extent.max() + 10.0) / 32] * 3, rel=1e-6)
+    assert box_meta["spacing"][0] > meta["spacing"][0]  # the organ's box is larger than the lesion's
+    # The mask is still the lesion (label 1), whole inside the organ's box, at a coarser grid.
+    assert box_meta["roi_volume_mm3"] == meta["roi_volume_mm3"] and box_meta["roi_inside_fraction"] == 1.0
+    assert 0 < box_roi.sum()
+    # The cube is centred on the organ's box, not on the lesion's.
+    centre = img.TransformContinuousIndexToPhysicalPoint(((zyx.min(0) + zyx.max(0)) / 2)[::-1].tolist())
+    direction = np.array(box_meta["direction"]).reshape(3, 3)
+    crop_centre = np.array(box_meta["origin"]) + direction @ np.full(3, box_meta["spacing"][0] * 31 / 2)
+    assert crop_centre == pytest.approx(centre, abs=1e-6)
+    plain_centre = np.array(meta["origin"]) + direction @ np.full(3, meta["spacing"][0] * 31 / 2)
+    assert np.abs(plain_centre - centre).max() > 1.0
+    assert box_meta["sources"]["BoxMask"]["path"] == str(labels)
+
+
 def test_second_run_reuses_the_cache_and_changes_redo_it(pyradiomics_data, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

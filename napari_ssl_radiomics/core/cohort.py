@@ -9,8 +9,10 @@ message names the case and what to do, so that a caller can skip that case and g
 Manifest columns
 ----------------
 ``Image``, ``Mask`` (required); ``ID``, ``Label`` (class for evaluation), ``Group``
-(patient or centre, for grouped splits), ``MaskLabel`` (the ROI's value in the mask) and
-``Image_<modality>`` (further channels, resampled onto ``Image``) are optional. Relative
+(patient or centre, for grouped splits), ``MaskLabel`` (the ROI's value in the mask),
+``BoxMask`` (a second mask whose extent sets the network's crop, e.g. the whole lung, as in
+the paper's lung setting; ``Mask`` stays the tumour) and ``Image_<modality>`` (further
+channels, resampled onto ``Image``) are optional. Relative
 paths are relative to the CSV's folder. Without an ``ID`` column a case is named after
 its image file (or ``row<N>`` when those names repeat).
 
@@ -79,6 +81,8 @@ class Case:
         (every nonzero value), or None (``PrepareConfig.mask_label``, else the mask's only
         nonzero value)
     extra_images : modality -> file of further channels, resampled onto ``image``
+    box_mask : a second mask (e.g. the lung) whose nonzero voxels set the network's crop
+        instead of the ROI's (see :mod:`.preprocess`); None: the ROI sets it
     """
 
     id: str
@@ -88,6 +92,7 @@ class Case:
     group: str = ""
     mask_label: RoiSpec = None
     extra_images: dict[str, Path] = field(default_factory=dict)
+    box_mask: Path | None = None
 
     @property
     def channels(self) -> list[str]:
@@ -99,6 +104,8 @@ class Case:
         out = {"Image": self.image}
         out.update({f"{EXTRA_PREFIX}{m}": p for m, p in self.extra_images.items()})
         out["Mask"] = self.mask
+        if self.box_mask is not None:
+            out["BoxMask"] = self.box_mask
         return out
 
 
@@ -210,6 +217,7 @@ def _case_from_row(rec: dict, case_id: str, base: Path, extras: list[str], row: 
     except ValueError as exc:
         raise ValueError(f"case {case_id}: MaskLabel {exc}") from None
     extra = {c[len(EXTRA_PREFIX) :]: _resolve(rec[c], base) for c in extras if rec[c].strip()}
+    box = rec.get("BoxMask", "").strip()
     return Case(
         id=case_id,
         image=_resolve(rec["Image"], base),
@@ -218,6 +226,7 @@ def _case_from_row(rec: dict, case_id: str, base: Path, extras: list[str], row: 
         group=rec.get("Group", "").strip(),
         mask_label=mask_label,
         extra_images=extra,
+        box_mask=_resolve(box, base) if box else None,
     )
 
 
@@ -592,7 +601,26 @@ def read_case(case: Case, cfg: PrepareConfig, raw: bool = False) -> tuple[list[s
     return channels, _roi(mask, case, spec)
 
 
-def _geometry_checked_mask(mask: sitk.Image, image: sitk.Image, case: Case, cfg: PrepareConfig) -> sitk.Image:
+def read_box(case: Case, image: sitk.Image, cfg: PrepareConfig) -> sitk.Image | None:
+    """The case's ``BoxMask`` as a binary mask on ``image``'s grid, checked as ``Mask`` is;
+    None when the case has none."""
+    if case.box_mask is None:
+        return None
+    box = read_image(case.box_mask, case.id, "BoxMask")
+    _check_volume(box, case.id, "BoxMask", case.box_mask)
+    _check_finite(box, case.id, "BoxMask", case.box_mask)
+    box = _geometry_checked_mask(box, image, case, cfg, what="BoxMask")
+    arr = sitk.GetArrayViewFromImage(box)
+    if not np.any(arr):
+        raise CaseError(case.id, f"BoxMask {case.box_mask.name} is empty (all zero); give the region to crop")
+    out = sitk.GetImageFromArray((arr != 0).astype(np.uint8))
+    out.CopyInformation(box)
+    return out
+
+
+def _geometry_checked_mask(
+    mask: sitk.Image, image: sitk.Image, case: Case, cfg: PrepareConfig, what: str = "mask"
+) -> sitk.Image:
     diffs = _same_geometry(image, mask, cfg.tolerance)
     if not diffs:
         mask.CopyInformation(image)
@@ -600,7 +628,7 @@ def _geometry_checked_mask(mask: sitk.Image, image: sitk.Image, case: Case, cfg:
     if not cfg.resample_mask:
         raise CaseError(
             case.id,
-            f"image and mask geometry differ ({'; '.join(diffs)}). If this mask was drawn on this image, "
+            f"image and {what} geometry differ ({'; '.join(diffs)}). If this mask was drawn on this image, "
             "rerun with --resample-mask true (PrepareConfig.resample_mask) to resample it onto the image "
             "(nearest neighbour); otherwise give the matching mask",
         )
@@ -611,7 +639,7 @@ def _geometry_checked_mask(mask: sitk.Image, image: sitk.Image, case: Case, cfg:
     if before and not _nonzero_count(resampled):
         raise CaseError(
             case.id,
-            f"the mask lies outside the image after resampling it onto the image ({'; '.join(diffs)}); "
+            f"the {what} lies outside the image after resampling it onto the image ({'; '.join(diffs)}); "
             "check that the mask belongs to this image",
         )
     return resampled

@@ -17,11 +17,14 @@ Choices the paper leaves open, made here:
   ROI plus ``margin`` mm on each side, widened to a cube around the box's centre along
   its longest side, then sampled with ``S`` voxels per edge. Widening to a cube keeps
   the spacing isotropic (``side / S`` mm, written to the metadata) so that shapes are not
-  distorted; ``spacing`` is not used in this mode. This is *not* the paper's lung setting:
-  there a fixed 224³ box around the whole lung was resized to 112³ for the network, and the
-  tumour mask served only the radiomics. The nearest equivalent here is a manifest whose
-  ``Mask`` is the lung (for the network's crop) with a separate radiomics manifest whose
-  ``Mask`` is the tumour.
+  distorted; ``spacing`` is not used in this mode.
+* **The network's box from a second mask** (a ``BoxMask`` column): the paper's lung setting
+  took a fixed 224³ box around the whole lung, resized it to 112³ for the network, and used
+  the tumour mask only for the radiomics. With ``BoxMask`` = the lung and ``crop='bbox'``
+  (``size=112``, ``margin`` as wanted), the crop is the lung's box widened to a cube and
+  resized to ``size``³; ``Mask`` stays the tumour, for the radiomics and for the ROI
+  statistics and the crop's mask here. Without ``BoxMask``, ``bbox`` boxes the tumour
+  itself, which is *not* the paper's lung setting.
 * **Locking**: a cache is used by one ``prepare`` at a time (:mod:`.lock`); a second one
   into the same folder stops at once, naming the process that holds it. A full disk or a
   read-only cache stops the run with one line (:class:`.utils.OutputError`) instead of
@@ -53,7 +56,7 @@ import SimpleITK as sitk
 
 from ..config import ClusterConfig, PrepareConfig, to_dict
 from .cache import CASE_COLUMNS, CASES_CSV, CROPS, PREPARE_JSON, crop_paths, write_crop
-from .cohort import Case, CaseError, Cohort, default_mask_label, load_cohort, read_case
+from .cohort import Case, CaseError, Cohort, default_mask_label, load_cohort, read_box, read_case
 from .lock import folder_lock
 from .parallel import run_cases
 from .utils import (
@@ -197,7 +200,8 @@ def prepare_case(
         constant image channel.
     """
     channels, roi = read_case(case, cfg)
-    grid = crop_grid(channels[0], roi, cfg)
+    box = read_box(case, channels[0], cfg)  # the network's crop region, when not the ROI
+    grid = crop_grid(channels[0], roi if box is None else box, cfg)
     crops, backgrounds, ranges = [], [], []
     for name, channel in zip(case.channels, channels):
         background = float(sitk.GetArrayViewFromImage(channel).min())
