@@ -180,3 +180,25 @@ def test_full_disk_during_prepare_stops_with_one_line(tmp_path, monkeypatch, cap
     line = error_line(capsys.readouterr().err, "prepare")
     assert "disk is full" in line and "check the files of this case" not in line
     assert not (tmp_path / "c" / "cases.csv").exists()
+
+
+@pytest.mark.parametrize("flag, avail, words", [(os.ST_RDONLY, 100, "read-only"), (0, 0, "disk is full")])
+def test_read_only_or_full_output_is_refused_before_work(tmp_path, monkeypatch, capsys, flag, avail, words):
+    """Such a file system cannot be made here without privileges: its statvfs answer is faked."""
+    import types
+
+    from napari_ssl_radiomics.cli import main
+
+    manifest = write_sample_cohort(tmp_path / "s", SampleConfig(cases=4, size=16))
+    real = os.statvfs
+
+    def statvfs(path):
+        st = real(path)
+        return types.SimpleNamespace(f_flag=st.f_flag | flag, f_bavail=avail, f_frsize=st.f_frsize)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["prepare", str(manifest), "--out", str(tmp_path / "cache"), "--size", "16"]) == 2
+    line = error_line(capsys.readouterr().err, "prepare")
+    assert words in line and str(tmp_path / "cache") in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
