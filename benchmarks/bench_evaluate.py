@@ -130,6 +130,10 @@ def _positive_score(model, X: np.ndarray, positive: str) -> np.ndarray:
     return score if model.classes_[1] == positive else -score
 
 
+def _row(name: str, jobs: int, n: int, wall: float, cpu: float) -> str:
+    return f"| {name} | {jobs} | {n} | {wall:.1f} | {cpu:.1f} | {cpu / n:.2f} | {cpu / jobs:.1f} |"
+
+
 class Timer:
     """Wall and CPU seconds (this process and its reaped children) of a ``with`` block."""
 
@@ -189,15 +193,18 @@ def main() -> None:
     n_sets = len(sets) + len(external)
     fits = len(sets) * len(cfg.label_fractions) * cfg.repeats * result.n_folds
     rows.append((f"full layout ({n_sets} sets)", args.jobs, fits, t.wall, t.cpu))
+    print(_row(*rows[-1]), flush=True)
 
     with Timer() as t:
         ours = ev.evaluate({WIDE: sets[WIDE]}, one)
     splits_n = len(ours.chosen_C)
     rows.append((f"one set ({WIDE}), ours", 1, splits_n, t.wall, t.cpu))
+    print(_row(*rows[-1]), flush=True)
 
     with Timer() as t:
         plain_C, plain_auc = plain_sklearn(sets[WIDE], one)
     rows.append((f"one set ({WIDE}), plain sklearn", 1, splits_n, t.wall, t.cpu))
+    print(_row(*rows[-1]), flush=True)
     if args.before:
         with Timer() as t:
             plain_sklearn(sets[WIDE], one, before=True)
@@ -207,8 +214,8 @@ def main() -> None:
     print(f"Table: {args.cases} cases x {trad.shape[1] - 1} + 3 x 256 features; {cfg.repeats} repeats, 5 folds\n")
     print("| run | processes | SVM fits (splits) | wall s | CPU s | CPU s per split | CPU s / processes |")
     print("|---|---|---|---|---|---|---|")
-    for name, jobs, n, wall, cpu in rows:
-        print(f"| {name} | {jobs} | {n} | {wall:.1f} | {cpu:.1f} | {cpu / n:.2f} | {cpu / jobs:.1f} |")
+    for row in rows:
+        print(_row(*row))
     auc = ours.results.query("metric == 'auc'")["value"].to_numpy()
     same = np.mean(np.asarray(plain_C) == ours.chosen_C["C"].to_numpy())
     print(

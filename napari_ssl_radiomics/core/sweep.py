@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import PipelineConfig
-from .pipeline import StageEvent, _embed_stage, _labels, _State, _train_stage
-from .utils import write_csv
+from .pipeline import StageEvent, _embed_stage, _forward, _labels, _State, _train_stage
+from .utils import read_table_csv, write_csv
 
 
 def sweep_configs(cfg: PipelineConfig, name: str, values: list[int]) -> dict[int, object]:
@@ -42,7 +42,7 @@ def sweep(cfg: PipelineConfig, name: str, values: list[int]) -> Generator[StageE
     -------
     DataFrame with columns ``name``, ``value``, ``auc_mean``, ``auc_sd``.
     """
-    from .evaluate import evaluate
+    from .evaluate import evaluate_iter
     from .tables import combine
 
     out = Path(cfg.out)
@@ -56,7 +56,8 @@ def sweep(cfg: PipelineConfig, name: str, values: list[int]) -> Generator[StageE
         tag = f"sweep:{name}={value}"
         run_dir = yield from _train_stage(train_cfg, cfg, cache, folder / f"{value}", state, tag)
         table = yield from _embed_stage(cfg, run_dir, cache, folder / f"ssl_{value}.csv", state, tag + ":embed")
-        result = evaluate({"3DSiam": combine([labels, pd.read_csv(table, dtype={"ID": str})])}, eval_cfg)
+        tables = {"3DSiam": combine([labels, read_table_csv(table)])}  # IDs as text: "NA" is a case
+        result = yield from _forward(tag + ":evaluate", evaluate_iter(tables, eval_cfg))
         auc = result.results[result.results["metric"] == "auc"]["value"]
         rows.append({"name": name, "value": value, "auc_mean": auc.mean(), "auc_sd": auc.std(ddof=0)})
         yield StageEvent(tag, "done", message=f"AUC {auc.mean():.3f}")
@@ -75,7 +76,8 @@ def _plot(table: pd.DataFrame, name: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.errorbar(table["value"], table["auc_mean"], yerr=table["auc_sd"], marker="o", capsize=3)
     ax.set(
-        xlabel="number of clusters k" if name == "clusters" else "selected batch size m", ylabel="AUC (3DSiam features)"
+        xlabel="number of clusters k" if name == "clusters" else "selected batch size m",
+        ylabel="fold-mean AUC ± sd (3DSiam features)",
     )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
