@@ -18,7 +18,7 @@ by a measurement from benchmarks/bench_train.py on a GPU).
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,36 +49,38 @@ def real_cases() -> list[Case]:
     return [Case(c, DATA / f"{c}_image.nrrd", DATA / f"{c}_label.nrrd") for c in CASES]
 
 
-def prepare_s(size: int, tmp: Path) -> float:
-    """Median seconds per case of ``prepare`` (one process) at ``size``³, 1 mm."""
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of ``fn()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def prepare_s(size: int, tmp: Path) -> tuple[float, float]:
+    """Wall and CPU seconds per case of ``prepare`` (one process) at ``size``³, 1 mm."""
     from napari_ssl_radiomics.core.cohort import Cohort
 
     cohort = Cohort(cases=real_cases(), problems=[], source=DATA)
-    times, last = [], time.perf_counter()
-    for _event in prepare(cohort, PrepareConfig(size=size, spacing=1.0, jobs=1), tmp / f"prep{size}"):
-        now = time.perf_counter()
-        times.append(now - last)
-        last = now
-    return statistics.median(times)
+    wall, cpu = timed(lambda: drive(prepare(cohort, PrepareConfig(size=size, spacing=1.0, jobs=1), tmp / f"p{size}")))
+    return wall / len(CASES), cpu / len(CASES)
 
 
-def radiomics_s() -> float:
-    events = []
-    drive(extract(real_cases(), RadiomicsConfig(jobs=1)), events.append)
-    return statistics.median(e.elapsed_s for e in events if e.status == "ok")
+def radiomics_s() -> tuple[float, float]:
+    wall, cpu = timed(lambda: drive(extract(real_cases(), RadiomicsConfig(jobs=1))))
+    return wall / len(CASES), cpu / len(CASES)
 
 
-def embed_s(size: int, batch: int = 16) -> float:
+def embed_s(size: int, batch: int = 16) -> tuple[float, float]:
     model = SimSiam3D(in_channels=1).eval()
     x = torch.rand(batch, 1, size, size, size) * 255
     with torch.no_grad():
         model.encoder(x[:2])  # warm-up
-        start = time.perf_counter()
-        model.encoder(x)
-    return (time.perf_counter() - start) / batch
+        wall, cpu = timed(lambda: model.encoder(x))
+    return wall / batch, cpu / batch
 
 
-def train_rate(size: int, steps: int, batch: int = 6) -> float:
+def train_rate(size: int, steps: int, batch: int = 6) -> tuple[float, float]:
+    """Samples/s of the steps after the first, by the wall clock and by this process's CPU time."""
     rng = np.random.default_rng(0)
     cases = 24
     data = PreparedCohort(
@@ -88,13 +90,13 @@ def train_rate(size: int, steps: int, batch: int = 6) -> float:
         masks=np.zeros((cases, size, size, size), np.uint8),
     )
     cfg = TrainConfig(mode="none", iterations=steps, batch_size=batch, checkpoint_every=10**9, device="cpu", seed=0)
+    marks = []
     with tempfile.TemporaryDirectory() as tmp:
-        rates = [
-            e.samples_per_s
-            for e in train(data, Path(tmp) / "run", cfg, AugmentConfig())
-            if e.kind == "step" and e.iteration > 1
-        ]
-    return statistics.median(rates)
+        for event in train(data, Path(tmp) / "run", cfg, AugmentConfig()):
+            if event.kind == "step":
+                marks.append((time.perf_counter(), time.process_time()))
+    samples = batch * (len(marks) - 1)
+    return samples / (marks[-1][0] - marks[0][0]), samples / (marks[-1][1] - marks[0][1])
 
 
 def hours(cases: int, seconds_per_case: float, workers: int) -> str:
@@ -105,6 +107,7 @@ def hours(cases: int, seconds_per_case: float, workers: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 96])
+    parser.add_argument("--train-sizes", type=int, nargs="+", default=[32, 64], help="96³ training on a CPU is slow")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=50, help="training epochs in the projection (the paper: ~50)")
     parser.add_argument(
@@ -115,21 +118,26 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)  # per-case costs of one worker process on one core
-    print(f"machine: {machine(torch.device('cpu'))}")
+    print(f"machine: {machine(torch.device('cpu'))}; load average {os.getloadavg()[0]:.1f}")
     measured = []
+
+    def add(stage: str, unit: str, values: tuple[float, float]) -> None:
+        measured.append({"stage": stage, "unit": unit, "wall": values[0], "CPU": values[1]})
+
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            measured.append({"stage": f"prepare {size}³ (s/case)", "value": prepare_s(size, Path(tmp))})
-    measured.append({"stage": "radiomics, 107 features (s/case)", "value": radiomics_s()})
+            add(f"prepare {size}³", "s/case", prepare_s(size, Path(tmp)))
+    add("radiomics, 107 features", "s/case", radiomics_s())
     for size in args.sizes:
-        measured.append({"stage": f"embed {size}³, CPU (s/case)", "value": embed_s(size)})
-    for size in args.sizes:
-        measured.append({"stage": f"train {size}³ batch 6, CPU (samples/s)", "value": train_rate(size, args.steps)})
+        add(f"embed {size}³, CPU", "s/case", embed_s(size))
+    for size in args.train_sizes:
+        add(f"train {size}³ batch 6, CPU", "samples/s", train_rate(size, args.steps))
     table = pd.DataFrame(measured)
-    print("\nmeasured, 1 thread per process:")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    print("\nmeasured, one process on 1 thread (CPU: this process's CPU time, what a dedicated core gives):")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
-    per = dict(zip(table["stage"], table["value"]))
+    per = dict(zip(table["stage"], table["CPU"]))
     big = max(args.sizes)
     rows = []
     for cases in (10_000, 100_000):
@@ -138,9 +146,9 @@ def main() -> None:
                 {
                     "cases": f"{cases:,}",
                     "CPU workers": workers,
-                    f"prepare {big}³": hours(cases, per[f"prepare {big}³ (s/case)"], workers),
-                    "radiomics": hours(cases, per["radiomics, 107 features (s/case)"], workers),
-                    f"embed {big}³ CPU": hours(cases, per[f"embed {big}³, CPU (s/case)"], workers),
+                    f"prepare {big}³": hours(cases, per[f"prepare {big}³"], workers),
+                    "radiomics": hours(cases, per["radiomics, 107 features"], workers),
+                    f"embed {big}³ CPU": hours(cases, per[f"embed {big}³, CPU"], workers),
                 }
             )
     print(f"\nprojected from the measured per-case costs (perfect scaling over workers, {big}³):")

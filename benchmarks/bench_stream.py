@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--tmp", default=None, help="folder for the synthetic caches (default: a temporary one)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    print(f"machine: {machine(device)}")
+    print(f"machine: {machine(device)}; load average {os.getloadavg()[0]:.1f}")
     rng = np.random.default_rng(1)
     rows = []
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -159,6 +159,7 @@ def main() -> None:
                     {"size": f"{size}³", "cohort MB (float32)": f"{mb:.0f}", "path": name, "samples/s": f"{rate:,.1f}"}
                 )
     print(pd.DataFrame(rows).to_string(index=False))
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
