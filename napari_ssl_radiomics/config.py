@@ -110,20 +110,58 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    """3DSiam training with the RE/SE imbalance module."""
+    """3DSiam training with the RE/SE imbalance module.
+
+    ``recipe`` names a preset of the optimisation settings (see ``core/train.py``,
+    ``RECIPES``): "default" is this class's defaults; "paper" is the paper's literal recipe
+    (Adam, lr 1e-2, constant, batch 6, dense8 exported). A preset sets only the fields
+    that are still at their default values; a field given another value keeps it.
+    """
 
     mode: str = option(
         "se",
         "imbalance module: none (vanilla 3DSiam), re (re-weighting) or se (selection)",
         choices=("none", "re", "se"),
     )
+    recipe: str = option(
+        "default",
+        "optimisation preset: 'default' (SGD with warm-up and cosine decay, measured to keep the "
+        "representation alive) or 'paper' (the paper's Adam, lr 1e-2, constant, batch 6); a preset "
+        "only changes settings left at their defaults",
+        choices=("default", "paper"),
+    )
     clusters: int = option(3, "k of the k-means in the RE/SE module", min=1)
     pool: int = option(0, "SE candidate pool N drawn per step (0: clusters x 10, the paper's k x q)", min=0)
     batch_size: int = option(6, "batch size m (for SE, the size of the selected batch)", min=2)
     iterations: int = option(2000, "optimisation steps", min=1)
     warmup_epochs: int = option(1, "epochs of vanilla training before RE/SE starts (the paper: 1)", min=0)
-    lr: float = option(1e-2, "Adam learning rate", gt=0)
-    weight_decay: float = option(1e-4, "Adam weight decay", min=0)
+    optimizer: str = option("sgd", "optimiser: sgd (with momentum) or adam", choices=("sgd", "adam"))
+    lr: float = option(0.01, "base learning rate (the peak after the warm-up)", gt=0)
+    momentum: float = option(0.9, "SGD momentum (ignored by adam)", min=0, max=0.999)
+    weight_decay: float = option(1e-4, "weight decay (L2 for SGD and Adam)", min=0)
+    schedule: str = option(
+        "cosine",
+        "learning-rate schedule after the warm-up: cosine decay to 0, or constant",
+        choices=("cosine", "constant"),
+    )
+    lr_warmup: int = option(
+        50, "steps of linear learning-rate warm-up from 0, at most a quarter of the iterations (0: none)", min=0
+    )
+    out_bn: bool = option(False, "end the projector with SimSiam's BN without affine parameters (Table 3: no BN)")
+    pred_hidden: int = option(64, "hidden width of the predictor MLP (SimSiam: dim / 4)", min=1)
+    fix_pred_lr: bool = option(True, "keep the predictor's learning rate at its base value, not scheduled (SimSiam)")
+    export: str = option(
+        "head",
+        "layer exported as the representation: head (dense8, as in the paper) or backbone (the 256-d global pool)",
+        choices=("head", "backbone"),
+    )
+    health_cases: int = option(
+        256,
+        "cases of the fixed probe set whose embeddings are checked for collapse at every checkpoint "
+        "(rank, variance share, spread; a linear probe on the cache's Label column, for monitoring "
+        "only, never used for training); 0: off",
+        min=0,
+    )
     device: str = option("auto", "auto (CUDA when present), cuda, cuda:N or cpu")
     precision: str = option(
         "auto",
@@ -131,8 +169,16 @@ class TrainConfig:
         choices=("auto", "fp32", "bf16", "fp16"),
     )
     seed: int = option(0, "seed of every random draw (augmentation, sampling, k-means, weights)")
-    checkpoint_every: int = option(100, "write a checkpoint every N steps (also on stop and at the end)", min=1)
+    checkpoint_every: int = option(
+        100, "write a checkpoint and check the representation's health every N steps (also at the end)", min=1
+    )
     embed_batch_size: int = option(16, "batch size when computing representations", min=1)
+    memory_gb: float = option(
+        0.0,
+        "GiB the cohort may take in memory (float32); a larger one is read from a memory-mapped uint8 copy of "
+        "the cache (CACHE/stream/, crops rounded to whole grey levels) with read-ahead; 0: half of the RAM",
+        min=0,
+    )
 
 
 @dataclass

@@ -119,6 +119,24 @@ def test_stop_gradient_follows_eq2():
     assert g1 == 0 and g2 > 0
     g1, g2 = grads(simsiam_loss(p1, p2, z1, z2).sum())
     assert g1 > 0 and g2 > 0
+    # the test-only switch: without the stop-gradient, S(p1, z2) also reaches x2 through z2
+    g1, g2 = grads(simsiam_loss(p1, p2.detach(), z1, z2, stop_gradient=False).sum())
+    assert g1 > 0 and g2 > 0
+
+
+def test_export_layers_and_predictor_width():
+    model = SimSiam3D(pred_hidden=32, export="backbone").eval()
+    x = torch.rand(3, 1, 27, 27, 27) * 255
+    with torch.no_grad():
+        pooled = model.encoder.backbone(x)
+        assert torch.equal(model.encoder.represent(x), pooled)  # the global pool, before dense7
+        assert torch.equal(model.encoder(x), model.encoder.head(pooled))  # the loss still sees dense8
+    assert pooled.shape == (3, 256) and model.predictor.net[0].out_features == 32
+    head = SimSiam3D().eval()
+    with torch.no_grad():
+        assert torch.equal(head.encoder.represent(x), head.encoder(x))  # the default exports dense8
+    with pytest.raises(ValueError, match="export"):
+        SimSiam3D(export="dense7")
 
 
 def test_weighted_mean():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -48,6 +49,11 @@ def test_train_resume_and_embed(cache, tmp_path, capsys):
         == 0
     )
     assert len(pd.read_csv(run / HISTORY_CSV)) == 2
+    # the health checks: step 0 (untrained) and the end, in health.csv and on the terminal
+    assert pd.read_csv(run / "health.csv")["iteration"].tolist() == [0, 2]
+    captured = capsys.readouterr()
+    assert "health at step 0: rank" in captured.err and "(untrained encoder)" in captured.err
+    assert "representation: effective rank" in captured.out and "untrained encoder" in captured.out
     # --resume reuses the run's settings; only --iterations is given
     assert main(["train", str(cache), "--out", str(run), "--resume", "--iterations", "3", "--no-progress"]) == 0
     history = pd.read_csv(run / HISTORY_CSV)
@@ -82,3 +88,13 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(cache, tmp_path, capsys):
     ckpt = torch.load(run / CHECKPOINT, weights_only=False)
     assert 0 <= ckpt["iteration"] < 500
     assert len(pd.read_csv(run / HISTORY_CSV)) == ckpt["iteration"]
+
+
+def test_recipe_paper_flag_and_an_explicit_setting(cache, tmp_path):
+    run = tmp_path / "paper"
+    args = ["train", str(cache), "--out", str(run), "--recipe", "paper", "--iterations", "1", "--no-progress"]
+    assert main([*args, "--health-cases", "0", *FAST]) == 0
+    saved = json.loads((run / CONFIG_JSON).read_text(encoding="utf-8"))["config"]["train"]
+    # the paper's optimiser and schedule; --batch-size 4 was given, so it wins over the preset's 6
+    assert (saved["recipe"], saved["optimizer"], saved["lr"], saved["schedule"]) == ("paper", "adam", 0.01, "constant")
+    assert saved["batch_size"] == 4 and not (run / "health.csv").exists()

@@ -26,6 +26,7 @@ from napari_ssl_radiomics.core.train import (
     TrainingDiverged,
     _Run,
     load_model,
+    resolve_recipe,
     run_to_end,
     train,
 )
@@ -67,7 +68,10 @@ def cache(tmp_path_factory) -> Path:
 
 
 def small(**kw) -> TrainConfig:
-    base = dict(mode="none", batch_size=4, iterations=4, device="cpu", seed=0, checkpoint_every=100)
+    # no lr warm-up (a few steps only) and no health checks unless a test asks (they cost a pass)
+    base = dict(
+        mode="none", batch_size=4, iterations=4, device="cpu", seed=0, checkpoint_every=100, lr_warmup=0, health_cases=0
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -101,12 +105,14 @@ def test_stop_and_close_then_resume_equals_an_uninterrupted_run(tmp_path):
     # SE after one vanilla epoch (6 cases / batch 2 = 3 steps): exercises the sampler,
     # the augmentation generator, k-means seeds and the optimiser state across resumes.
     cache = make_cache(tmp_path / "cache", cases=6)
-    cfg = small(mode="se", clusters=2, pool=6, batch_size=2, iterations=5)
+    # health checks every 2 steps: they must not disturb the trajectory (no RNG, eval mode)
+    cfg = small(mode="se", clusters=2, pool=6, batch_size=2, iterations=5, health_cases=6, checkpoint_every=2)
     aug = AugmentConfig()
     _, full = events(train(cache, tmp_path / "full", cfg, aug))
 
     run = tmp_path / "parts"
     gen = train(cache, run, cfg, aug)
+    assert next(gen).kind == "health"  # step 0: the untrained encoder
     for _ in range(2):
         assert next(gen).kind == "step"
     gen.close()  # closing between steps writes a checkpoint
@@ -125,6 +131,7 @@ def test_stop_and_close_then_resume_equals_an_uninterrupted_run(tmp_path):
     # bit-identical on the CPU
     assert rest.history["loss"].tolist() == full.history["loss"].tolist()
     assert rest.history["selected_ids"].tolist() == full.history["selected_ids"].tolist()
+    assert pd.read_csv(run / "health.csv").equals(pd.read_csv(tmp_path / "full" / "health.csv"))
     a, b = load_model(tmp_path / "full"), load_model(run)
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
@@ -183,7 +190,7 @@ def test_checkpoint_round_trips_model_and_optimiser(cache, tmp_path):
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(cache, tmp_path):
     # an absurd learning rate: Adam's first step moves every weight by about lr
-    cfg = small(iterations=4, lr=1e30, checkpoint_every=1, batch_size=2)
+    cfg = small(iterations=4, lr=1e30, checkpoint_every=1, batch_size=2, optimizer="adam")
     gen = train(cache, tmp_path / "run", cfg, AugmentConfig())
     seen = []
     with pytest.raises(TrainingDiverged, match=r"diverged.*lower --lr.*fp32"):
@@ -237,3 +244,53 @@ def test_a_collapsed_representation_warns_once(tmp_path, monkeypatch):
     assert all(e.collapse < 1e-3 for e in evs if e.kind == "step")
     warnings = [e for e in evs if e.kind == "warning"]
     assert len(warnings) == 1 and warnings[0].iteration == 2 and "collapsing" in warnings[0].message
+
+
+def test_recipes_paper_and_default_and_explicit_settings_win(cache, tmp_path):
+    paper = resolve_recipe(TrainConfig(recipe="paper"))
+    assert (paper.optimizer, paper.lr, paper.schedule, paper.lr_warmup, paper.batch_size, paper.export) == (
+        "adam",
+        1e-2,
+        "constant",
+        0,
+        6,
+        "head",
+    )
+    assert resolve_recipe(TrainConfig()) == TrainConfig()  # the default recipe is the defaults
+    # a setting given another value than its default is kept; the rest follows the preset
+    mixed = resolve_recipe(TrainConfig(recipe="paper", lr=1e-3, batch_size=4))
+    assert (mixed.optimizer, mixed.lr, mixed.batch_size, mixed.schedule) == ("adam", 1e-3, 4, "constant")
+    assert resolve_recipe(paper) == paper  # resolving twice changes nothing (resume)
+    # the engine trains what the recipe says and records the resolved settings
+    cfg = small(recipe="paper", batch_size=2, iterations=3)  # lr_warmup=0 and batch 2 as given
+    evs, _ = events(train(cache, tmp_path / "paper", cfg, AugmentConfig()))
+    assert [e.lr for e in evs if e.kind == "step"] == [1e-2] * 3  # constant
+    saved = json.loads((tmp_path / "paper" / CONFIG_JSON).read_text(encoding="utf-8"))["config"]["train"]
+    assert (saved["optimizer"], saved["lr"], saved["schedule"]) == ("adam", 1e-2, "constant")
+    state = _Run(load_prepared(cache), tmp_path / "x", resolve_recipe(cfg), AugmentConfig())
+    state.build("device", None)
+    assert isinstance(state.optimizer, torch.optim.Adam)
+    # the default recipe: SGD, linear warm-up, then cosine decay to 0; the predictor keeps its lr
+    cfg = small(batch_size=2, iterations=8, lr_warmup=2)  # warm-up: at most a quarter of the steps
+    evs, _ = events(train(cache, tmp_path / "default", cfg, AugmentConfig()))
+    lrs = [e.lr for e in evs if e.kind == "step"]
+    assert lrs[0] == pytest.approx(cfg.lr / 2) and lrs[1] == pytest.approx(cfg.lr)
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:])) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    state = _Run(load_prepared(cache), tmp_path / "y", cfg, AugmentConfig())
+    state.build("device", None)
+    state.set_lr(8)
+    assert isinstance(state.optimizer, torch.optim.SGD)
+    assert [g["lr"] for g in state.optimizer.param_groups] == [pytest.approx(0.0, abs=1e-12), cfg.lr]
+
+
+def test_backbone_export_embeds_the_global_pool(cache, tmp_path):
+    from napari_ssl_radiomics.core.embed import embed
+
+    run_to_end(train(cache, tmp_path / "run", small(iterations=1, batch_size=2, export="backbone"), AugmentConfig()))
+    model = load_model(tmp_path / "run")
+    data = load_prepared(cache)
+    table = embed(tmp_path / "run", cache, device="cpu")
+    with torch.no_grad():
+        pooled = model.encoder.backbone(torch.from_numpy(data.images[:3])).numpy()
+    np.testing.assert_allclose(table.iloc[:3, 1:].to_numpy(), pooled, rtol=1e-5, atol=1e-6)
+    assert (pooled >= 0).all()  # after ReLU and average pooling, unlike dense8

@@ -19,7 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train 3DSiam (with the RE/SE imbalance module) on a prepared cache",
         description=(
             "Train the 3D Siamese network on the crops of CACHE and write RUN/checkpoint.pt, "
-            "RUN/config.json and RUN/history.csv. Ctrl-C saves a checkpoint; --resume continues the run."
+            "RUN/config.json, RUN/history.csv and RUN/health.csv. Ctrl-C saves a checkpoint; --resume "
+            "continues the run. At step 0 and every --checkpoint-every steps a fixed probe set of "
+            "--health-cases cases is embedded and checked for collapse (effective rank, first-PC share, "
+            "spread); when cases.csv has a Label column a linear probe of it is also reported. The labels "
+            "are used only for this monitoring, never for training. --recipe paper gives the paper's "
+            "literal recipe (Adam, lr 1e-2, constant, batch 6); flags given explicitly override the recipe."
         ),
     )
     p.add_argument("cache", help="prepared cache folder (ssl-radiomics prepare)")
@@ -70,6 +75,7 @@ def _stop_on_sigint() -> Iterator[list[bool]]:
 def run_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..core.distributed import context
     from ..core.events import drive
     from ..core.train import CHECKPOINT, HISTORY_CSV, TrainingDiverged, saved_config, train
     from . import CommandError
@@ -86,9 +92,12 @@ def run_train(args: argparse.Namespace) -> int:
         initial=max(0, done_before),
         unit="step",
         dynamic_ncols=True,
-        disable=args.no_progress,
+        disable=args.no_progress or not context().is_main,  # under torchrun: rank 0's bar only
         file=sys.stderr,
     )
+
+    health: dict[str, str] = {}
+    checks: list = []
 
     def show(event) -> None:
         if event.kind == "step":
@@ -97,9 +106,16 @@ def run_train(args: argparse.Namespace) -> int:
                 phase=event.phase,
                 loss=f"{event.loss:.4f}",
                 collapse=f"{event.collapse:.4f}",
+                **health,
                 sps=f"{event.samples_per_s:.2f}",
                 refresh=False,
             )
+        elif event.kind == "health":
+            checks.append(event)
+            health["rank"] = f"{event.health['effective_rank']:.1f}"
+            if "probe_auc" in event.health:
+                health["probe"] = f"{event.health['probe_auc']:.3f}"
+            bar.write(event.message, file=sys.stderr)
         elif event.kind == "warning":
             bar.write(f"warning: {event.message}", file=sys.stderr)
 
@@ -120,7 +136,22 @@ def run_train(args: argparse.Namespace) -> int:
     last = result.history.iloc[-1] if len(result.history) else None
     summary = f" (last loss {last['loss']:.4f}, collapse {last['collapse']:.4f})" if last is not None else ""
     print(f"trained {cfg.iterations} steps{summary}; run folder: {out}")
+    if len(checks) > 1:
+        print(health_summary(checks[0].health, checks[-1].health))
     return 0
+
+
+def health_summary(first: dict[str, float], last: dict[str, float]) -> str:
+    """One line: the last check's figures against the untrained encoder's (step 0)."""
+    text = (
+        f"representation: effective rank {last['effective_rank']:.1f} (untrained encoder {first['effective_rank']:.1f})"
+    )
+    if "probe_auc" in last and "probe_auc" in first:
+        text += (
+            f", linear-probe AUC {last['probe_auc']:.3f} (untrained {first['probe_auc']:.3f}; "
+            "labels used for this check only)"
+        )
+    return text
 
 
 def run_embed(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
 """The learnt representation of each case: the encoder's 256-d output (paper, section 3).
 
 The paper exports "the last-layer feature of the encoder" (r2 = E_f(x2), i.e. the encoder
-output z, not the predictor's). Crops go through the encoder un-augmented, in eval mode
+output z, not the predictor's). A run trained with ``TrainConfig.export = "backbone"``
+exports the encoder's 256-d global pool instead (the layer before its dense head; see
+:class:`model.Encoder`); the checkpoint records which, so :func:`embed` follows the run. Crops go through the encoder un-augmented, in eval mode
 (batch norm with its running statistics, so a case's vector does not depend on the other
 cases of its batch), in fp32 and without gradients.
 """
@@ -37,8 +39,9 @@ def encode(
 
     Parameters
     ----------
-    model_or_encoder : a SimSiam3D (its ``encoder`` is used) or an Encoder. It is moved to
-        ``device`` and left in the train/eval mode it came in.
+    model_or_encoder : a SimSiam3D (its ``encoder`` is used) or an Encoder, whose
+        ``represent`` (the layer chosen by its ``export``) gives the output; any other module
+        is called as it is. It is moved to ``device`` and left in the train/eval mode it came in.
     images : (N, C, S, S, S) or (N, S, S, S) float array, intensities in [0, 255]
     device : "auto", "cpu", "cuda" or "cuda:N"
     batch_size : volumes per forward pass (memory, not results, depends on it)
@@ -66,7 +69,8 @@ def encode(
         with torch.no_grad():
             for start in range(0, len(arr), batch_size):
                 x = torch.from_numpy(arr[start : start + batch_size]).to(dev)
-                out.append(encoder(x).float().cpu().numpy())
+                z = encoder.represent(x) if hasattr(encoder, "represent") else encoder(x)
+                out.append(z.float().cpu().numpy())
     finally:
         encoder.train(was_training)
     return np.concatenate(out).astype(np.float32, copy=False)

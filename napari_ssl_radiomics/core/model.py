@@ -18,8 +18,13 @@ Choices where the paper is silent (the authors never published their 3DSiam code
   projector ends with a BN without affine parameters; ``out_bn=True`` gives that variant.
   We follow the table by default because its output is the exported representation:
   without a final BN its scale does not depend on batch statistics.
-- Predictor as in SimSiam: Linear → BN → ReLU → Linear, bottleneck 64 for d = 256, no BN
-  on its output.
+- Predictor as in SimSiam: Linear → BN → ReLU → Linear, bottleneck ``pred_hidden`` (64 for
+  d = 256 by default), no BN on its output.
+- Two layers can be exported as a case's representation (``export``): "head" is dense8,
+  the encoder's output that Table 3 and the paper export; "backbone" is the 256-d global
+  pool before dense7/dense8. Both are 256-d. SimSiam's loss acts on the head's output, so
+  the head is where dimensional collapse shows first; the backbone keeps more of the
+  cohort's variation (see benchmarks/README.md, "Representation quality").
 - Loss as in SimSiam: ``-(cos(p1, sg(z2)) + cos(p2, sg(z1))) / 2`` per sample (Eq. 1-2),
   where the paper's E_f is the same encoder with its output detached (stop-gradient).
 - The two views pass the encoder in two separate calls, so batch-norm statistics never
@@ -75,6 +80,9 @@ class Encoder(nn.Module):
     out_bn
         End with a BatchNorm1d without affine parameters (SimSiam's projector) instead of
         Table 3's plain dense layer.
+    export
+        The representation :meth:`represent` returns: "head" (dense8, the forward output)
+        or "backbone" (the 256-d global pool before the head).
 
     Notes
     -----
@@ -84,10 +92,16 @@ class Encoder(nn.Module):
     """
 
     MIN_SIZE = 27
+    EXPORTS = ("head", "backbone")
 
-    def __init__(self, in_channels: int = 1, dim: int = 256, hidden: int = 324, out_bn: bool = False) -> None:
+    def __init__(
+        self, in_channels: int = 1, dim: int = 256, hidden: int = 324, out_bn: bool = False, export: str = "head"
+    ) -> None:
         super().__init__()
+        if export not in self.EXPORTS:
+            raise ValueError(f"export = {export!r}; choose one of {list(self.EXPORTS)}")
         self.in_channels = in_channels
+        self.export = export
         self.features = nn.Sequential(
             conv_bn(in_channels, 32, 3),  # conv1
             Bottleneck(32),  # residual block 2
@@ -113,6 +127,16 @@ class Encoder(nn.Module):
         self.head = nn.Sequential(*head)
 
     def forward(self, x: Tensor) -> Tensor:
+        """dense8, ``(B, dim)``: the output the SimSiam loss is computed on."""
+        return self.head(self.backbone(x))
+
+    def represent(self, x: Tensor) -> Tensor:
+        """The exported representation (``export``): dense8 or the global pool, ``(B, 256)``."""
+        pooled = self.backbone(x)
+        return pooled if self.export == "backbone" else self.head(pooled)
+
+    def backbone(self, x: Tensor) -> Tensor:
+        """The global-pool features ``(B, 256)`` after checking the input's shape."""
         if x.dim() != 5:
             raise ValueError(f"the encoder takes a (B, C, D, H, W) tensor; got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_channels:
@@ -123,7 +147,7 @@ class Encoder(nn.Module):
                 f"input edge {small} voxels (shape {tuple(x.shape[2:])}) is too small for the encoder: "
                 f"its three max-pools need at least {self.MIN_SIZE} voxels per edge; prepare larger crops"
             )
-        return self.head(self.features(x))
+        return self.features(x)
 
 
 class Predictor(nn.Module):
@@ -150,9 +174,16 @@ class SimSiam3D(nn.Module):
     paper's frozen encoder E_f is applied in :func:`simsiam_loss`.
     """
 
-    def __init__(self, in_channels: int = 1, dim: int = 256, pred_hidden: int = 64, out_bn: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        dim: int = 256,
+        pred_hidden: int = 64,
+        out_bn: bool = False,
+        export: str = "head",
+    ) -> None:
         super().__init__()
-        self.encoder = Encoder(in_channels, dim, out_bn=out_bn)
+        self.encoder = Encoder(in_channels, dim, out_bn=out_bn, export=export)
         self.predictor = Predictor(dim, pred_hidden)
 
     def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -161,16 +192,18 @@ class SimSiam3D(nn.Module):
         return self.predictor(z1), self.predictor(z2), z1, z2
 
 
-def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
+def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True) -> Tensor:
     """Symmetric negative cosine similarity of Eq. (1)-(2), one value per sample.
 
     ``l_i = -(cos(p1_i, sg(z2_i)) + cos(p2_i, sg(z1_i))) / 2`` with ``sg`` the stop-gradient,
     so each view's encoder pass gets gradient only through its own predictor output. All
-    inputs ``(B, d)``; returns ``(B,)`` in [-1, 1], computed in float32.
+    inputs ``(B, d)``; returns ``(B,)`` in [-1, 1], computed in float32. ``stop_gradient=False``
+    is for tests only: without it SimSiam collapses (Chen & He 2021, Fig. 2).
     """
 
     def term(p: Tensor, z: Tensor) -> Tensor:
-        return -F.cosine_similarity(p.float(), z.detach().float(), dim=1)
+        target = z.detach() if stop_gradient else z
+        return -F.cosine_similarity(p.float(), target.float(), dim=1)
 
     return 0.5 * term(p1, z2) + 0.5 * term(p2, z1)
 

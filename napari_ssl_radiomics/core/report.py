@@ -196,6 +196,7 @@ def _img_html(path: Path) -> str:
 def write_report(out: str | Path, cfg: Any = None) -> Path:
     """Write ``report.md`` and ``report.html`` from a pipeline output folder; return the md path."""
     from .cache import read_cases
+    from .health import report_section as health_report_section
     from .plots import correlation_density
 
     out = Path(out)
@@ -229,6 +230,9 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
             "after the vanilla warm-up (RE counts each case by its loss weight). SE aims at 0.5."
         )
         sections.append(("Training: loss, collapse and batch balance", text, [curves, bars], balance.round(3)))
+        health = health_report_section(runs)  # rank and probe against the untrained encoder
+        if health is not None:
+            sections.append(health)
 
     ssl = {
         p.stem.removeprefix("ssl_"): read_table_csv(p)  # IDs as text: "NA" is a case

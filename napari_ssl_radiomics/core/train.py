@@ -6,8 +6,28 @@ the same generator. A run folder holds::
 
     RUN/
       checkpoint.pt   model, optimiser, grad scaler, every RNG state, configs, history
-      config.json     train + augment config, cohort, device, provenance (versions, date)
-      history.csv     one row per step (see HISTORY_COLUMNS)
+      config.json     train + augment config (recipe resolved), cohort, device, provenance
+      history.csv     one row per step: the fields of :class:`HistoryRow`, in order
+      health.csv      one row per health check (step 0 = the untrained encoder, every
+                      checkpoint, the end): the fields of :class:`health.Health`
+
+Recipes. ``TrainConfig.recipe`` names a preset of the optimisation settings (``RECIPES``).
+"default" is TrainConfig's own defaults: SGD with lr 0.01, momentum 0.9, a linear warm-up then a
+cosine decay, SimSiam's fixed predictor learning rate; it was chosen by the ablation in
+benchmarks/README.md ("Representation quality") because it keeps the representation's rank
+and linear probe where the paper's recipe collapses them. "paper" is the paper's literal
+recipe: Adam, lr 1e-2, weight decay 1e-4, constant, batch 6, dense8 exported.
+:func:`resolve_recipe` applies a preset to the fields that are still at their default values;
+a field given another value (flag, YAML, widget) keeps it. The resolved settings are what
+config.json and the checkpoint record.
+
+Health. At step 0 (the untrained encoder), at every checkpoint and at the end, a fixed,
+seeded probe set of up to ``health_cases`` cases is embedded in eval mode and measured
+(:mod:`health`: effective rank, first-PC share, spread, and with labels a cross-validated
+linear probe). The labels come from the cache's ``Label`` column and are used only for this
+monitoring: never by the loss, the sampler or RE/SE. Each check is yielded as a "health"
+event (``TrainEvent.health``), written to health.csv, and a warning event is yielded when the
+rank stays low or the probe stays below step 0's for ``health.PATIENCE`` checks.
 
 Method choices the paper leaves open (see also docs/field-notes.md):
 
@@ -26,10 +46,14 @@ Method choices the paper leaves open (see also docs/field-notes.md):
   statistics into its running averages, a side effect on the model from a pass that is not
   training, and (b) make each case's vector depend on which other cases share the pool.
   Eval mode gives each case the representation :func:`embed.encode` would give it.
-- Collapse monitor: the std over the batch of the L2-normalised encoder output z1, mean
-  over dimensions; about 1/sqrt(256) = 0.0625 when healthy. Below 0.1/sqrt(d) for 50
+- Collapse metric per step: the std over the batch of the L2-normalised encoder output z1,
+  mean over dimensions; about 1/sqrt(256) = 0.0625 when healthy. It sees only complete
+  collapse (the health checks above see dimensional collapse). Below 0.1/sqrt(d) for 50
   consecutive steps a single "warning" event is yielded.
-- The learning rate is constant (the paper names no schedule).
+- Learning rate of step i (1-based): ``lr * i / w`` during the warm-up of
+  w = min(``lr_warmup``, ``iterations`` // 4) steps, then cosine
+  decay to 0 at ``iterations`` (or constant). The predictor keeps ``lr`` when
+  ``fix_pred_lr`` (SimSiam). Growing ``iterations`` on resume stretches the cosine.
 
 Speed: the cohort lives on the device when it takes < 40% of free device memory (else it
 stays in pinned host memory and each batch is copied); augmentation runs on the device with
@@ -45,12 +69,14 @@ an interrupted and resumed run gives bit-identical losses to an uninterrupted on
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 import random
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +86,11 @@ import torch
 
 from ..config import AugmentConfig, TrainConfig, from_dict, to_dict
 from .augment import augment as augment_batch
-from .cache import PreparedCohort, load_prepared
+from .cache import PreparedCohort, StreamedCrops, is_streamed, load_for_training
+from .distributed import augment_seed
+from .distributed import context as distributed_context
 from .events import drive
+from .health import HEALTH_CSV, HealthMonitor, measure, probe_set, usable_labels
 from .imbalance import plan_batch
 from .lock import folder_lock
 from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, weighted_mean
@@ -70,20 +99,7 @@ from .utils import atomic_path, cpu_count, provenance, write_csv, write_json
 CHECKPOINT = "checkpoint.pt"
 CONFIG_JSON = "config.json"
 HISTORY_CSV = "history.csv"
-HISTORY_COLUMNS = [
-    "iteration",
-    "epoch",
-    "phase",
-    "loss",
-    "collapse",
-    "lr",
-    "cluster_sizes",
-    "weights",
-    "selected_ids",
-    "samples_per_s",
-    "elapsed_s",
-]
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 #: settings that may differ when resuming: they do not change the trajectory on one device
 #: (``iterations`` may only grow; ``device`` lets a run move between machines)
 RESUMABLE = ("iterations", "checkpoint_every", "embed_batch_size", "device")
@@ -91,21 +107,92 @@ COLLAPSE_FRACTION = 0.1
 COLLAPSE_STEPS = 50
 #: the cohort is kept on a CUDA device when it needs less than this share of free memory
 DEVICE_COHORT_SHARE = 0.4
+#: the settings a recipe sets; "default" is TrainConfig's own defaults
+RECIPE_FIELDS = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "lr_warmup",
+    "batch_size",
+    "out_bn",
+    "pred_hidden",
+    "fix_pred_lr",
+    "export",
+)
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {name: getattr(TrainConfig(), name) for name in RECIPE_FIELDS},
+    "paper": {
+        "optimizer": "adam",
+        "lr": 1e-2,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "schedule": "constant",
+        "lr_warmup": 0,
+        "batch_size": 6,
+        "out_bn": False,
+        "pred_hidden": 64,
+        "fix_pred_lr": False,
+        "export": "head",
+    },
+}
+
+
+def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its recipe's preset applied to the fields still at their default values.
+
+    A field set to anything other than TrainConfig's default is the user's choice and wins
+    over the preset (so ``recipe: paper`` with ``lr: 0.001`` is the paper's recipe at lr
+    1e-3). A field set explicitly *to* the default value cannot be told apart and takes the
+    preset's value.
+    """
+    preset, default = RECIPES[cfg.recipe], RECIPES["default"]
+    changes = {k: v for k, v in preset.items() if getattr(cfg, k) == default[k]}
+    return replace(cfg, **changes)
+
+
+@dataclass
+class HistoryRow:
+    """One step of history.csv (the single schema of its columns, in this order).
+
+    ``iteration`` 1-based step; ``epoch`` 0-based epoch of the step; ``phase`` vanilla, re or
+    se; ``loss`` weighted symmetric negative cosine similarity in [-1, 1]; ``collapse`` the
+    train-mode std of the L2-normalised z1 over the batch (healthy about 1/sqrt(256));
+    ``lr`` the encoder's learning rate of the step; ``cluster_sizes`` k-means sizes of the
+    batch (RE) or pool (SE), empty for vanilla steps; ``weights`` and ``selected_ids`` the
+    per-sample weights and case IDs trained on; ``samples_per_s`` batch size over the step's
+    wall time; ``elapsed_s`` seconds since this call of :func:`train` started. The list
+    fields are JSON text in the CSV.
+    """
+
+    iteration: int
+    epoch: int
+    phase: str
+    loss: float
+    collapse: float
+    lr: float
+    cluster_sizes: list[int]
+    weights: list[float]
+    selected_ids: list[str]
+    samples_per_s: float
+    elapsed_s: float = 0.0
+
+
+HISTORY_COLUMNS = [f.name for f in fields(HistoryRow)]
 
 
 @dataclass
 class TrainEvent:
     """One report from :func:`train`.
 
-    ``kind`` is "step" (after each optimisation step), "checkpoint" (after a checkpoint was
-    written), "warning" (``message`` says what), "done" or "stopped". ``iteration`` counts
-    finished steps (1-based); ``epoch`` is the 0-based epoch of the step (cases trained on
-    divided by the cohort size); ``loss`` is the weighted symmetric negative cosine
-    similarity in [-1, 1]; ``collapse`` the std of the L2-normalised output (healthy about
-    1/sqrt(256)); ``cluster_sizes`` the k-means cluster sizes of the batch (RE) or pool (SE),
-    empty for vanilla steps; ``weights`` and ``selected_ids`` the per-sample weights and
-    case IDs of the batch trained on; ``samples_per_s`` batch size over the step's wall time
-    (RE/SE feature pass included); ``elapsed_s`` seconds since this call started.
+    ``kind`` is "step" (after each optimisation step), "health" (after a health check: step 0
+    comes first, as ``iteration`` 0), "checkpoint" (after a checkpoint was written),
+    "warning" (``message`` says what, in plain words), "done" or "stopped". The step fields
+    are :class:`HistoryRow`'s (the last step's for the other kinds). ``health`` holds the
+    figures of a "health" event (:meth:`health.Health.figures`: ``effective_rank``,
+    ``top_pc_share``, ``norm_std``, and with labels ``probe_auc``,
+    ``probe_balanced_accuracy``); empty for the other kinds.
     """
 
     kind: str
@@ -122,6 +209,7 @@ class TrainEvent:
     samples_per_s: float = 0.0
     elapsed_s: float = 0.0
     message: str = ""
+    health: dict[str, float] = field(default_factory=dict)
 
     @property
     def index(self) -> int:
@@ -245,6 +333,8 @@ def _check_cohort(data: PreparedCohort) -> None:
             f"{data.root}: crops of {data.size}³ voxels are smaller than the encoder's minimum of "
             f"{Encoder.MIN_SIZE}³; prepare the cohort with --size {Encoder.MIN_SIZE} or more"
         )
+    if is_streamed(data):  # uint8 crops are finite; scanning a memory map would read all of it
+        return
     bad = ~np.isfinite(data.images.reshape(len(data), -1)).all(axis=1)
     if bad.any():
         names = ", ".join(data.ids[i] for i in np.flatnonzero(bad)[:5])
@@ -272,20 +362,33 @@ def saved_config(run: str | Path) -> tuple[TrainConfig, AugmentConfig]:
 class _Run:
     """The state of one training run; :func:`train` drives it one step at a time."""
 
-    def __init__(self, data: PreparedCohort, out: Path, cfg: TrainConfig, aug: AugmentConfig) -> None:
+    def __init__(
+        self, data: PreparedCohort, out: Path, cfg: TrainConfig, aug: AugmentConfig, stop_gradient: bool = True
+    ) -> None:
         self.data, self.out, self.cfg, self.aug = data, out, cfg, aug
-        self.device = resolve_device(cfg.device)
+        self.dist = distributed_context()
+        self.stop_gradient = stop_gradient
+        self.device = self.dist.device(resolve_device(cfg.device))
         self.amp_dtype = resolve_precision(cfg.precision, self.device)
         self.n = len(data)
-        self.m = min(cfg.batch_size, self.n)
+        self.m = min(cfg.batch_size * self.dist.world, self.n)  # the global batch: m per process
         self.k = max(1, cfg.clusters)
         self.pool_size = min(cfg.pool or self.k * 10, self.n)
         self.warmup_steps = math.ceil(cfg.warmup_epochs * self.n / self.m)
         self.iteration = 0
-        self.history: list[dict[str, Any]] = []
+        self.history: list[HistoryRow] = []
         self.collapse_run = 0
         self.warned = False
         self.saved_iteration = 0
+        # the fixed probe set of the health checks; labels only when every case has one
+        self.probe = probe_set(data.labels or [""] * self.n, cfg.health_cases, cfg.seed) if cfg.health_cases else None
+        labels = data.labels or []
+        self.probe_labels = (
+            [labels[i] for i in self.probe] if self.probe is not None and usable_labels(labels) else None
+        )
+        if self.probe_labels is not None and not usable_labels(self.probe_labels):
+            self.probe_labels = None
+        self.monitor = HealthMonitor()
 
     def build(self, augment_on: str, channels_last: bool | None) -> None:
         cfg, device = self.cfg, self.device
@@ -295,19 +398,68 @@ class _Run:
             torch.backends.cudnn.benchmark = True
         self.channels_last = device.type == "cuda" if channels_last is None else channels_last
         self.augment_on = augment_on
-        self.cohort = place_cohort(self.data.images, device if augment_on == "device" else torch.device("cpu"))
+        if is_streamed(self.data):  # beyond the memory budget: batches from the memory map, read ahead
+            self.cohort: Any = StreamedCrops(self.data.images, pin=device.type == "cuda")
+        else:
+            self.cohort = place_cohort(self.data.images, device if augment_on == "device" else torch.device("cpu"))
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
-        self.model = SimSiam3D(in_channels=self.data.channels).to(device)
+        self.model = SimSiam3D(**self.model_args()).to(device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
-        )
+        self.net = self.dist.wrap(self.model, device)  # DDP under torchrun, else the model itself
+        groups = [
+            {"params": list(self.model.encoder.parameters()), "fixed_lr": False},
+            {"params": list(self.model.predictor.parameters()), "fixed_lr": cfg.fix_pred_lr},
+        ]
+        fused = device.type == "cuda"
+        if cfg.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused or None
+            )
+        else:
+            self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        self.aug_gen = torch.Generator().manual_seed(cfg.seed)
+        self.aug_gen = torch.Generator().manual_seed(augment_seed(cfg.seed, self.dist.rank))
         self.sampler = Sampler(self.n, cfg.seed)
+
+    def model_args(self) -> dict[str, Any]:
+        """The SimSiam3D arguments of this run (kept in the checkpoint for :func:`load_model`)."""
+        cfg = self.cfg
+        return {
+            "in_channels": self.data.channels,
+            "pred_hidden": cfg.pred_hidden,
+            "out_bn": cfg.out_bn,
+            "export": cfg.export,
+        }
+
+    def lr_factor(self, iteration: int) -> float:
+        """The scheduled share of ``lr`` at (1-based) step ``iteration``."""
+        cfg = self.cfg
+        warmup = min(cfg.lr_warmup, cfg.iterations // 4)  # a short run is not all warm-up
+        if iteration <= warmup:
+            return iteration / warmup
+        if cfg.schedule == "constant":
+            return 1.0
+        span = max(1, cfg.iterations - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration - warmup) / span)))
+
+    def set_lr(self, iteration: int) -> None:
+        factor = self.lr_factor(iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr if group["fixed_lr"] else self.cfg.lr * factor
+
+    # -- health --
+
+    def check_health(self) -> Any:
+        """Embed the probe set in eval mode and measure it (:func:`health.measure`); None when off."""
+        if self.probe is None:
+            return None
+        feats = []
+        for start in range(0, len(self.probe), self.cfg.embed_batch_size):
+            feats.append(self.features(self.probe[start : start + self.cfg.embed_batch_size], exported=True))
+        return measure(np.concatenate(feats), self.probe_labels, self.iteration, self.cfg.seed)
 
     # -- checkpoints --
 
@@ -321,11 +473,16 @@ class _Run:
                 f"training diverged: the weights became NaN or infinite by step {self.iteration}; the last good checkpoint "
                 f"(iteration {self.saved_iteration}) was kept. Try a lower --lr (now {self.cfg.lr}) or --precision fp32."
             )
+        rank_states = self.dist.gather_object(self.aug_gen.get_state())
+        if not self.dist.is_main:  # rank 0 alone writes the run folder
+            self.saved_iteration = self.iteration
+            return
         payload = {
             "format": CHECKPOINT_FORMAT,
             "iteration": self.iteration,
+            "world": self.dist.world,
             "model": self.model.state_dict(),
-            "model_args": {"in_channels": self.data.channels},
+            "model_args": self.model_args(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": {
@@ -335,20 +492,30 @@ class _Run:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "augment": self.aug_gen.get_state(),
                 "sampler": self.sampler.state(),
+                "augment_ranks": rank_states,
             },
             "train": to_dict(self.cfg),
             "augment": to_dict(self.aug),
             "ids": list(self.data.ids),
-            "history": self.history,
+            "history": [asdict(row) for row in self.history],
             "collapse_run": self.collapse_run,
             "warned": self.warned,
+            "health": self.monitor.state(),
         }
         with atomic_path(self.checkpoint_path()) as tmp:
             torch.save(payload, tmp)
         write_csv(self.out / HISTORY_CSV, history_frame(self.history))
+        if self.monitor.checks:
+            write_csv(self.out / HEALTH_CSV, self.monitor.frame())
         self.saved_iteration = self.iteration
 
     def load(self, ckpt: dict[str, Any]) -> None:
+        world = int(ckpt.get("world", 1))
+        if world != self.dist.world:  # another global batch would be another run
+            raise ValueError(
+                f"cannot resume {self.out}: it was trained on {world} process(es) and this call runs "
+                f"{self.dist.world}; resume with the same number (torchrun --nproc-per-node {world}; 1: no torchrun)"
+            )
         for section, saved, given in (
             ("train", ckpt["train"], to_dict(self.cfg)),
             ("augment", ckpt["augment"], to_dict(self.aug)),
@@ -377,12 +544,13 @@ class _Run:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        self.aug_gen.set_state(rng["augment"])
+        self.aug_gen.set_state(rng.get("augment_ranks", [rng["augment"]])[self.dist.rank])
         self.sampler.load(rng["sampler"])
         self.iteration = self.saved_iteration = int(ckpt["iteration"])
-        self.history = list(ckpt["history"])
+        self.history = [HistoryRow(**row) for row in ckpt["history"]]
         self.collapse_run = int(ckpt["collapse_run"])
         self.warned = bool(ckpt["warned"])
+        self.monitor = HealthMonitor.from_state(ckpt.get("health"))
 
     # -- one step --
 
@@ -393,6 +561,9 @@ class _Run:
 
     def fetch(self, positions: np.ndarray) -> torch.Tensor:
         """Crops at ``positions`` on the training device, (B,C,S,S,S) float32."""
+        if isinstance(self.cohort, StreamedCrops):
+            x = self.cohort.take(positions)
+            return x if self.augment_on == "host" else x.to(self.device, non_blocking=True)
         index = torch.from_numpy(positions)
         if self.cohort.device == self.device:
             return self.cohort[index.to(self.device, non_blocking=True)]
@@ -411,61 +582,79 @@ class _Run:
         )
 
     @torch.no_grad()
-    def features(self, positions: np.ndarray) -> np.ndarray:
-        """Encoder output (N, 256) of the un-augmented crops, eval mode (see module docstring)."""
+    def features(self, positions: np.ndarray, exported: bool = False) -> np.ndarray:
+        """Encoder output (N, 256) of the un-augmented crops, eval mode (see module docstring).
+
+        ``exported``: the exported representation (``cfg.export``) instead of dense8.
+        """
         self.model.eval()
         try:
             with self._autocast():
-                z = self.model.encoder(self._layout(self.fetch(positions)))
+                x = self._layout(self.fetch(positions))
+                z = self.model.encoder.represent(x) if exported else self.model.encoder(x)
             return z.float().cpu().numpy()
         finally:
             self.model.train()
+
+    def upcoming(self, iteration: int) -> np.ndarray:
+        """The positions step ``iteration`` will read first, drawn from a copy of the sampler
+        (whose own state stays as it is): what the streamed cohort reads ahead."""
+        ahead = copy.deepcopy(self.sampler)
+        return ahead.pool(self.pool_size) if self.phase(iteration) == "se" else ahead.batch(self.m)
 
     def plan(self, phase: str, iteration: int) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
         """Positions, weights (None: equal) and cluster sizes of the batch of this step."""
         if phase == "vanilla":
             return self.sampler.batch(self.m), None, []
         candidates = self.sampler.batch(self.m) if phase == "re" else self.sampler.pool(self.pool_size)
-        feats = self.features(candidates)
+        feats = self.dist.gather_rows(self.features, candidates)  # each process encodes a share
         k = min(self.k, len(candidates))
         plan = plan_batch(phase, feats, k, self.m, step_seed(self.cfg.seed, iteration))
         weights = np.asarray(plan.weights, dtype=np.float32)
         return candidates[np.asarray(plan.indices)], weights, [int(s) for s in plan.cluster_sizes]
 
-    def step(self) -> dict[str, Any]:
+    def step(self) -> HistoryRow:
         """One optimisation step; returns its history row (loss may be non-finite)."""
         start = time.perf_counter()
         iteration = self.iteration + 1
+        self.set_lr(iteration)
         phase = self.phase(iteration)
         positions, weights, sizes = self.plan(phase, iteration)
-        x = self.fetch(positions)
+        self.dist.check_same("the selected cases", positions.tolist())
+        mine = self.dist.share(len(positions))  # this process's share of the global batch
+        x = self.fetch(positions[mine])
+        if isinstance(self.cohort, StreamedCrops):
+            self.cohort.prefetch(self.upcoming(iteration + 1))
         v1 = self._layout(augment_batch(x, self.aug, self.aug_gen))
         v2 = self._layout(augment_batch(x, self.aug, self.aug_gen))
-        w = None if weights is None else torch.from_numpy(weights).to(self.device, non_blocking=True)
+        w = None if weights is None else torch.from_numpy(weights[mine]).to(self.device, non_blocking=True)
         with self._autocast():
-            p1, p2, z1, z2 = self.model(v1, v2)
-        losses = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float())
-        loss = weighted_mean(losses, w)
+            p1, p2, z1, z2 = self.net(v1, v2)
+        losses = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float(), self.stop_gradient)
+        if self.dist.active:  # DDP averages the gradients: scale so that they are the global batch's
+            loss = self.dist.local_loss(losses, w, len(positions) if weights is None else float(weights.sum()))
+        else:
+            loss = weighted_mean(losses, w)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        loss_value = float(loss.detach().item())  # the one sync per step
+        loss_value = self.dist.mean(float(loss.detach().item()))  # the one sync per step; global under DDP
         collapse = float(collapse_metric(z1.detach().float()))
         self.iteration = iteration
         elapsed = time.perf_counter() - start
-        return {
-            "iteration": iteration,
-            "epoch": (iteration - 1) * self.m // self.n,
-            "phase": phase,
-            "loss": loss_value,
-            "collapse": collapse,
-            "lr": float(self.optimizer.param_groups[0]["lr"]),
-            "cluster_sizes": sizes,
-            "weights": [1.0] * len(positions) if weights is None else [float(v) for v in weights],
-            "selected_ids": [self.data.ids[i] for i in positions],
-            "samples_per_s": len(positions) / elapsed if elapsed > 0 else float("inf"),
-        }
+        return HistoryRow(
+            iteration=iteration,
+            epoch=(iteration - 1) * self.m // self.n,
+            phase=phase,
+            loss=loss_value,
+            collapse=collapse,
+            lr=float(self.optimizer.param_groups[0]["lr"]),
+            cluster_sizes=sizes,
+            weights=[1.0] * len(positions) if weights is None else [float(v) for v in weights],
+            selected_ids=[self.data.ids[i] for i in positions],
+            samples_per_s=len(positions) / elapsed if elapsed > 0 else float("inf"),
+        )
 
 
 def _finite(model: torch.nn.Module) -> bool:
@@ -473,19 +662,20 @@ def _finite(model: torch.nn.Module) -> bool:
     return bool(torch.stack([t.isfinite().all() for t in tensors]).all().item())
 
 
-def history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
+def history_frame(history: list[HistoryRow]) -> pd.DataFrame:
     """The history as a table; list columns are JSON text (``json.loads`` reads them back)."""
-    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    frame = pd.DataFrame([asdict(row) for row in history], columns=HISTORY_COLUMNS)
     for col in ("cluster_sizes", "weights", "selected_ids"):
         frame[col] = [json.dumps(v) for v in frame[col]]
     return frame
 
 
-def _event(kind: str, row: dict[str, Any], total: int, message: str = "") -> TrainEvent:
-    keys = TrainEvent.__dataclass_fields__
-    return TrainEvent(
-        kind=kind, total=total, message=message, **{k: v for k, v in row.items() if k in keys and k != "kind"}
-    )
+def _event(
+    kind: str, row: HistoryRow | None, total: int, message: str = "", iteration: int = 0, **extra: Any
+) -> TrainEvent:
+    """An event of ``kind`` carrying ``row``'s fields (or only ``iteration`` when there is no row yet)."""
+    values = asdict(row) if row is not None else {"iteration": iteration}
+    return TrainEvent(kind=kind, total=total, message=message, **values, **extra)
 
 
 def train(
@@ -498,6 +688,7 @@ def train(
     *,
     augment_on: str = "device",
     channels_last: bool | None = None,
+    stop_gradient: bool = True,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """Train 3DSiam (with RE/SE per ``cfg.mode``) on a prepared cohort, yielding progress.
 
@@ -514,6 +705,8 @@ def train(
     augment_on : "device" (default) or "host": augment on the CPU and copy the views to the
         device (for benchmarks)
     channels_last : use channels_last_3d (default: on CUDA only)
+    stop_gradient : for tests only: False removes SimSiam's stop-gradient, which makes the
+        representation collapse (to check that the health monitor notices)
 
     Yields
     ------
@@ -530,15 +723,21 @@ def train(
     ValueError, FileNotFoundError
         For a bad cohort, settings that differ from a resumed run's, or a run folder in the way.
     """
-    data = cohort if isinstance(cohort, PreparedCohort) else load_prepared(cohort)
+    ctx = distributed_context()  # rank and world from torchrun's environment (1 process without it)
+    data = (
+        cohort
+        if isinstance(cohort, PreparedCohort)
+        else ctx.main_first(lambda: load_for_training(cohort, cfg.memory_gb))  # in memory, or memory-mapped
+    )
     _check_cohort(data)
+    cfg = resolve_recipe(cfg)
     if augment_on not in ("device", "host"):
         raise ValueError(f"augment_on = {augment_on!r}; choose 'device' or 'host'")
     out = Path(out)
     # One process per run folder (core/lock.py): a second train into it stops at once, and
     # the lock removes the temporary files of a checkpoint write that a kill interrupted.
-    with folder_lock(out):
-        args = (data, out, cfg, augment, resume, stop, augment_on, channels_last)
+    with folder_lock(out) if ctx.is_main else contextlib.nullcontext():
+        args = (data, out, cfg, augment, resume, stop, augment_on, channels_last, stop_gradient)
         return (yield from _train_locked(*args))
 
 
@@ -551,6 +750,7 @@ def _train_locked(
     stop: Callable[[], bool] | None,
     augment_on: str,
     channels_last: bool | None,
+    stop_gradient: bool,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """The body of :func:`train`, run while it holds the run folder's lock."""
     if cfg.batch_size > len(data):  # refused, not cut: config.json must say what ran
@@ -563,21 +763,33 @@ def _train_locked(
         raise FileNotFoundError(f"{out} holds no checkpoint to resume; start a new run without --resume")
     if not resume and ckpt_path.exists():
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-    run = _Run(data, out, cfg, augment)
+    run = _Run(data, out, cfg, augment, stop_gradient)
     run.build(augment_on, channels_last)
     if resume:
         run.load(read_checkpoint(ckpt_path))
     out.mkdir(parents=True, exist_ok=True)
-    write_json(
-        out / CONFIG_JSON,
-        provenance(
-            {"train": to_dict(cfg), "augment": to_dict(augment)},
-            cohort={"root": str(data.root), "cases": len(data), "channels": data.channels, "size": data.size},
-            device=str(run.device),
-            precision=str(run.amp_dtype or "fp32"),
-            resumed_from=run.iteration if resume else None,
-        ),
-    )
+    if run.dist.is_main:  # rank 0 alone writes the run folder (core/distributed.py)
+        write_json(
+            out / CONFIG_JSON,
+            provenance(
+                {"train": to_dict(cfg), "augment": to_dict(augment)},
+                cohort={
+                    "root": str(data.root),
+                    "cases": len(data),
+                    "channels": data.channels,
+                    "size": data.size,
+                    "streamed": is_streamed(data),
+                },
+                processes=run.dist.world,
+                device=str(run.device),
+                precision=str(run.amp_dtype or "fp32"),
+                resumed_from=run.iteration if resume else None,
+                health_probe={
+                    "cases": 0 if run.probe is None else len(run.probe),
+                    "labels": "Label column of cases.csv, for monitoring only" if run.probe_labels else "none",
+                },
+            ),
+        )
     return (yield from _loop(run, stop))
 
 
@@ -592,31 +804,39 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
     def result(stopped: bool) -> TrainResult:
         return TrainResult(run.out, run.checkpoint_path(), history_frame(run.history), stopped)
 
+    def last_row() -> HistoryRow | None:
+        return run.history[-1] if run.history else None
+
     try:
+        # a resumed run shows its earlier checks again; a new one measures the untrained encoder
+        for check in run.monitor.checks:
+            yield _health_event(run, check, total)
+        if not run.monitor.checks:
+            yield from _check(run, total)
         while run.iteration < total:
-            if stop is not None and stop():
+            if run.dist.any(stop is not None and stop()):  # every process stops at the same step
                 run.save()
-                row = run.history[-1] if run.history else {"iteration": run.iteration}
                 yield _event(
                     "stopped",
-                    row,
+                    last_row(),
                     total,
                     f"stopped at step {run.iteration} of {total}; checkpoint saved to {run.checkpoint_path()}",
+                    iteration=run.iteration,
                 )
                 return result(True)
             row = run.step()
-            row["elapsed_s"] = time.perf_counter() - started
-            if not math.isfinite(row["loss"]):
+            row.elapsed_s = time.perf_counter() - started
+            if not math.isfinite(row.loss):
                 where = f"step {last_finite[0]} ({last_finite[1]:.4f})" if last_finite else "none yet"
                 raise TrainingDiverged(
-                    f"training diverged at step {row['iteration']}: the loss is {row['loss']} (last finite loss: {where}). "
+                    f"training diverged at step {row.iteration}: the loss is {row.loss} (last finite loss: {where}). "
                     f"The last good checkpoint {run.checkpoint_path()} (iteration {run.saved_iteration}) was kept. "
                     f"Try a lower --lr (now {cfg.lr}) or --precision fp32."
                 )
-            last_finite = (row["iteration"], row["loss"])
+            last_finite = (row.iteration, row.loss)
             run.history.append(row)
-            yield _event("step", row, total)
-            run.collapse_run = run.collapse_run + 1 if row["collapse"] < COLLAPSE_FRACTION / math.sqrt(256) else 0
+            yield _event("step", row, total, _step_message(run, row))
+            run.collapse_run = run.collapse_run + 1 if row.collapse < COLLAPSE_FRACTION / math.sqrt(256) else 0
             if run.collapse_run >= COLLAPSE_STEPS and not run.warned:
                 run.warned = True
                 yield _event(
@@ -630,6 +850,7 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
                     ),
                 )
             if run.iteration % cfg.checkpoint_every == 0 or run.iteration == total:
+                yield from _check(run, total)
                 run.save()
                 yield _event("checkpoint", row, total, f"checkpoint saved to {run.checkpoint_path()}")
     except GeneratorExit:
@@ -640,9 +861,43 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
         torch.use_deterministic_algorithms(deterministic)
     if run.saved_iteration != run.iteration or not run.checkpoint_path().exists():
         run.save()
-    row = run.history[-1] if run.history else {"iteration": run.iteration}
-    yield _event("done", row, total, f"finished {total} steps; checkpoint saved to {run.checkpoint_path()}")
+    yield _event(
+        "done",
+        last_row(),
+        total,
+        f"finished {total} steps; checkpoint saved to {run.checkpoint_path()}",
+        iteration=run.iteration,
+    )
     return result(False)
+
+
+def _check(run: _Run, total: int) -> Generator[TrainEvent, None, None]:
+    """One health check: a "health" event, then any warning the monitor gives."""
+    measured = run.check_health()
+    if measured is None:
+        return
+    warnings = run.monitor.update(measured)
+    yield _health_event(run, asdict(measured), total)
+    for text in warnings:
+        yield _event("warning", run.history[-1] if run.history else None, total, text, iteration=run.iteration)
+
+
+def _health_event(run: _Run, check: dict[str, Any], total: int) -> TrainEvent:
+    figures = {k: float(v) for k, v in check.items() if k not in ("iteration", "cases") and v == v}
+    row = next((r for r in reversed(run.history) if r.iteration == check["iteration"]), None)
+    text = f"health at step {check['iteration']}: rank {figures['effective_rank']:.1f}"
+    if "probe_auc" in figures:
+        text += f", probe AUC {figures['probe_auc']:.3f}"
+    if check["iteration"] == 0:
+        text += " (untrained encoder)"
+    return _event("health", row, total, text, iteration=int(check["iteration"]), health=figures)
+
+
+def _step_message(run: _Run, row: HistoryRow) -> str:
+    text = f"loss {row.loss:.3f}"
+    if run.monitor.checks:
+        text += f", rank {run.monitor.checks[-1]['effective_rank']:.1f}"
+    return text
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -674,7 +929,7 @@ def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; train a run first (ssl-radiomics train CACHE --out RUN)")
     ckpt = read_checkpoint(path)
-    model = SimSiam3D(**ckpt["model_args"])
+    model = SimSiam3D(**ckpt["model_args"])  # format 1 holds in_channels only: the paper's head
     model.load_state_dict(ckpt["model"])
     return model.to(resolve_device(device)).eval()
 

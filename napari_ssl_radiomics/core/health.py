@@ -1,0 +1,280 @@
+"""Is the learnt representation alive? Figures of a set of embeddings, and a monitor.
+
+SimSiam's train-mode std of the normalised output (``model.collapse_metric``) sees only
+*complete* collapse. The common failure here is *dimensional* collapse: every case varies
+along one or a few directions (Jing et al., ICLR 2022). So the training engine embeds a
+fixed, seeded probe set (up to ``TrainConfig.health_cases`` cases) in eval mode at step 0
+(the untrained encoder), at every checkpoint and at the end, and records:
+
+- ``effective_rank``: exp of the entropy of the normalised singular values of the centred
+  embeddings (Roy & Vetterli 2007); 1 for a line, up to min(n, d);
+- ``top_pc_share``: share of the variance on the first principal direction, in [0, 1];
+- ``norm_std``: std over cases of the L2-normalised embeddings, mean over dimensions
+  (about 1/sqrt(d) = 0.0625 when spread out, 0 when constant);
+- with labels, ``probe_auc`` and ``probe_balanced_accuracy``: a linear probe
+  (standardised features, L2 logistic regression, stratified 5-fold cross-validation, out-of-fold
+  scores). The labels come from the cache's ``Label`` column and serve **only to monitor**
+  the run; they never reach the training loss, the sampling or the RE/SE module.
+
+:class:`HealthMonitor` keeps the step-0 figures and warns, in plain words, when the rank
+stays low or the probe stays below the untrained encoder's for ``PATIENCE`` checks in a row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: a check is "low rank" below this effective rank (of at most min(n, 256))
+LOW_RANK = 4.0
+#: or below this share of the untrained encoder's rank
+LOW_RANK_SHARE = 0.1
+#: the probe counts as "below the untrained encoder" when worse by more than this AUC
+PROBE_MARGIN = 0.02
+#: consecutive checks before a warning
+PATIENCE = 3
+#: probe folds and the inverse L2 strength of its logistic regression (standardised inputs)
+PROBE_FOLDS = 5
+PROBE_C = 0.1
+HEALTH_CSV = "health.csv"
+
+
+@dataclass
+class Health:
+    """Figures of one check, ``iteration`` 0 being the untrained encoder (NaN: not measured)."""
+
+    iteration: int
+    effective_rank: float
+    top_pc_share: float
+    norm_std: float
+    probe_auc: float = math.nan
+    probe_balanced_accuracy: float = math.nan
+    cases: int = 0
+
+    def figures(self) -> dict[str, float]:
+        """The figures as the ``health`` dict of a TrainEvent (probe keys only when measured)."""
+        out = {
+            "effective_rank": self.effective_rank,
+            "top_pc_share": self.top_pc_share,
+            "norm_std": self.norm_std,
+        }
+        if not math.isnan(self.probe_auc):
+            out["probe_auc"] = self.probe_auc
+            out["probe_balanced_accuracy"] = self.probe_balanced_accuracy
+        return out
+
+
+HEALTH_COLUMNS = list(Health.__dataclass_fields__)
+
+
+# --- figures of an embedding -------------------------------------------------------------
+
+
+def _singular_values(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"health figures need an (n >= 2, d) array of embeddings; got shape {x.shape}")
+    return np.linalg.svd(x - x.mean(axis=0), compute_uv=False)
+
+
+def effective_rank(x: np.ndarray) -> float:
+    """exp(entropy) of the normalised singular values of the centred ``x`` (n, d); 0 if constant."""
+    s = _singular_values(x)
+    total = s.sum()
+    if not total > 0:
+        return 0.0
+    p = s / total
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def top_pc_share(x: np.ndarray) -> float:
+    """Share of the variance of ``x`` (n, d) on its first principal direction, in [0, 1] (1 if constant)."""
+    var = _singular_values(x) ** 2
+    return float(var[0] / var.sum()) if var.sum() > 0 else 1.0
+
+
+def norm_std(x: np.ndarray) -> float:
+    """Std over cases of the L2-normalised rows of ``x`` (n, d), mean over the d dimensions."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return float((x / np.maximum(norms, 1e-12)).std(axis=0, ddof=1).mean())
+
+
+def linear_probe(x: np.ndarray, labels: list[str] | np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """Cross-validated AUC and balanced accuracy of a linear probe of ``labels`` on ``x`` (n, d).
+
+    Standardised features, L2 logistic regression (C = ``PROBE_C``), stratified
+    ``PROBE_FOLDS``-fold CV with out-of-fold scores; AUC is macro one-vs-rest for more than
+    two classes. NaN, NaN when a class has fewer cases than folds (no honest estimate).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    y = np.asarray(labels).astype(str)
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2 or counts.min() < PROBE_FOLDS:
+        return math.nan, math.nan
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=2000))
+    cv = StratifiedKFold(PROBE_FOLDS, shuffle=True, random_state=seed)
+    proba = cross_val_predict(model, np.asarray(x, dtype=np.float64), y, cv=cv, method="predict_proba")
+    pred = classes[proba.argmax(axis=1)]
+    if len(classes) == 2:
+        auc = roc_auc_score(y == classes[1], proba[:, 1])
+    else:
+        auc = roc_auc_score(y, proba, multi_class="ovr", labels=classes)
+    return float(auc), float(balanced_accuracy_score(y, pred))
+
+
+def measure(x: np.ndarray, labels: list[str] | None = None, iteration: int = 0, seed: int = 0) -> Health:
+    """All figures of embeddings ``x`` (n, d); the probe only when ``labels`` are given."""
+    auc = bacc = math.nan
+    if labels is not None:
+        auc, bacc = linear_probe(x, labels, seed)
+    return Health(iteration, effective_rank(x), top_pc_share(x), norm_std(x), auc, bacc, len(x))
+
+
+def usable_labels(labels: list[str]) -> bool:
+    """Whether every case has a label and each class has enough cases for the probe."""
+    if not labels or any(str(v) == "" for v in labels):
+        return False
+    _, counts = np.unique(np.asarray(labels).astype(str), return_counts=True)
+    return len(counts) >= 2 and counts.min() >= PROBE_FOLDS
+
+
+def probe_set(labels: list[str], size: int, seed: int) -> np.ndarray:
+    """Sorted positions of a fixed, seeded probe set of at most ``size`` cases.
+
+    Stratified by label when the labels are usable (each class keeps its share), so a small
+    minority class still reaches the probe; otherwise a plain random choice.
+    """
+    n = len(labels)
+    if size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng([abs(int(seed)), 9])
+    if not usable_labels(labels):
+        return np.sort(rng.choice(n, size=size, replace=False))
+    y = np.asarray(labels).astype(str)
+    chosen: list[np.ndarray] = []
+    classes = np.unique(y)
+    for c in classes:
+        members = np.flatnonzero(y == c)
+        take = max(PROBE_FOLDS, round(size * len(members) / n))
+        chosen.append(rng.choice(members, size=min(take, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+# --- the monitor --------------------------------------------------------------------------
+
+
+@dataclass
+class HealthMonitor:
+    """Keeps the checks of a run and decides when to warn (state is checkpointed).
+
+    ``update(h)`` records a check and returns warning texts (empty when all is well). The
+    first check (iteration 0) is the untrained encoder's baseline. Each kind of warning
+    (low rank, probe below the untrained encoder) is given once per run.
+    """
+
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    low_rank_run: int = 0
+    low_probe_run: int = 0
+    warned: list[str] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> Health | None:
+        return Health(**self.checks[0]) if self.checks else None
+
+    def rank_floor(self) -> float:
+        base = self.baseline
+        return max(LOW_RANK, LOW_RANK_SHARE * base.effective_rank) if base else LOW_RANK
+
+    def update(self, h: Health) -> list[str]:
+        first = not self.checks
+        self.checks.append(asdict(h))
+        if first:
+            return []
+        base = self.baseline
+        assert base is not None
+        self.low_rank_run = self.low_rank_run + 1 if h.effective_rank < self.rank_floor() else 0
+        below = h.probe_auc < base.probe_auc - PROBE_MARGIN  # False when either is NaN
+        self.low_probe_run = self.low_probe_run + 1 if below else 0
+        out = []
+        if self.low_rank_run >= PATIENCE and "rank" not in self.warned:
+            self.warned.append("rank")
+            out.append(
+                f"the representation is collapsing: its effective rank has stayed below {self.rank_floor():.1f} for "
+                f"{self.low_rank_run} checks (now {h.effective_rank:.1f}; the untrained encoder had "
+                f"{base.effective_rank:.1f}), so the cases vary along only a few directions and the features "
+                "carry little. Try a lower --lr, --recipe default, stronger augmentation or --export backbone."
+            )
+        if self.low_probe_run >= PATIENCE and "probe" not in self.warned:
+            self.warned.append("probe")
+            out.append(
+                f"training is removing information: the linear probe's AUC ({h.probe_auc:.3f}) has stayed below the "
+                f"untrained encoder's ({base.probe_auc:.3f}) for {self.low_probe_run} checks. (The labels are used "
+                "only for this check, never for training.) Try a lower --lr, --recipe default or fewer --iterations."
+            )
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> HealthMonitor:
+        return cls(**state) if state else cls()
+
+    def frame(self) -> pd.DataFrame:
+        """One row per check, columns ``HEALTH_COLUMNS``."""
+        return pd.DataFrame(self.checks, columns=HEALTH_COLUMNS)
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def read_health(run_dir: str | Path) -> pd.DataFrame | None:
+    """A run's ``health.csv``, or None when the run has none."""
+    path = Path(run_dir) / HEALTH_CSV
+    return pd.read_csv(path) if path.exists() else None
+
+
+def health_table(runs: dict[str, Path]) -> pd.DataFrame | None:
+    """Per run, the untrained encoder's (step 0) and the last check's figures.
+
+    Returns None when no run has a ``health.csv``. Columns: ``run, step, effective_rank,
+    top_pc_share, norm_std, probe_auc, probe_balanced_accuracy``.
+    """
+    rows = []
+    for name, run_dir in runs.items():
+        frame = read_health(run_dir)
+        if frame is None or frame.empty:
+            continue
+        first, last = frame.iloc[0], frame.iloc[-1]
+        for label, row in (("untrained (step 0)", first), (f"step {int(last['iteration'])}", last)):
+            rows.append({"run": name, "step": label, **{c: row[c] for c in HEALTH_COLUMNS[1:-1]}})
+    return pd.DataFrame(rows).round(4) if rows else None
+
+
+REPORT_TEXT = (
+    "Health of each run's representation on its fixed probe set, for the untrained encoder (step 0) and the "
+    "last check: effective rank (higher: more directions of variation; near 1 means collapse), the share of "
+    "variance on the first principal direction, the spread of the normalised embeddings, and a cross-validated "
+    "linear probe of the labels (used only for this check, never for training). Training should keep the rank "
+    "up and the probe at or above the untrained encoder's."
+)
+
+
+def report_section(runs: dict[str, Path]) -> tuple[str, str, list[Path], pd.DataFrame] | None:
+    """The report's health section as (title, text, images, table); None when no run was checked."""
+    table = health_table(runs)
+    if table is None:
+        return None
+    return ("Representation health: trained against untrained", REPORT_TEXT, [], table)

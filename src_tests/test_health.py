@@ -1,0 +1,133 @@
+"""The representation-health figures, the monitor's warnings, and the engine's health checks.
+
+The engine tests train the real 3DSiam on a tiny synthetic cache (27³, a few steps): one
+run made to collapse (SimSiam without its stop-gradient, the test-only switch) must be
+flagged within a few checks, and a healthy run of the same size must not be.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_train_engine import make_cache
+
+from napari_ssl_radiomics.config import AugmentConfig, TrainConfig
+from napari_ssl_radiomics.core import health
+from napari_ssl_radiomics.core.events import drive
+from napari_ssl_radiomics.core.health import (
+    HEALTH_COLUMNS,
+    HEALTH_CSV,
+    PATIENCE,
+    Health,
+    HealthMonitor,
+    effective_rank,
+    linear_probe,
+    norm_std,
+    probe_set,
+    top_pc_share,
+)
+from napari_ssl_radiomics.core.train import train
+
+
+def test_figures_tell_a_spread_cloud_from_a_line():
+    rng = np.random.default_rng(0)
+    cloud = rng.normal(size=(300, 32))
+    line = rng.normal(size=(300, 1)) * rng.normal(size=(1, 32)) + rng.normal(size=(1, 32))
+    assert effective_rank(cloud) > 25  # isotropic: close to the 32 dimensions
+    assert effective_rank(line) < 1.01 and top_pc_share(line) > 0.999
+    assert top_pc_share(cloud) < 0.1
+    assert norm_std(np.ones((10, 8))) == pytest.approx(0.0, abs=1e-12)
+    assert norm_std(cloud) > 0.1
+    with pytest.raises(ValueError, match="embeddings"):
+        effective_rank(np.ones((1, 4)))
+
+
+def test_linear_probe_finds_a_linear_signal_and_not_noise():
+    rng = np.random.default_rng(1)
+    y = np.array(["a"] * 60 + ["b"] * 20)
+    x = rng.normal(size=(80, 16))
+    signal = x.copy()
+    signal[:, 0] += 3.0 * (y == "b")
+    auc, bacc = linear_probe(signal, y)
+    assert auc > 0.95 and bacc > 0.65
+    noise_auc, _ = linear_probe(x, y)
+    assert noise_auc < auc - 0.2
+    assert all(math.isnan(v) for v in linear_probe(x[:8], y[:8]))  # too few of a class for 5 folds
+
+
+def test_probe_set_is_fixed_and_keeps_the_minority():
+    labels = ["0"] * 900 + ["1"] * 100
+    a, b = probe_set(labels, 256, seed=3), probe_set(labels, 256, seed=3)
+    assert np.array_equal(a, b) and len(set(a.tolist())) == len(a)
+    share = np.mean([labels[i] == "1" for i in a])
+    assert 0.08 < share < 0.12
+    assert np.array_equal(probe_set(labels[:50], 256, seed=3), np.arange(50))
+
+
+def test_monitor_warns_after_patience_checks_once_each():
+    mon = HealthMonitor()
+    assert mon.update(Health(0, 60.0, 0.1, 0.05, probe_auc=0.80)) == []
+    for i in range(1, PATIENCE):
+        assert mon.update(Health(i, 1.5, 0.99, 0.01, probe_auc=0.60)) == []
+    warnings = mon.update(Health(PATIENCE, 1.5, 0.99, 0.01, probe_auc=0.60))
+    assert len(warnings) == 2
+    assert "collapsing" in warnings[0] and "effective rank" in warnings[0] and "--lr" in warnings[0]
+    assert "removing information" in warnings[1] and "never for training" in warnings[1]
+    assert mon.update(Health(PATIENCE + 1, 1.5, 0.99, 0.01, probe_auc=0.60)) == []  # once per run
+    # a healthy check resets the count; state survives a round trip (checkpoints)
+    mon = HealthMonitor.from_state(HealthMonitor().state())
+    mon.update(Health(0, 60.0, 0.1, 0.05))
+    for i in range(1, 10):
+        low = i % PATIENCE != 0
+        assert mon.update(Health(i, 1.5 if low else 50.0, 0.5, 0.05)) == []
+    assert list(mon.frame().columns) == HEALTH_COLUMNS and len(mon.frame()) == 10
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return make_cache(tmp_path_factory.mktemp("cache"), cases=15)  # 5 large, 10 small: the probe runs
+
+
+def _run(cache, out, stop_gradient: bool, **kw):
+    cfg = TrainConfig(
+        mode="none", batch_size=4, iterations=8, checkpoint_every=2, device="cpu", seed=0, lr_warmup=0, **kw
+    )
+    events = []
+    drive(train(cache, out, cfg, AugmentConfig(), stop_gradient=stop_gradient), events.append)
+    return events
+
+
+def test_a_run_without_stop_gradient_is_flagged_within_a_few_checks(cache, tmp_path):
+    events = _run(cache, tmp_path / "collapse", stop_gradient=False, lr=0.5, schedule="constant")
+    checks = [e for e in events if e.kind == "health"]
+    assert [e.iteration for e in checks] == [0, 2, 4, 6, 8]
+    warnings = [e for e in events if e.kind == "warning" and "collapsing" in e.message]
+    assert warnings, [e.health["effective_rank"] for e in checks]
+    assert warnings[0].iteration <= 8 and "effective rank" in warnings[0].message
+    assert checks[-1].health["effective_rank"] < checks[0].health["effective_rank"] / 5
+
+
+def test_a_healthy_run_is_not_flagged_and_its_checks_are_recorded(cache, tmp_path):
+    events = _run(cache, tmp_path / "healthy", stop_gradient=True)
+    checks = [e for e in events if e.kind == "health"]
+    assert events[0].kind == "health" and events[0].iteration == 0  # the untrained encoder first
+    assert not [e for e in events if e.kind == "warning"], [e.message for e in events if e.kind == "warning"]
+    assert set(checks[0].health) == {
+        "effective_rank",
+        "top_pc_share",
+        "norm_std",
+        "probe_auc",
+        "probe_balanced_accuracy",
+    }
+    assert "labels" not in checks[0].message or "untrained" in checks[0].message
+    steps = [e for e in events if e.kind == "step"]
+    assert steps[-1].message.startswith("loss ") and ", rank " in steps[-1].message
+    frame = pd.read_csv(tmp_path / "healthy" / HEALTH_CSV)
+    assert list(frame.columns) == HEALTH_COLUMNS and frame["iteration"].tolist() == [0, 2, 4, 6, 8]
+    np.testing.assert_allclose(frame["effective_rank"], [e.health["effective_rank"] for e in checks])
+    title, text, _, table = health.report_section({"none": tmp_path / "healthy"})
+    assert table["step"].tolist() == ["untrained (step 0)", "step 8"] and "never for training" in text
+    assert health.report_section({"none": tmp_path / "nothing"}) is None
