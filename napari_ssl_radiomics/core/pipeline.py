@@ -178,11 +178,11 @@ def _cohort_stage(cfg: PipelineConfig, out: Path, state: _State) -> Generator[St
                 f"cohort {source} does not exist; give a manifest CSV or a folder of <id>_image/<id>_mask pairs"
             )
         return source
-    from .sample import write_sample_cohort
+    from .sample import SAMPLE_VERSION, write_sample_cohort
 
     folder = out / "sample"
     manifest = folder / "manifest.csv"
-    key = config_hash(to_dict(cfg.sample))
+    key = config_hash([to_dict(cfg.sample), SAMPLE_VERSION])
     if state.fresh("cohort", key, manifest):
         yield StageEvent("cohort", "cached", message=str(manifest))
         return manifest

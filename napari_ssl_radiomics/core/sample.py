@@ -76,6 +76,9 @@ LOBULATION = (0.10, 0.07)  # lobulation amplitude = a + b * grade (radial field 
 HETEROGENEITY = (10.0, 4.0)  # texture std = a + b * grade (clean intensity units)
 HALO_DEPTH = (12.0, 24.0)  # phenotype 1's halo, below the tissue level (clean units)
 
+#: bump when the generator draws other volumes for the same settings (a cached demo cohort is then rebuilt)
+SAMPLE_VERSION = 2
+
 
 @dataclass(frozen=True)
 class CentreStyle:
