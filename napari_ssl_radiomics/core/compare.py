@@ -140,6 +140,8 @@ def compare_results(
                 va, vb = part[(a, metric)].to_numpy(float), part[(b, metric)].to_numpy(float)
                 both = np.isfinite(va) & np.isfinite(vb)
                 mean, low, high, p = corrected_t(va[both] - vb[both], ratio, level, df=n_folds - 1)
+                # Every metric lies in [0, 1], so a difference lies in [-1, 1].
+                low, high = max(low, -1.0), min(high, 1.0)
                 rows.append(
                     dict(
                         feature_set=a,
@@ -180,7 +182,8 @@ def comparison_markdown(comparisons: pd.DataFrame, minor: str = "") -> str:
         "### Does SSL add anything? (paired, on the same folds)",
         "",
         f"Difference of the fold means (feature set minus reference), 95% interval and p-value of the "
-        f"{METHOD} over {n} folds x repeats. An interval that holds 0 shows no difference at this size.",
+        f"{METHOD}, over {n} test folds (folds x repeats). An interval that holds 0 shows no difference "
+        "at this size.",
         "",
     ]
     recall = "minor_recall" if "minor_recall" in set(comparisons["metric"]) else "minor_accuracy"
