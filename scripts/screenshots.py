@@ -154,7 +154,7 @@ def main() -> None:
     wait(app, features, timeout=1800)
     features.evaluate()
     wait(app, features)
-    features.scroll.ensureWidgetVisible(features.summary)
+    features.scroll.ensureWidgetVisible(features.roc)
     save_window(app, viewer, frames["Features"], out / "features.png")
     viewer.close()
 

@@ -282,7 +282,7 @@ class ClusterPlot(ThemedFigure):
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("iteration (RE/SE steps)", fontsize=8)
         ax.set_ylabel(f"share of label {minority}", fontsize=8)
-        ax.set_title("minority share: selected batches (red) vs cohort (dashed)", fontsize=8)
+        ax.set_title("minority share: batches (red), cohort (dashed)", fontsize=8)
 
     def show_batch(self, ids: list[str], iteration: int | None) -> None:
         """Ring the cases of one batch and mark its step on the balance panel."""

@@ -67,8 +67,9 @@ class LossPlot(ThemedFigure):
 
     def _build(self) -> None:
         self.figure.clear()
-        self.ax_loss, self.ax_collapse, self.ax_health = self.subplots(3, 1, sharex=True)
-        self.figure.subplots_adjust(left=0.17, right=0.85, top=0.97, bottom=0.1, hspace=0.15)
+        # margins on the grid itself: the figure's (placeholder) layout engine refuses subplots_adjust
+        margins = {"left": 0.2, "right": 0.84, "top": 0.98, "bottom": 0.09, "hspace": 0.12}
+        self.ax_loss, self.ax_collapse, self.ax_health = self.subplots(3, 1, sharex=True, gridspec_kw=margins)
         self.ax_auc = self.themed(self.ax_health.twinx)
 
         def lines() -> None:
