@@ -234,6 +234,12 @@ class PipelineConfig:
     modes: tuple[str, ...] = option(("none", "re", "se"), "training modes to compare", choices=("none", "re", "se"))
     supervised: bool = option(True, "also train the supervised baseline (weighted cross-entropy)")
     supervised_iterations: int = option(500, "training steps of the supervised baseline on each training fold", min=1)
+    supervised_lr: float = option(
+        1e-3,
+        "Adam learning rate of the supervised baseline (its own: the SSL recipe's SGD settings are tuned for "
+        "the Siamese loss, not for cross-entropy)",
+        gt=0,
+    )
     sample: SampleConfig = field(default_factory=SampleConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

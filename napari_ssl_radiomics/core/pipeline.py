@@ -301,7 +301,9 @@ def _supervised_stage(
     from .utils import write_csv
 
     path = out / "features" / "supervised_predictions.csv"
-    train_cfg = dataclasses.replace(cfg.train, iterations=cfg.supervised_iterations)
+    train_cfg = dataclasses.replace(
+        cfg.train, iterations=cfg.supervised_iterations, optimizer="adam", lr=cfg.supervised_lr
+    )
     key = config_hash([to_dict(train_cfg), to_dict(cfg.augment), _file_key(cache / "cases.csv", folds)])
     if state.fresh("supervised", key, path):
         yield StageEvent("supervised", "cached", message=str(path))

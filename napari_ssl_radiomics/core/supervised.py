@@ -282,7 +282,9 @@ class _Training:
             loss.backward()
             opt.step()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"the supervised baseline diverged at step {it}; lower TrainConfig.lr")
+                raise FloatingPointError(
+                    f"the supervised baseline diverged at step {it}; lower its learning rate (supervised_lr in the config)"
+                )
             yield it, float(loss.detach())
         self.net.eval()
 
