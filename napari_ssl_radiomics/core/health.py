@@ -34,8 +34,10 @@ import pandas as pd
 LOW_RANK = 4.0
 #: or below this share of the untrained encoder's rank
 LOW_RANK_SHARE = 0.1
-#: the probe counts as "below the untrained encoder" when worse by more than this AUC
-PROBE_MARGIN = 0.02
+#: the probe counts as "below the untrained encoder" when worse by more than this AUC: a
+#: probe of 256 cases is noisy (on AdrenalMNIST3D it ranked two recipes the other way round
+#: from the full 1584-case probe, by 0.04-0.15), so only a clear fall counts
+PROBE_MARGIN = 0.05
 #: consecutive checks before a warning
 PATIENCE = 3
 #: probe folds and the inverse L2 strength of its logistic regression (standardised inputs)

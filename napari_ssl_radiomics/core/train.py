@@ -813,6 +813,8 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
             yield _health_event(run, check, total)
         if not run.monitor.checks:
             yield from _check(run, total)
+        elif run.iteration % cfg.checkpoint_every == 0 and run.monitor.checks[-1]["iteration"] != run.iteration:
+            yield from _check(run, total)  # stopped between the step and its check: do it now
         while run.iteration < total:
             if run.dist.any(stop is not None and stop()):  # every process stops at the same step
                 run.save()
