@@ -105,6 +105,8 @@ BAD = [
     ("train --checkpoint-every 0", ["train", "cache", "--out", "r2", "--checkpoint-every", "0"], ["checkpoint_every"]),
     ("train --out is a file", ["train", "cache", "--out", "afile", "--batch-size", "2"], ["afile"]),
     ("embed a truncated checkpoint", ["embed", "broken.pt", "cache", "--out", "e.csv"], ["broken.pt", "truncated"]),
+    # the output is checked before the checkpoint is even read, so no encoding is wasted
+    ("embed --out is a folder", ["embed", "broken.pt", "cache", "--out", "adir"], ["adir", "is a folder"]),
 ]
 
 

@@ -156,9 +156,10 @@ def health_summary(first: dict[str, float], last: dict[str, float]) -> str:
 
 def run_embed(args: argparse.Namespace) -> int:
     from ..core.embed import embed
-    from ..core.utils import write_csv
+    from ..core.utils import check_output_file, write_csv
 
     cfg = from_arguments(TrainConfig(), args)
+    check_output_file(args.out)  # before the encoding, not after it
     table = embed(args.run, args.cache, device=cfg.device, batch_size=cfg.embed_batch_size)
     write_csv(args.out, table)
     print(f"wrote {len(table)} cases x {table.shape[1] - 1} features to {args.out}")

@@ -223,7 +223,7 @@ class FeaturesWidget(ScrollDock):
             tables: dict[str, pd.DataFrame] = {}
             failures = pd.DataFrame(columns=["ID", "reason"])
             if trad:
-                tables["trad"], failures = yield from extract(cohort, cfg, rad_cache)
+                tables["trad"], failures = yield from extract(cohort, cfg, rad_cache, checks=state.prepare)
             if ssl:
                 tables["ssl"] = embed(run, cache, device="cpu")
             return tables, failures
