@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+# the sibling script (benchmarks/ is on sys.path when a script here runs)
+import adrenal_eval
 import numpy as np
 import pandas as pd
 
@@ -42,13 +44,7 @@ SHARED = Path(os.environ.get("SSL_RADIOMICS_SHARED", ROOT.parent / "shared")) / 
 
 def load_pooled(size: int = 28) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Volumes (N, S, S, S) uint8, labels (N,) int and IDs ``<split>_<index>``, splits pooled."""
-    data = np.load(SHARED / ("adrenalmnist3d.npz" if size == 28 else f"adrenalmnist3d_{size}.npz"))
-    images, labels, ids = [], [], []
-    for split in ("train", "val", "test"):
-        images.append(data[f"{split}_images"])
-        labels.append(data[f"{split}_labels"].ravel())
-        ids += [f"{split}_{i:04d}" for i in range(len(labels[-1]))]
-    return np.concatenate(images), np.concatenate(labels).astype(int), ids
+    return adrenal_eval.load_pooled(SHARED / ("adrenalmnist3d.npz" if size == 28 else f"adrenalmnist3d_{size}.npz"))
 
 
 def build_cache(folder: Path, size: int = 28) -> Path:
