@@ -387,6 +387,8 @@ def test_clusters_one_point_per_case_and_se_batches(make_napari_viewer, qtbot, t
     widget.compute_button.click()
     idle(qtbot, widget, timeout=180_000)  # the first UMAP fit in a process compiles (numba)
     assert not errors.messages, errors.messages
+    # Compute reported the encoding as k of n cases (one batch of 16 here), then the clustering
+    assert widget.progress_seen == [(CASES, CASES), (CASES, CASES)]
 
     ids = [str(i) for i in state.prepared().ids]
     table = widget.table

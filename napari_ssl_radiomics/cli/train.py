@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("cache", help="prepared cache folder")
     e.add_argument("--out", default="ssl_features.csv", help="output CSV (default: ssl_features.csv)")
     add_arguments(e, TrainConfig, only=["device", "embed_batch_size"])
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=run_embed)
 
 
@@ -155,12 +156,21 @@ def health_summary(first: dict[str, float], last: dict[str, float]) -> str:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    from ..core.embed import embed
+    from tqdm import tqdm
+
+    from ..core.embed import embed_iter
+    from ..core.events import drive
     from ..core.utils import check_output_file, write_csv
 
     cfg = from_arguments(TrainConfig(), args)
     check_output_file(args.out)  # before the encoding, not after it
-    table = embed(args.run, args.cache, device=cfg.device, batch_size=cfg.embed_batch_size)
+    with tqdm(unit="case", dynamic_ncols=True, disable=args.no_progress, file=sys.stderr) as bar:
+
+        def show(event) -> None:
+            bar.total = event.total
+            bar.update(event.index - bar.n)
+
+        table = drive(embed_iter(args.run, args.cache, device=cfg.device, batch_size=cfg.embed_batch_size), show)
     write_csv(args.out, table)
     print(f"wrote {len(table)} cases x {table.shape[1] - 1} features to {args.out}")
     return 0

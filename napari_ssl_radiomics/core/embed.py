@@ -10,6 +10,8 @@ cases of its batch), in fp32 and without gradients.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from .cache import PreparedCohort, load_prepared
+from .events import drive
 from .model import Encoder, SimSiam3D
 from .train import load_model, resolve_device
 
@@ -27,6 +30,15 @@ PREFIX = "ssl_"
 def feature_columns(dim: int = 256) -> list[str]:
     """Column names ``ssl_000`` ... of a ``dim``-d representation."""
     return [f"{PREFIX}{i:03d}" for i in range(dim)]
+
+
+@dataclass(frozen=True)
+class EmbedEvent:
+    """Progress of :func:`embed_iter`: ``index`` of ``total`` cases encoded (the events protocol)."""
+
+    index: int
+    total: int
+    message: str = ""
 
 
 def encode(
@@ -42,7 +54,8 @@ def encode(
     model_or_encoder : a SimSiam3D (its ``encoder`` is used) or an Encoder, whose
         ``represent`` (the layer chosen by its ``export``) gives the output; any other module
         is called as it is. It is moved to ``device`` and left in the train/eval mode it came in.
-    images : (N, C, S, S, S) or (N, S, S, S) float array, intensities in [0, 255]
+    images : (N, C, S, S, S) or (N, S, S, S) array (a memmap works: it is read one batch at
+        a time), intensities in [0, 255]
     device : "auto", "cpu", "cuda" or "cuda:N"
     batch_size : volumes per forward pass (memory, not results, depends on it)
 
@@ -50,13 +63,21 @@ def encode(
     -------
     (N, dim) float32 array.
     """
+    return drive(encode_iter(model_or_encoder, images, device, batch_size))
+
+
+def encode_iter(
+    model_or_encoder: SimSiam3D | Encoder | nn.Module,
+    images: np.ndarray,
+    device: str = "cpu",
+    batch_size: int = 16,
+) -> Generator[EmbedEvent, None, np.ndarray]:
+    """:func:`encode` as a generator: an :class:`EmbedEvent` after each batch, the array at the end."""
     encoder = getattr(model_or_encoder, "encoder", model_or_encoder)
-    arr = np.asarray(images, dtype=np.float32)
-    if arr.ndim == 4:
-        arr = arr[:, None]
-    if arr.ndim != 5:
-        raise ValueError(f"encode takes (N, C, S, S, S) or (N, S, S, S) volumes; got shape {arr.shape}")
-    if len(arr) == 0:
+    shape = tuple(np.shape(images))
+    if len(shape) not in (4, 5):
+        raise ValueError(f"encode takes (N, C, S, S, S) or (N, S, S, S) volumes; got shape {shape}")
+    if shape[0] == 0:
         raise ValueError("encode was given no volumes")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}")
@@ -65,12 +86,17 @@ def encode(
     was_training = encoder.training
     encoder.eval()
     out = []
+    n = shape[0]
     try:
-        with torch.no_grad():
-            for start in range(0, len(arr), batch_size):
-                x = torch.from_numpy(arr[start : start + batch_size]).to(dev)
+        for start in range(0, n, batch_size):
+            # one batch in float32 at a time: a memmapped uint8 cohort is never copied whole
+            batch = np.asarray(images[start : start + batch_size], dtype=np.float32)
+            x = torch.from_numpy(batch[:, None] if batch.ndim == 4 else batch).to(dev)
+            with torch.no_grad():
                 z = encoder.represent(x) if hasattr(encoder, "represent") else encoder(x)
-                out.append(z.float().cpu().numpy())
+            out.append(z.float().cpu().numpy())
+            done = min(n, start + batch_size)
+            yield EmbedEvent(done, n, f"encoded {done} of {n} cases")
     finally:
         encoder.train(was_training)
     return np.concatenate(out).astype(np.float32, copy=False)
@@ -95,6 +121,16 @@ def embed(
     DataFrame with columns ``ID``, ``ssl_000`` ... ``ssl_255``, one row per case in the
     cache's order.
     """
+    return drive(embed_iter(run, cohort, device, batch_size))
+
+
+def embed_iter(
+    run: str | Path,
+    cohort: PreparedCohort | str | Path,
+    device: str = "auto",
+    batch_size: int = 16,
+) -> Generator[EmbedEvent, None, pd.DataFrame]:
+    """:func:`embed` as a generator of :class:`EmbedEvent` (cases encoded); returns the table."""
     data = cohort if isinstance(cohort, PreparedCohort) else load_prepared(cohort)
     model = load_model(run, device="cpu")
     if model.encoder.in_channels != data.channels:
@@ -102,7 +138,7 @@ def embed(
             f"the model of {run} takes {model.encoder.in_channels} channel(s) but the cohort {data.root} has "
             f"{data.channels}; embed the cache the run was trained on (or one prepared the same way)"
         )
-    feats = encode(model, data.images, device=device, batch_size=batch_size)
+    feats = yield from encode_iter(model, data.images, device=device, batch_size=batch_size)
     table = pd.DataFrame(feats, columns=feature_columns(feats.shape[1]))
     table.insert(0, "ID", list(data.ids))
     return table

@@ -242,7 +242,7 @@ def _train_stage(
 def _embed_stage(
     cfg: PipelineConfig, run_dir: Path, cache: Path, path: Path, state: _State, stage: str
 ) -> Generator[StageEvent, None, Path]:
-    from .embed import embed
+    from .embed import embed_iter
     from .utils import write_csv
 
     key = config_hash([_file_key(run_dir / "checkpoint.pt", cache / "cases.csv")])
@@ -250,7 +250,9 @@ def _embed_stage(
         yield StageEvent(stage, "cached", message=str(path))
         return path
     yield StageEvent(stage, "start")
-    table = embed(run_dir, cache, device=cfg.train.device, batch_size=cfg.train.embed_batch_size)
+    table = yield from _forward(
+        stage, embed_iter(run_dir, cache, device=cfg.train.device, batch_size=cfg.train.embed_batch_size)
+    )
     write_csv(path, table)
     state.mark(stage, key)
     yield StageEvent(stage, "done", len(table), len(table), str(path))

@@ -27,6 +27,7 @@ the free-text IDs, so plotters offer it as a colour but never as an axis.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -112,16 +113,19 @@ def umap_2d(features: np.ndarray, neighbours: int, seed: int) -> np.ndarray:
     return umap.UMAP(n_neighbors=nn, n_components=2, random_state=seed, init=init, n_jobs=1).fit_transform(x)
 
 
-def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int) -> pd.DataFrame:
+def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int) -> Generator[Any, None, pd.DataFrame]:
     """Encode, cluster and embed every prepared case: one row per case, in the cohort's order.
 
-    Columns: ``ID, Label, Group, UMAP_0, UMAP_1, cluster, se_selected_count`` (how many
-    RE/SE-phase batches held the case), ``selected`` (the lasso, False).
+    A generator: it yields the encoder's progress (:class:`~..core.embed.EmbedEvent`, cases
+    encoded of all) and returns the table. Columns: ``ID, Label, Group, UMAP_0, UMAP_1,
+    cluster, se_selected_count`` (how many RE/SE-phase batches held the case), ``selected``
+    (the lasso, False).
     """
-    from ..core.embed import embed
+    from ..core.embed import EmbedEvent, embed_iter
     from ..core.imbalance import kmeans
 
-    ssl = embed(run, prepared, device="cpu")
+    ssl = yield from embed_iter(run, prepared, device="cpu")
+    yield EmbedEvent(len(ssl), len(ssl), "k-means and UMAP (the first UMAP fit compiles; allow ~20 s) …")
     ids = [str(i) for i in prepared.ids]
     ssl = ssl.set_index(ssl["ID"].astype(str)).loc[ids]
     feats = ssl.filter(like="ssl_").to_numpy(np.float64)
@@ -329,6 +333,7 @@ class ClustersWidget(ScrollDock):
             "that held its case. Click a point to go to its case; drag a lasso to mark cases."
         )
         self.info.setWordWrap(True)
+        self.progress_seen: list[tuple[int, int]] = []  # (k, n) of the encoding's events
         self.step = QSlider(Qt.Orientation.Horizontal)
         self.step.setEnabled(False)
         self.step.setToolTip("one RE/SE-phase step of the run: its batch is ringed on the UMAP")
@@ -382,14 +387,21 @@ class ClustersWidget(ScrollDock):
             return None
         neighbours = self.neighbours.value()
         self.compute_button.setEnabled(False)
-        self.info.setText("Encoding the cases and fitting UMAP (the first fit compiles; allow ~20 s) …")
+        self.progress_seen = []
+        self.info.setText("Encoding the cases …")
         self._run = run
         return _workers.start(
             lambda: cluster_table(run, prepared, cfg.clusters, cfg.seed, neighbours),
+            on_yield=self._progress,
             on_return=self._computed,
             on_finish=lambda: self.compute_button.setEnabled(True),
             owner=self,
         )
+
+    def _progress(self, event: Any) -> None:
+        self.progress_seen.append((int(event.index), int(event.total)))
+        done = event.index == event.total
+        self.info.setText(event.message if done else f"Encoding: {event.index} of {event.total} cases …")
 
     def _computed(self, table: pd.DataFrame) -> None:
         self.table = table

@@ -137,7 +137,7 @@ class FeaturesWidget(ScrollDock):
         self.sets: dict[str, pd.DataFrame] = {}
         self.result: Any = None
         self.plots: list[Path] = []
-        self.progress_seen: list[tuple[int, int]] = []  # (k, n) of the extraction's events
+        self.progress_seen: list[tuple[int, int]] = []  # (k, n) of the extraction's and encoding's events
 
         self.use_trad = QCheckBox("traditional (pyradiomics)")
         self.use_trad.setChecked(True)
@@ -217,7 +217,7 @@ class FeaturesWidget(ScrollDock):
         self._bar = progress(total=len(cohort.cases), desc="pyradiomics features") if trad else None
 
         def work() -> Any:
-            from ..core.embed import embed
+            from ..core.embed import embed_iter
             from ..core.radiomics import extract
 
             tables: dict[str, pd.DataFrame] = {}
@@ -225,7 +225,7 @@ class FeaturesWidget(ScrollDock):
             if trad:
                 tables["trad"], failures = yield from extract(cohort, cfg, rad_cache, checks=state.prepare)
             if ssl:
-                tables["ssl"] = embed(run, cache, device="cpu")
+                tables["ssl"] = yield from embed_iter(run, cache, device="cpu")
             return tables, failures
 
         def on_return(out: tuple[dict[str, pd.DataFrame], pd.DataFrame]) -> None:
@@ -258,7 +258,12 @@ class FeaturesWidget(ScrollDock):
 
         def on_event(ev: Any) -> None:
             # every core event carries index (k), total (n) and message (core/events.py)
+            from ..core.embed import EmbedEvent
+
             self.progress_seen.append((int(ev.index), int(ev.total)))
+            if isinstance(ev, EmbedEvent):
+                self.info.setText(f"Encoding: {ev.index} of {ev.total} cases …")
+                return
             if self._bar is not None:
                 self._bar.update(max(0, int(ev.index) - self._bar.n))
             self.info.setText(
