@@ -5,6 +5,7 @@ Usage: python scripts/check_demo.py RESULTS_DIR   (exit 1 and a list of what is 
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ FILES = [
     "figures/training_curves.png",
     "figures/correlation_density.png",
 ]
+HEALTH_ROWS = ["3DSiam", "3DSiam+SE", "3DSiam+RE"]
 ROWS = ["Trad.", "3DSiam", "3DSiam+SE", "3DSiam+RE", "Trad.+3DSiam", "Trad.+3DSiam+SE", "Trad.+3DSiam+RE", "Supervised"]
 
 
@@ -64,7 +66,15 @@ def problems(out: Path) -> list[str]:
         ]
     report = out / "report.md"
     if report.exists():
-        found += [f"report.md lacks {r}" for r in ROWS if f"| {r} |" not in report.read_text(encoding="utf-8")]
+        text = report.read_text(encoding="utf-8")
+        found += [f"report.md lacks {r}" for r in ROWS if f"| {r} |" not in text]
+        # the health of each 3DSiam row's encoder sits in Table 2's section, before the next section
+        table2 = text.split("## Table 2", 1)[-1].split("\n## ", 1)[0]
+        found += [
+            f"report.md: no health row for {r} beside Table 2"
+            for r in HEALTH_ROWS
+            if not re.search(rf"\|\s*{re.escape(r)}\s*\|", table2)
+        ]
     return found
 
 

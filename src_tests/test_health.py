@@ -128,6 +128,16 @@ def test_a_healthy_run_is_not_flagged_and_its_checks_are_recorded(cache, tmp_pat
     frame = pd.read_csv(tmp_path / "healthy" / HEALTH_CSV)
     assert list(frame.columns) == HEALTH_COLUMNS and frame["iteration"].tolist() == [0, 2, 4, 6, 8]
     np.testing.assert_allclose(frame["effective_rank"], [e.health["effective_rank"] for e in checks])
-    title, text, _, table = health.report_section({"none": tmp_path / "healthy"})
-    assert table["step"].tolist() == ["untrained (step 0)", "step 8"] and "never for training" in text
+    title, text, _, table = health.report_section({"none": tmp_path / "healthy"}, {"none": "3DSiam"})
+    assert table["3DSiam row"].tolist() == ["3DSiam"] and table["steps"].tolist() == [8]
+    assert table["rank untrained"].iloc[0] == round(frame["effective_rank"].iloc[0], 3)
+    assert table["probe AUC trained"].iloc[0] == round(frame["probe_auc"].iloc[-1], 3)
+    assert "never for training" in text
+    # the report writes it as a pipe table, without pandas' optional tabulate
+    from napari_ssl_radiomics.core.report import markdown_table
+
+    rendered = markdown_table(table).splitlines()
+    assert rendered[0].startswith("| 3DSiam row | steps | rank untrained |") and rendered[2].startswith(
+        "| 3DSiam | 8 | "
+    )
     assert health.report_section({"none": tmp_path / "nothing"}) is None

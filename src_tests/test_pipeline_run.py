@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,6 +95,10 @@ def test_killed_run_resumes_without_redoing_stages_and_equals_an_uninterrupted_r
     assert "torch" in (killed / "versions.json").read_text(encoding="utf-8")
     report = (killed / "report.html").read_text(encoding="utf-8")
     assert "3DSiam+SE" in report and "data:image/png;base64," in report
+    # beside Table 2: each 3DSiam row's encoder, untrained against trained (issue 9)
+    table2 = (killed / "report.md").read_text(encoding="utf-8").split("## Table 2", 1)[1].split("\n## ", 1)[0]
+    assert "rank untrained" in table2 and "probe AUC trained" in table2
+    assert all(re.search(rf"\|\s*{re.escape(row)}\s*\|\s*8\s*\|", table2) for row in ("3DSiam", "3DSiam+SE"))
 
 
 def test_config_command_prints_a_loadable_default(tmp_path, capsys):

@@ -248,35 +248,56 @@ def read_health(run_dir: str | Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
-def health_table(runs: dict[str, Path]) -> pd.DataFrame | None:
-    """Per run, the untrained encoder's (step 0) and the last check's figures.
+def health_table(runs: dict[str, Path], names: dict[str, str] | None = None) -> pd.DataFrame | None:
+    """One row per run: the untrained encoder's (step 0) figures beside the last check's.
 
-    Returns None when no run has a ``health.csv``. Columns: ``run, step, effective_rank,
-    top_pc_share, norm_std, probe_auc, probe_balanced_accuracy``.
+    Parameters
+    ----------
+    runs : run name (a training mode) -> run folder
+    names : run name -> the name its features have in Table 2 (e.g. ``se`` -> ``3DSiam+SE``)
+
+    Returns
+    -------
+    None when no run has a ``health.csv``; else columns ``3DSiam row, steps, rank untrained,
+    rank trained, first-PC share trained, probe AUC untrained, probe AUC trained`` (the
+    probe's columns are NaN without labels).
     """
+    names = names or {}
     rows = []
     for name, run_dir in runs.items():
         frame = read_health(run_dir)
         if frame is None or frame.empty:
             continue
         first, last = frame.iloc[0], frame.iloc[-1]
-        for label, row in (("untrained (step 0)", first), (f"step {int(last['iteration'])}", last)):
-            rows.append({"run": name, "step": label, **{c: row[c] for c in HEALTH_COLUMNS[1:-1]}})
-    return pd.DataFrame(rows).round(4) if rows else None
+        rows.append(
+            {
+                "3DSiam row": names.get(name, name),
+                "steps": int(last["iteration"]),
+                "rank untrained": first["effective_rank"],
+                "rank trained": last["effective_rank"],
+                "first-PC share trained": last["top_pc_share"],
+                "probe AUC untrained": first["probe_auc"],
+                "probe AUC trained": last["probe_auc"],
+            }
+        )
+    return pd.DataFrame(rows).round(3) if rows else None
 
 
 REPORT_TEXT = (
-    "Health of each run's representation on its fixed probe set, for the untrained encoder (step 0) and the "
-    "last check: effective rank (higher: more directions of variation; near 1 means collapse), the share of "
-    "variance on the first principal direction, the spread of the normalised embeddings, and a cross-validated "
-    "linear probe of the labels (used only for this check, never for training). Training should keep the rank "
-    "up and the probe at or above the untrained encoder's."
+    "Beside Table 2, the health of the encoder behind each 3DSiam row, on the run's fixed probe set: the "
+    "untrained encoder (step 0) against the last check. Effective rank: how many directions the 256 features "
+    "really vary in (near 1 means collapse). First-PC share: the variance on the first principal direction. "
+    "Probe AUC: a cross-validated linear probe of the labels (labels used only for this check, never for "
+    "training). Training should keep the rank up and the probe at or above the untrained encoder's; the "
+    "whole history is in each run's health.csv."
 )
 
 
-def report_section(runs: dict[str, Path]) -> tuple[str, str, list[Path], pd.DataFrame] | None:
-    """The report's health section as (title, text, images, table); None when no run was checked."""
-    table = health_table(runs)
+def report_section(
+    runs: dict[str, Path], names: dict[str, str] | None = None
+) -> tuple[str, str, list[Path], pd.DataFrame] | None:
+    """The health table that goes beside Table 2, as (title, text, images, table); None when no run was checked."""
+    table = health_table(runs, names)
     if table is None:
         return None
     return ("Representation health: trained against untrained", REPORT_TEXT, [], table)

@@ -197,6 +197,7 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
     """Write ``report.md`` and ``report.html`` from a pipeline output folder; return the md path."""
     from .cache import read_cases
     from .health import report_section as health_report_section
+    from .pipeline import MODE_NAMES
     from .plots import correlation_density
 
     out = Path(out)
@@ -210,17 +211,24 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
         if (evaluation / "summary.md").exists()
         else "(no evaluation)"
     )
+    cases = read_cases(out / "cache")
+    cases = cases[cases["status"] == "ok"]
+    labels = pd.Series(cases["Label"].to_numpy(), index=cases["ID"].to_numpy())
+    runs = {p.name: p for p in sorted((out / "runs").glob("*")) if (p / "history.csv").exists()}
+    # the health of each 3DSiam row's encoder goes right under Table 2, before its figures
+    health = health_report_section(runs, MODE_NAMES)
     sections.append(
-        ("Table 2: linear SVM, stratified cross-validation", summary, sorted(evaluation.glob("*.png")), None)
+        (
+            "Table 2: linear SVM, stratified cross-validation",
+            summary if health is None else f"{summary}\n\n### {health[0]}\n\n{health[1]}",
+            sorted(evaluation.glob("*.png")),
+            None if health is None else health[3],
+        )
     )
     supervised = supervised_section(out)  # loss per split: is the baseline trained?
     if supervised is not None:
         sections.append(supervised)
 
-    cases = read_cases(out / "cache")
-    cases = cases[cases["status"] == "ok"]
-    labels = pd.Series(cases["Label"].to_numpy(), index=cases["ID"].to_numpy())
-    runs = {p.name: p for p in sorted((out / "runs").glob("*")) if (p / "history.csv").exists()}
     if runs:
         curves = training_curves(runs, figures / "training_curves.png")
         balance = batch_balance(runs, labels)
@@ -230,9 +238,6 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
             "after the vanilla warm-up (RE counts each case by its loss weight). SE aims at 0.5."
         )
         sections.append(("Training: loss, collapse and batch balance", text, [curves, bars], balance.round(3)))
-        health = health_report_section(runs)  # rank and probe against the untrained encoder
-        if health is not None:
-            sections.append(health)
 
     ssl = {
         p.stem.removeprefix("ssl_"): read_table_csv(p)  # IDs as text: "NA" is a case
@@ -263,7 +268,7 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
         md += [f"## {title}", "", text, ""]
         body += [f"<h2>{html.escape(title)}</h2>", _markdown_to_html(text)]
         if table is not None:
-            md += [table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False), ""]
+            md += [markdown_table(table), ""]
             body.append(table.to_html(index=False, border=0))
         for image in images:
             md += [_img_md(image, out), ""]
@@ -277,12 +282,17 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
     return out / "report.md"
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def markdown_table(table: pd.DataFrame) -> str:
+    """A pipe table of ``table`` (no index; NaN as "–"), without pandas' optional tabulate."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "–" if value != value else f"{value:g}"
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def _markdown_to_html(text: str) -> str:
