@@ -9,6 +9,7 @@ the traditional pyradiomics features alone:
   singular values of the centred 1584 x 256 matrix);
 - SSL-only AUC: the paper's protocol (linear SVM, C picked on 20% of each training fold,
   stratified 5-fold CV, ``--repeats`` repeats), mean ± sd over folds and repeats;
+- SSL-only AUC minus the untrained encoder's on the same folds (mean ± fold sd);
 - trad+SSL AUC and its difference to trad alone on the same folds (mean ± fold sd).
 
 Labels are used only to score the features, never in training. The cache, the trad
@@ -127,9 +128,27 @@ def effective_rank(x: np.ndarray) -> float:
     return rank(x)
 
 
-def score(name: str, ssl: np.ndarray | None, trad: np.ndarray, y: np.ndarray, repeats: int) -> dict:
-    """One table row: rank, SSL-only AUC, trad+SSL AUC and its difference to trad (fold sd)."""
-    base = fold_aucs(trad, y, repeats)
+_TRAD_AUCS: dict = {}  # the traditional features' fold AUCs, computed once per call
+
+
+def score(
+    name: str,
+    ssl: np.ndarray | None,
+    trad: np.ndarray,
+    y: np.ndarray,
+    repeats: int,
+    untrained_aucs: np.ndarray | None = None,
+) -> dict:
+    """One table row: rank, SSL-only AUC, trad+SSL AUC and its difference to trad (fold sd).
+
+    With ``untrained_aucs`` (the untrained encoder's SSL-only fold AUCs, same folds), also
+    the paired difference SSL-only − untrained and its fold sd. The row keeps its fold AUCs
+    under ``ssl_folds``.
+    """
+    key = (id(trad), repeats, PROBE)
+    if key not in _TRAD_AUCS:
+        _TRAD_AUCS[key] = fold_aucs(trad, y, repeats)
+    base = _TRAD_AUCS[key]
     row: dict = {"setting": name}
     if ssl is None:
         row.update(rank=float("nan"), ssl_auc=float("nan"), ssl_sd=float("nan"))
@@ -137,8 +156,10 @@ def score(name: str, ssl: np.ndarray | None, trad: np.ndarray, y: np.ndarray, re
         return row
     only = fold_aucs(ssl, y, repeats)
     both = fold_aucs(np.hstack([trad, ssl]), y, repeats)
-    row.update(rank=effective_rank(ssl), ssl_auc=only.mean(), ssl_sd=only.std())
+    row.update(rank=effective_rank(ssl), ssl_auc=only.mean(), ssl_sd=only.std(), ssl_folds=only.tolist())
     row.update(both_auc=both.mean(), both_sd=both.std(), diff=(both - base).mean(), diff_sd=(both - base).std())
+    if untrained_aucs is not None:
+        row.update(gain=(only - untrained_aucs).mean(), gain_sd=(only - untrained_aucs).std())
     return row
 
 
@@ -228,7 +249,9 @@ def fmt(row: dict) -> str:
 
     rank = "—" if row["rank"] != row["rank"] else f"{row['rank']:.1f}"
     diff = f"{row['diff']:+.3f} ± {row['diff_sd']:.3f}"
-    return f"| {row['setting']} | {rank} | {pm(row['ssl_auc'], row['ssl_sd'])} | {pm(row['both_auc'], row['both_sd'])} | {diff} |"
+    gain = f"{row['gain']:+.3f} ± {row['gain_sd']:.3f}" if "gain" in row else "—"
+    only = pm(row["ssl_auc"], row["ssl_sd"])
+    return f"| {row['setting']} | {rank} | {only} | {gain} | {pm(row['both_auc'], row['both_sd'])} | {diff} |"
 
 
 def main() -> None:
@@ -298,9 +321,11 @@ def main() -> None:
         if mode == args.modes[0]:
             base = untrained(cohort, cfg, args.seed)
             rows += [score(f"untrained encoder ({layer})", base[layer], trad_x, y, repeats) for layer in layers]
+            untrained_aucs = {row["setting"]: np.asarray(row["ssl_folds"]) for row in rows[-len(layers) :]}
         feats, health, seconds = train_run(cache, work / "runs" / f"{tag}-{mode}", cfg)
         for layer in layers:
-            row = score(f"{mode} ({layer}), {iterations} steps", feats[layer], trad_x, y, repeats)
+            reference = untrained_aucs[f"untrained encoder ({layer})"]
+            row = score(f"{mode} ({layer}), {iterations} steps", feats[layer], trad_x, y, repeats, reference)
             if health is not None and len(health):
                 row["probe_set_rank_last"] = float(health["effective_rank"].iloc[-1])
             row["train_s"] = seconds
@@ -310,8 +335,8 @@ def main() -> None:
     print(f"\nAdrenalMNIST3D {args.size}³, {len(y)} cases ({int(y.sum())} positive); recipe {args.recipe}", end="")
     print(f" {' '.join(args.set)}; {iterations} steps per mode; {repeats} repeat(s) of stratified 5-fold CV")
     print(f"machine: {machine()}; wall time {elapsed / 60:.1f} min\n")
-    print("| setting | effective rank | SSL-only AUC | trad+SSL AUC | trad+SSL − trad |")
-    print("|---|---|---|---|---|")
+    print("| setting | effective rank | SSL-only AUC | SSL-only − untrained | trad+SSL AUC | trad+SSL − trad |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(fmt(row))
     out = work / "results" / f"{tag}.json"
