@@ -207,7 +207,13 @@ def train_run(cache: Path, out: Path, cfg) -> tuple[dict[str, np.ndarray], pd.Da
             if ev.kind in ("health", "warning"):
                 print(f"  [{out.name}] {ev.message}", flush=True)
 
-        drive(train(cohort, out, cfg, AugmentConfig(), resume=resume), show)
+        from napari_ssl_radiomics.cli.train import _stop_on_sigint
+
+        # Ctrl-C (or kill -INT) ends the step, writes a checkpoint and exits; a rerun resumes
+        with _stop_on_sigint() as flag:
+            result = drive(train(cohort, out, cfg, AugmentConfig(), resume=resume, stop=lambda: flag[0]), show)
+        if result.stopped:
+            raise SystemExit(f"stopped at step {len(result.history)}; run the same command again to resume {out}")
     seconds = time.perf_counter() - start
     saved = out / "embeddings.npz"
     if saved.exists() and done:
