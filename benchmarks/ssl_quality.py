@@ -122,12 +122,6 @@ def fold_aucs(x: np.ndarray, y: np.ndarray, repeats: int) -> np.ndarray:
     return np.asarray(out)
 
 
-def effective_rank(x: np.ndarray) -> float:
-    from napari_ssl_radiomics.core.health import effective_rank as rank
-
-    return rank(x)
-
-
 _TRAD_AUCS: dict = {}  # the traditional features' fold AUCs, computed once per call
 
 
@@ -156,6 +150,8 @@ def score(
         return row
     only = fold_aucs(ssl, y, repeats)
     both = fold_aucs(np.hstack([trad, ssl]), y, repeats)
+    from napari_ssl_radiomics.core.health import effective_rank
+
     row.update(rank=effective_rank(ssl), ssl_auc=only.mean(), ssl_sd=only.std(), ssl_folds=only.tolist())
     row.update(both_auc=both.mean(), both_sd=both.std(), diff=(both - base).mean(), diff_sd=(both - base).std())
     if untrained_aucs is not None:

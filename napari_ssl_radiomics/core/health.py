@@ -86,7 +86,10 @@ def _singular_values(x: np.ndarray) -> np.ndarray:
 
 def effective_rank(x: np.ndarray) -> float:
     """exp(entropy) of the normalised singular values of the centred ``x`` (n, d); 0 if constant."""
-    s = _singular_values(x)
+    return _rank_of(_singular_values(x))
+
+
+def _rank_of(s: np.ndarray) -> float:
     total = s.sum()
     if not total > 0:
         return 0.0
@@ -97,7 +100,11 @@ def effective_rank(x: np.ndarray) -> float:
 
 def top_pc_share(x: np.ndarray) -> float:
     """Share of the variance of ``x`` (n, d) on its first principal direction, in [0, 1] (1 if constant)."""
-    var = _singular_values(x) ** 2
+    return _top_share_of(_singular_values(x))
+
+
+def _top_share_of(s: np.ndarray) -> float:
+    var = s**2
     return float(var[0] / var.sum()) if var.sum() > 0 else 1.0
 
 
@@ -141,7 +148,8 @@ def measure(x: np.ndarray, labels: list[str] | None = None, iteration: int = 0, 
     auc = bacc = math.nan
     if labels is not None:
         auc, bacc = linear_probe(x, labels, seed)
-    return Health(iteration, effective_rank(x), top_pc_share(x), norm_std(x), auc, bacc, len(x))
+    s = _singular_values(x)  # one SVD for both figures
+    return Health(iteration, _rank_of(s), _top_share_of(s), norm_std(x), auc, bacc, len(x))
 
 
 def usable_labels(labels: list[str]) -> bool:

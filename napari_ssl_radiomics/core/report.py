@@ -217,14 +217,12 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
     runs = {p.name: p for p in sorted((out / "runs").glob("*")) if (p / "history.csv").exists()}
     # the health of each 3DSiam row's encoder goes right under Table 2, before its figures
     health = health_report_section(runs, MODE_NAMES)
-    sections.append(
-        (
-            "Table 2: linear SVM, stratified cross-validation",
-            summary if health is None else f"{summary}\n\n### {health[0]}\n\n{health[1]}",
-            sorted(evaluation.glob("*.png")),
-            None if health is None else health[3],
-        )
-    )
+    health_table = None
+    if health is not None:
+        health_title, health_text, _, health_table = health
+        summary = f"{summary}\n\n### {health_title}\n\n{health_text}"
+    title = "Table 2: linear SVM, stratified cross-validation"
+    sections.append((title, summary, sorted(evaluation.glob("*.png")), health_table))
     supervised = supervised_section(out)  # loss per split: is the baseline trained?
     if supervised is not None:
         sections.append(supervised)

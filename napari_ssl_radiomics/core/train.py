@@ -90,7 +90,7 @@ from .cache import PreparedCohort, StreamedCrops, is_streamed, load_for_training
 from .distributed import augment_seed
 from .distributed import context as distributed_context
 from .events import drive
-from .health import HEALTH_CSV, HealthMonitor, measure, probe_set, usable_labels
+from .health import HEALTH_CSV, Health, HealthMonitor, measure, probe_set, usable_labels
 from .imbalance import plan_batch
 from .lock import folder_lock
 from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, weighted_mean
@@ -381,13 +381,10 @@ class _Run:
         self.warned = False
         self.saved_iteration = 0
         # the fixed probe set of the health checks; labels only when every case has one
-        self.probe = probe_set(data.labels or [""] * self.n, cfg.health_cases, cfg.seed) if cfg.health_cases else None
         labels = data.labels or []
-        self.probe_labels = (
-            [labels[i] for i in self.probe] if self.probe is not None and usable_labels(labels) else None
-        )
-        if self.probe_labels is not None and not usable_labels(self.probe_labels):
-            self.probe_labels = None
+        self.probe = probe_set(labels or [""] * self.n, cfg.health_cases, cfg.seed) if cfg.health_cases else None
+        chosen = [labels[i] for i in self.probe] if self.probe is not None and usable_labels(labels) else []
+        self.probe_labels = chosen if usable_labels(chosen) else None
         self.monitor = HealthMonitor()
 
     def build(self, augment_on: str, channels_last: bool | None) -> None:
@@ -885,7 +882,7 @@ def _check(run: _Run, total: int) -> Generator[TrainEvent, None, None]:
 
 
 def _health_event(run: _Run, check: dict[str, Any], total: int) -> TrainEvent:
-    figures = {k: float(v) for k, v in check.items() if k not in ("iteration", "cases") and v == v}
+    figures = {k: float(v) for k, v in Health(**check).figures().items()}
     row = next((r for r in reversed(run.history) if r.iteration == check["iteration"]), None)
     text = f"health at step {check['iteration']}: rank {figures['effective_rank']:.1f}"
     if "probe_auc" in figures:
