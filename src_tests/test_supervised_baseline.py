@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from napari_ssl_radiomics.config import EvaluateConfig
 from napari_ssl_radiomics.core.cache import PreparedCohort
@@ -71,16 +72,21 @@ def test_supervised_predictions_use_the_evaluation_folds_and_score_as_a_feature_
     assert "| supervised |" in result.summary
 
 
+@pytest.mark.learning
 def test_supervised_baseline_learns_a_visible_difference():
     cohort = _cohort(n=24)
     cfg = EvaluateConfig(folds=2, label_fractions=(1.0,), seed=0)
-    preds = run_supervised(cohort, cfg, demo_train_config(iterations=5, lr=3e-3))
+    # 5 steps were a knife edge: batch norm's running statistics, which eval mode predicts
+    # with, had barely moved, so float rounding (thread count, CPU) decided a fold's sign
+    # (AUC 1.0 or 0.0). After 20 steps every fold separates the bright cube under 1 and 2
+    # threads and over seeds, with AUC 1.0 where 0.9 is asked.
+    preds = run_supervised(cohort, cfg, demo_train_config(iterations=20, lr=3e-3))
     table = pd.DataFrame(
         {"ID": cohort.ids, "Label": cohort.labels, "f0": 0.0, "f1": np.arange(len(cohort.ids), dtype=float)}
     )
     result = evaluate({"index": table}, cfg, predictions={"supervised": preds})
     auc = result.results.query("feature_set == 'supervised' and metric == 'auc'")["value"]
-    assert auc.mean() > 0.9, auc.tolist()
+    assert auc.min() > 0.9, auc.tolist()  # every fold, not the mean of a right and a wrong one
 
 
 def test_convergence_check_tells_a_trained_model_from_a_flat_or_still_falling_loss():
