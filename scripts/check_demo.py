@@ -17,7 +17,7 @@ COLUMNS = {
     "features/ssl_none.csv": ["ID", "ssl_000", "ssl_255"],
     "features/ssl_re.csv": ["ID", "ssl_000", "ssl_255"],
     "features/ssl_se.csv": ["ID", "ssl_000", "ssl_255"],
-    "features/features.csv": ["ID", "Label", "Group", "original_firstorder_Mean", "ssl_none_000", "ssl_se_255"],
+    "features/features.csv": ["ID", "Label", "original_firstorder_Mean", "ssl_none_000", "ssl_se_255"],
     "evaluation/results.csv": ["feature_set", "label_fraction", "repeat", "fold", "metric", "value"],
     "evaluation/predictions.csv": [
         "ID",
@@ -57,6 +57,22 @@ def problems(out: Path) -> list[str]:
         if table.empty:
             found.append(f"{name}: no rows")
     found += [f"missing {name}" for name in FILES if not (out / name).exists()]
+    # The built-in sample cohort's cases are independent: its site is a Centre column, no Group, and the folds
+    # are the paper's (a run on another cohort has no sample/ folder and may group its folds).
+    manifest = out / "sample/manifest.csv"
+    if (out / "sample").exists():
+        columns = list(pd.read_csv(manifest, nrows=0).columns) if manifest.exists() else []
+        found += [
+            f"sample/manifest.csv: no column {c}"
+            for c in ("ID", "Image", "Mask", "Label", "Centre")
+            if c not in columns
+        ]
+        if "Group" in columns:
+            found.append("sample/manifest.csv: a Group column (the site must be the Centre column)")
+        summary = out / "evaluation/summary.md"
+        text = summary.read_text(encoding="utf-8") if summary.exists() else ""
+        if "stratified 5-fold cross-validation, not grouped" not in text:
+            found.append("evaluation/summary.md: not the paper's stratified 5-fold cross-validation without grouping")
     results = out / "evaluation/results.csv"
     if results.exists():
         table = pd.read_csv(results)

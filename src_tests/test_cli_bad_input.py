@@ -204,3 +204,45 @@ def test_read_only_or_full_output_is_refused_before_work(tmp_path, monkeypatch, 
     line = error_line(capsys.readouterr().err, "prepare")
     assert words in line and str(tmp_path / "cache") in line
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_fewer_groups_than_folds_is_one_line_naming_the_column_the_count_and_the_way_out(tmp_path, capsys):
+    """`evaluate` and `run` used to fall back to as many folds as groups (3 centres: leave-centre-out) with a
+    warning; they refuse instead, before any fit or training (issue 17)."""
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    from napari_ssl_radiomics.cli import main
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {
+            "ID": [f"c{i}" for i in range(30)],
+            "Label": ["a", "a", "b"] * 10,
+            "Group": [f"centre-{(i // 3) % 3}" for i in range(30)],
+            **{f"f{j}": rng.normal(size=30) for j in range(3)},
+        }
+    )
+    table.to_csv(tmp_path / "features.csv", index=False)
+    assert main(["evaluate", str(tmp_path / "features.csv"), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    line = error_line(err, "evaluate")
+    assert "'Group' holds only 3 groups, fewer than the 5 folds" in line and "--folds 3" in line, err
+    assert "--group ''" in line and "Traceback" not in err and "evaluate:" not in err.replace(line, "")  # no bar
+    assert not (tmp_path / "ev").exists()
+    # the way out the message names works
+    assert main(["evaluate", str(tmp_path / "features.csv"), "--out", str(tmp_path / "ev"), "--group", ""]) == 0
+    assert "stratified 5-fold cross-validation, not grouped" in capsys.readouterr().out
+
+    # `run` on a cohort grouped by its 3 centres: refused after preparing, before training
+    manifest = write_sample_cohort(tmp_path / "cohort", SampleConfig(cases=20, size=24, seed=3))
+    cases = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    cases.assign(Group=cases["Centre"]).to_csv(manifest, index=False)
+    config = {"cohort": str(manifest), "out": str(tmp_path / "out"), "prepare": {"size": 16}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["run", str(tmp_path / "run.yaml")]) == 2
+    err = capsys.readouterr().err
+    line = error_line(err, "run")
+    assert "'Group' holds only 3 groups, fewer than the 5 folds" in line and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "runs").exists()

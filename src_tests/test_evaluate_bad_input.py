@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from napari_ssl_radiomics.config import EvaluateConfig
-from napari_ssl_radiomics.core.evaluate import EvaluationWarning, evaluate
+from napari_ssl_radiomics.core.evaluate import EvaluationWarning, evaluate, make_folds
 from napari_ssl_radiomics.core.tables import FeatureWarning
 
 CFG = EvaluateConfig(label_fractions=(1.0,))
@@ -85,3 +85,23 @@ def test_minority_class_in_a_single_group_names_the_class_the_group_and_the_way_
     t = _table(["a"] * 16 + ["b"] * 4).assign(Group=[f"g{i % 4}" for i in range(16)] + ["g9"] * 4)
     with pytest.raises(ValueError, match=r"class 'b' of 'Label' lies in a single group of 'Group' \('g9'.*--group ''"):
         evaluate({"t": t}, CFG)
+
+
+def _grouped(n_groups: int, column: str = "Group"):
+    """24 cases (16 a, 8 b) in ``n_groups`` groups, each group holding both classes."""
+    return _table(["a", "b", "a"] * 8).assign(**{column: [f"site{(i // 3) % n_groups}" for i in range(24)]})
+
+
+def test_fewer_groups_than_folds_is_refused_naming_the_column_the_count_and_the_way_out():
+    """Three centres as groups made 3-fold leave-centre-out CV, with only a warning (issue 17)."""
+    message = r"'Group' holds only 3 groups, fewer than the 5 folds.*--folds 3;.*--group ''"
+    with pytest.raises(ValueError, match=message):
+        evaluate({"t": _grouped(3)}, CFG)
+    with pytest.raises(ValueError, match=message):  # the folds the pipeline fixes first refuse alike
+        make_folds(_grouped(3), CFG)
+    with pytest.raises(ValueError, match=r"'Site' holds only 4 groups, fewer than the 5 folds.*--folds 4"):
+        evaluate({"t": _grouped(4, "Site")}, EvaluateConfig(label_fractions=(1.0,), group="Site"))
+    # the ways out named in the message work: fewer folds (leave-one-group-out), or no grouping
+    assert evaluate({"t": _grouped(3)}, EvaluateConfig(label_fractions=(1.0,), folds=3)).n_folds == 3
+    assert evaluate({"t": _grouped(3)}, EvaluateConfig(label_fractions=(1.0,), group="")).n_folds == 5
+    assert evaluate({"t": _grouped(5)}, CFG).n_folds == 5  # as many groups as folds: run as asked

@@ -238,3 +238,32 @@ def test_c_search_stops_where_the_validation_score_flattens_and_picks_the_full_g
         # it stops two values after its best, and finds the full grid's C on these cohorts
         assert len(fast.tried_) <= min(len(C_GRID), best + 3)
         assert fast.C_ == full.C_
+
+
+def test_the_summary_says_how_the_folds_were_grouped():
+    sep, _ = _cohort(n=60, groups=True)
+    grouped = evaluate({"sep": sep}, EvaluateConfig(label_fractions=(1.0,)))
+    assert "stratified 5-fold cross-validation, grouped by 'Group' (20 groups, each kept whole in one test fold)" in (
+        grouped.summary
+    )
+    plain = evaluate({"sep": sep.drop(columns="Group")}, EvaluateConfig(label_fractions=(1.0,)))
+    assert "stratified 5-fold cross-validation, not grouped (no 'Group' column" in plain.summary
+    off = evaluate({"sep": sep}, EvaluateConfig(label_fractions=(1.0,), group=""))
+    assert "stratified 5-fold cross-validation, not grouped;" in off.summary  # asked for: nothing to explain
+
+
+def test_the_validation_part_never_splits_a_group_even_with_fewer_groups_than_its_splits():
+    """With 4 groups in a training part (fewer than the 5 validation splits), C was picked on an ungrouped
+    split: a patient's scans on both sides of it. Now the validation part is whole groups."""
+    sep, _ = _cohort(n=48, seed=2)
+    X, y = sep.filter(like="f").to_numpy(), sep["Label"].to_numpy()
+    groups = np.array([f"patient{i % 4}" for i in range(len(y))])
+    for seed in range(5):
+        model = LinearSVMCV(random_state=seed).fit(X, y, groups)
+        val = model.validation_
+        assert len(val) and model.C_ in C_GRID
+        train = np.setdiff1d(np.arange(len(y)), val)
+        assert not set(groups[val]) & set(groups[train]), seed
+    # one group only: nothing can be held out without splitting it, so the middle of the grid
+    one = LinearSVMCV(random_state=0).fit(X, y, np.array(["p"] * len(y)))
+    assert len(one.validation_) == 0 and one.C_ == sorted(C_GRID)[len(C_GRID) // 2] and not one.tried_

@@ -147,3 +147,52 @@ def test_ids_that_read_as_missing_survive_run_and_a_changed_config_names_a_real_
     with pytest.raises(ValueError) as err:
         run_all(cfg)
     assert "delete" in str(err.value) and "--resume" not in str(err.value)
+
+
+def grouped_by_centre(tmp_path: Path) -> tuple[C.PipelineConfig, Path]:
+    """A quick config on a 20-case sample cohort whose manifest also names the centre as the Group."""
+    from napari_ssl_radiomics.core.sample import write_sample_cohort
+
+    cfg = tiny_config(tmp_path / "out")
+    cfg.sample = C.SampleConfig(cases=20, size=24, seed=3)
+    cfg.prepare = C.PrepareConfig(size=16)
+    cfg.evaluate = C.EvaluateConfig(label_fractions=(1.0,))  # the default: 5 folds, grouped by Group
+    manifest = write_sample_cohort(tmp_path / "cohort", cfg.sample)
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    table.assign(Group=table["Centre"]).to_csv(manifest, index=False)
+    cfg.cohort = str(manifest)
+    return cfg, manifest
+
+
+def test_the_sample_cohort_gets_the_papers_stratified_5_folds(tmp_path):
+    """Its site is a Centre column, not a Group: `run` used to turn it into 3-fold leave-centre-out CV (issue 17)."""
+    import warnings
+
+    from napari_ssl_radiomics.core import pipeline
+    from napari_ssl_radiomics.core.preprocess import prepare_all
+    from napari_ssl_radiomics.core.sample import write_sample_cohort
+
+    cfg = C.PipelineConfig(out=str(tmp_path / "out"))  # the default evaluation: 5 folds, grouped by Group
+    cfg.sample = C.SampleConfig(cases=20, size=24, seed=3)
+    manifest = write_sample_cohort(tmp_path / "out" / "sample", cfg.sample)
+    assert "Group" not in pd.read_csv(manifest, nrows=0).columns
+    prepare_all(manifest, C.PrepareConfig(size=16), tmp_path / "out" / "cache")
+    ids = list(pd.read_csv(manifest, dtype=str)["ID"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "only 3 groups" note, no fold count changed
+        folds = pd.read_csv(pipeline._folds_stage(cfg, tmp_path / "out", ids))
+    assert folds["fold"].nunique() == 5 and len(folds) == 20
+
+
+def test_run_refuses_fewer_groups_than_folds_before_training(tmp_path):
+    from napari_ssl_radiomics.core.pipeline import run_all
+
+    cfg, _ = grouped_by_centre(tmp_path)
+    with pytest.raises(ValueError, match=r"'Group' holds only 3 groups, fewer than the 5 folds.*--folds 3;"):
+        run_all(cfg)
+    out = tmp_path / "out"
+    assert (out / "cache" / "cases.csv").exists() and not (out / "runs").exists()  # refused before training
+    # a group column that `run` cannot read is refused at once, not ignored (folds silently not grouped)
+    cfg.evaluate = C.EvaluateConfig(label_fractions=(1.0,), group="Centre")
+    with pytest.raises(ValueError, match=r"evaluate.group is 'Centre', but `run` reads .* manifest's 'Group' column"):
+        run_all(cfg)

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
         help="write the built-in synthetic cohort (NIfTI + manifest.csv)",
-        description="Write the synthetic cohort: 3:1 phenotypes, 3 centres at 60/30/10 %%.",
+        description="Write the synthetic cohort: 3:1 phenotypes, 3 centres at 60/30/10 %% (the manifest's Centre "
+        "column). Its cases are independent, so the manifest has no Group column and the folds are not grouped.",
     )
     p.add_argument("--out", required=True, help="output folder")
     add_arguments(p, SampleConfig)
@@ -26,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "A second run redoes only changed cases or settings.",
     )
     p.add_argument(
-        "manifest", metavar="MANIFEST", help="manifest CSV (Image, Mask[, ID, Label, Group, MaskLabel]) or folder"
+        "manifest",
+        metavar="MANIFEST",
+        help="manifest CSV (Image, Mask[, ID, Label, Group, MaskLabel]; Group: the patient) or folder",
     )
     p.add_argument("--out", required=True, metavar="CACHE", help="cache folder")
     add_arguments(p, PrepareConfig)

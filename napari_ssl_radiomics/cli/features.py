@@ -71,7 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=CSV",
         help="external out-of-fold predictions to score as a feature set (e.g. supervised=predictions.csv)",
     )
-    p.add_argument("--manifest", default=None, help="manifest whose Label and Group columns to use")
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="manifest whose Label and Group columns to use (Group: the patient, or whatever must stay in one fold)",
+    )
     add_arguments(p, EvaluateConfig)
     p.set_defaults(func=run_evaluate)
 
@@ -181,9 +185,11 @@ def run_combine(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
 
+    import warnings
+
     from tqdm import tqdm
 
-    from ..core.evaluate import evaluate_iter, write_outputs
+    from ..core.evaluate import evaluate_iter, labels_of, write_outputs
     from ..core.events import drive
     from ..core.tables import labels_from_cohort
     from ..core.utils import check_output_folder, read_table_csv
@@ -203,6 +209,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if not name:
             raise CommandError(f"--predictions {text!r}: give NAME=CSV")
         predictions[name] = read_table_csv(path, text=("ID", "y_true", "y_pred"))
+    # Labels and groups the evaluation refuses (e.g. fewer groups than folds) stop it here, before the bar.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its notes come again, from the evaluation itself
+        labels_of(sets, cfg)
     # One bar step per SVM fit (feature set, label fraction, repeat, fold), with an ETA.
     with tqdm(desc="evaluate", unit="fit", dynamic_ncols=True) as bar:
 

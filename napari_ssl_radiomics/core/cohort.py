@@ -9,7 +9,7 @@ message names the case and what to do, so that a caller can skip that case and g
 Manifest columns
 ----------------
 ``Image``, ``Mask`` (required); ``ID``, ``Label`` (class for evaluation), ``Group``
-(patient or centre, for grouped splits), ``MaskLabel`` (the ROI's value in the mask),
+(the patient, or whatever must not be split across folds), ``MaskLabel`` (the ROI's value in the mask),
 ``BoxMask`` (a second mask whose extent sets the network's crop, e.g. the whole lung, as in
 the paper's lung setting; ``Mask`` stays the tumour) and ``Image_<modality>`` (further
 channels, resampled onto ``Image``) are optional. Relative
@@ -76,7 +76,7 @@ class Case:
     image : primary image file (or DICOM series folder)
     mask : ROI mask file, same geometry as ``image``
     label : class for evaluation ('' when unknown)
-    group : patient or centre for grouped splits ('' when unknown)
+    group : the patient, or whatever must not be split across folds ('' when unknown)
     mask_label : the ROI's value in the mask, a tuple of values (their union), ``"all"``
         (every nonzero value), or None (``PrepareConfig.mask_label``, else the mask's only
         nonzero value)

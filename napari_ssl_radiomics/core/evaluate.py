@@ -8,10 +8,16 @@ of each training fold's labels (same test folds).
 Choices the paper leaves open, made here:
 
 - Folds are computed once per repeat (:func:`make_folds`) and shared by every feature set,
-  label fraction and the supervised baseline. With a ``Group`` column (patient or centre)
-  they are grouped too (``StratifiedGroupKFold``), so a patient is never on both sides.
+  label fraction and the supervised baseline. With a ``Group`` column (the patient, or
+  whatever must not be split across folds) they are grouped too (``StratifiedGroupKFold``),
+  so a patient is never on both sides. A site or centre is not a group: grouping 3 centres
+  would be leave-centre-out CV, another question than the paper's.
+- Fewer groups than folds is refused (:func:`labels_of` raises, naming the column, the
+  count and the way out: fewer folds, or no grouping), instead of running as many folds as
+  there are groups, which would answer that other question without saying so.
 - The 20% validation part is the first fold of a 5-fold stratified (grouped) split of the
-  training part. C is picked from ``C_GRID`` (10^-3 .. 10^2) by the validation AUC
+  training part; with fewer than 5 groups in the training part, a split into as many parts
+  as it has groups (a group is never split between training and validation either). C is picked from ``C_GRID`` (10^-3 .. 10^2) by the validation AUC
   (binary) or macro one-vs-rest AUC (multi-class); ties go to the higher balanced
   accuracy, then to the smaller C. The grid is walked upwards and stops once
   ``PATIENCE`` values in a row did not beat the best (the score has flattened or falls).
@@ -125,6 +131,12 @@ class LinearSVMCV(ClassifierMixin, BaseEstimator):
     random_state : seed of the validation split
     patience : stop after this many values of C in a row that did not beat the best
         validation score (0: try the whole grid)
+
+    Attributes
+    ----------
+    C_ : the C picked (the middle of the grid when no validation part could be held out)
+    tried_ : (C, validation AUC) of each C tried
+    validation_ : indices of the validation part (empty when none was held out)
     """
 
     def __init__(
@@ -145,6 +157,7 @@ class LinearSVMCV(ClassifierMixin, BaseEstimator):
         X = np.asarray(X, dtype=float)
         self.classes_ = np.unique(y)
         self.tried_ = []
+        self.validation_ = np.array([], dtype=int)
         self.C_ = self._select(X, y, groups)
         self.dual_ = use_dual(X.shape[0], X.shape[1], self.C_)
         self.pipeline_ = svm_pipeline(self.C_, self.class_weight, self.random_state, dual=self.dual_).fit(X, y)
@@ -156,11 +169,17 @@ class LinearSVMCV(ClassifierMixin, BaseEstimator):
         if len(self.Cs) == 1 or splits < 2:
             # Too few cases of a class to hold some out: keep the middle of the grid.
             return float(sorted(self.Cs)[len(self.Cs) // 2])
-        if groups is not None and len(np.unique(groups)) >= splits:
+        if groups is not None:
+            # A group is never split between training and validation: with fewer groups than splits, one
+            # group (or so) is the validation part; with a single group, nothing can be held out.
+            splits = min(splits, len(np.unique(groups)))
+            if splits < 2:
+                return float(sorted(self.Cs)[len(self.Cs) // 2])
             cv = StratifiedGroupKFold(splits, shuffle=True, random_state=self.random_state)
         else:
-            cv, groups = StratifiedKFold(splits, shuffle=True, random_state=self.random_state), None
+            cv = StratifiedKFold(splits, shuffle=True, random_state=self.random_state)
         train, val = next(cv.split(X, y, groups))
+        self.validation_ = val
         if len(np.unique(y[train])) < len(self.classes_) or len(np.unique(y[val])) < len(self.classes_):
             return float(sorted(self.Cs)[len(self.Cs) // 2])
         # Imputation and scaling do not depend on C: fit them once per validation split.
@@ -250,8 +269,9 @@ def labels_of(tables: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> Labels:
     Raises
     ------
     ValueError
-        No label column, one class only, a class with fewer than 2 cases, or tables that
-        disagree (each message says what to do).
+        No label column, one class only, a class with fewer than 2 cases, fewer groups than
+        folds, a class in one group only, or tables that disagree (each message says what
+        to do).
     """
     label, group = cfg.label, cfg.group
     y = _column(tables, label)
@@ -295,12 +315,7 @@ def labels_of(tables: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> Labels:
         )
         folds = int(counts.min())
     if groups is not None and groups.nunique() < folds:
-        notes.append(f"only {groups.nunique()} groups: using {groups.nunique()} folds instead of {folds}")
-        folds = int(groups.nunique())
-        if folds < 2:
-            raise ValueError(
-                f"'{group}' holds a single group; grouped cross-validation needs at least 2 (or pass --group '')"
-            )
+        raise ValueError(too_few_groups(group, int(groups.nunique()), folds))
     classes = sorted(counts.index.tolist())
     # A tie goes to the first class in sorted order.
     minor = str(counts.sort_index().idxmin())
@@ -316,6 +331,25 @@ def labels_of(tables: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> Labels:
     for n in notes:
         warnings.warn(n, EvaluationWarning, stacklevel=3)
     return Labels(y, groups, classes, positive, folds, notes, minor=minor, major=major)
+
+
+def too_few_groups(group: str, n_groups: int, folds: int) -> str:
+    """The refusal of grouped cross-validation with fewer groups than folds: what, why, and the way out."""
+    what = "a single group" if n_groups == 1 else f"only {n_groups} groups"
+    independent = (
+        f"if the cases are independent ('{group}' is a site or a centre, not the patient), evaluate without "
+        "grouping (--group ''; in a config file, evaluate.folds and evaluate.group)"
+    )
+    way_out = (
+        f"Use {n_groups} folds or fewer (--folds {n_groups}; {n_groups} folds is leave-one-group-out, another "
+        f"question than {folds}-fold CV), or, {independent}"
+        if n_groups > 1
+        else independent[0].upper() + independent[1:]
+    )
+    return (
+        f"'{group}' holds {what}, fewer than the {folds} folds: grouped folds keep each group whole, so they cannot "
+        f"make {folds} folds. {way_out}"
+    )
 
 
 def _check_groups(y: pd.Series, groups: pd.Series, label: str, group: str) -> None:
@@ -534,6 +568,7 @@ class EvalResult:
     chosen_C: pd.DataFrame | None = None
     n_folds: int = 5
     grouped: bool = False
+    n_groups: int = 0  # groups of the grouped folds (0: not grouped)
     minor: str = ""
     major: str = ""
     pooled: pd.DataFrame | None = None
@@ -629,6 +664,7 @@ def evaluate_iter(
         ),
         n_folds=int(folds["fold"].nunique()),
         grouped=labels.groups is not None,
+        n_groups=int(labels.groups.nunique()) if labels.groups is not None else 0,
         minor=labels.minor,
         major=labels.major,
         pooled=pooled_scores(preds, labels.classes, labels.positive, labels.minor, labels.major),
@@ -818,6 +854,14 @@ def aggregate(results: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _grouping(result: EvalResult) -> str:
+    """How the folds were grouped, in words (the summary says what the evaluation did)."""
+    group = result.config.group
+    if result.grouped:
+        return f"grouped by '{group}' ({result.n_groups} groups, each kept whole in one test fold)"
+    return f"not grouped (no '{group}' column, or an empty one)" if group else "not grouped"
+
+
 def summary_markdown(result: EvalResult) -> str:
     """Tables like the paper's Table 2: rows = feature sets, columns = label fractions.
 
@@ -846,8 +890,8 @@ def summary_markdown(result: EvalResult) -> str:
     lines = [
         "# Evaluation",
         "",
-        f"Linear SVM, stratified{' grouped' if result.grouped else ''} {result.n_folds}-fold cross-validation "
-        f"(C from {', '.join(f'{c:g}' for c in C_GRID)} on 20% of each training fold), "
+        f"Linear SVM, stratified {result.n_folds}-fold cross-validation, {_grouping(result)}; "
+        f"C from {', '.join(f'{c:g}' for c in C_GRID)} on 20% of each training fold; "
         f"{cfg.repeats} repeat(s), seed {cfg.seed}. Classes: {', '.join(result.classes)}. "
         "*Fold mean*: each metric computed on each test fold, then mean ± sd over the folds. "
         f"*Pooled*: computed once over all test samples of a repeat together (as the paper's Table 2), {pooled_note}.",

@@ -73,9 +73,8 @@ def demo_config(out: str | Path = "results", full: bool = False) -> PipelineConf
     uses the paper's 96³ crops, 2000 iterations and pool k × 10 (a GPU).
     """
     cfg = PipelineConfig(out=str(out))
-    # The sample cohort's Group is the acquisition centre: the paper's folds are not
-    # grouped by centre (grouping 3 centres would turn the CV into leave-centre-out).
-    cfg.evaluate = dataclasses.replace(cfg.evaluate, group="")
+    # The sample cohort has no Group column (its cases are independent; the site is its Centre
+    # column, a covariate), so the folds are the paper's: stratified 5-fold, not grouped.
     if full:
         cfg.sample = dataclasses.replace(cfg.sample, cases=200, size=112)
         cfg.prepare = dataclasses.replace(cfg.prepare, size=96)
@@ -131,8 +130,10 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, P
     state = _State(out)
     paths: dict[str, Path] = {}
 
+    _check_columns(cfg)
     manifest = yield from _cohort_stage(cfg, out, state)
     cache = yield from _prepare_stage(cfg, manifest, out, state)
+    _check_labels(cfg, out)  # before hours of training, not after
     ssl_tables: dict[str, Path] = {}
     for mode in cfg.modes:
         train_cfg = dataclasses.replace(cfg.train, mode=mode)
@@ -157,6 +158,35 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, P
     report = yield from _report_stage(cfg, out)
     paths.update(manifest=manifest, cache=cache, trad=trad, evaluation=out / "evaluation")
     return PipelineResult(out=out, report=report, results=results, paths=paths)
+
+
+def _check_columns(cfg: PipelineConfig) -> None:
+    """Refuse label or group column names that ``run`` cannot honour.
+
+    The prepared cache carries a case's class and group from the manifest's ``Label`` and
+    ``Group`` columns only, so another name would be ignored without a word (another group
+    column: folds not grouped at all).
+    """
+    for what, name, column in (("label", cfg.evaluate.label, "Label"), ("group", cfg.evaluate.group, "Group")):
+        if name not in (column, "") or (what == "label" and not name):
+            raise ValueError(
+                f"evaluate.{what} is {name!r}, but `run` reads each case's {what} from the manifest's {column!r} "
+                f"column; set evaluate.{what} to {column!r}"
+                + (" (or '' for folds that are not grouped)" if what == "group" else "")
+                + f" and put the {'class' if what == 'label' else 'patient'} in the manifest's {column!r} column"
+            )
+
+
+def _check_labels(cfg: PipelineConfig, out: Path) -> None:
+    """Check the prepared cases' classes and groups as the evaluation will, so that a cohort it
+    would refuse (e.g. fewer groups than folds) stops the run before training."""
+    import warnings
+
+    from .evaluate import labels_of
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its notes come again, with the evaluation's results
+        labels_of({"cases": _labels(out, cfg)}, cfg.evaluate)
 
 
 def _forward(stage: str, gen: Generator) -> Generator[StageEvent, None, Any]:

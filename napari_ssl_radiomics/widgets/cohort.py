@@ -59,7 +59,9 @@ class CohortWidget(ScrollDock):
         self.source = QComboBox()
         self.source.addItems([SAMPLE, FILES])
         self.path = QLineEdit()
-        self.path.setPlaceholderText("manifest.csv (ID, Image, Mask[, Label, Group]) or a folder of image/mask pairs")
+        self.path.setPlaceholderText(
+            "manifest.csv (ID, Image, Mask[, Label, Group: the patient]) or a folder of image/mask pairs"
+        )
         browse_file, browse_dir = QPushButton("File…"), QPushButton("Folder…")
         browse_file.clicked.connect(self._browse_file)
         browse_dir.clicked.connect(self._browse_dir)

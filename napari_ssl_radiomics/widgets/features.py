@@ -74,6 +74,17 @@ def fold_mean_auc(results: pd.DataFrame, name: str, fraction: float) -> float:
     return float(sel["value"].mean()) if len(sel) else float("nan")
 
 
+def check_labels(sets: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> None:
+    """Raise ``ValueError`` (the evaluation's own message) for labels or groups it would refuse."""
+    import warnings
+
+    from ..core.evaluate import labels_of
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its notes come again, with the result
+        labels_of(sets, cfg)
+
+
 def dock_markdown(text: str) -> str:
     """The summary's markdown with its headings two levels down, to suit a narrow dock."""
     return re.sub(r"^(#{1,4}) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", text, flags=re.MULTILINE)
@@ -282,13 +293,20 @@ class FeaturesWidget(ScrollDock):
 
     # --- evaluation -----------------------------------------------------------------
     def evaluate(self) -> Any:
-        """Evaluate every feature set in a worker, writing the outputs to WORK/results."""
+        """Evaluate every feature set in a worker, writing the outputs to WORK/results.
+
+        Returns the worker, or None when refused: no features yet, a bad setting, or labels
+        and groups the evaluation cannot use (e.g. fewer groups than folds), checked here
+        first so that the refusal shows at once, in the notification and the status line.
+        """
         try:
             if not self.sets:
                 raise ValueError("extract features first")
             cfg = self.evaluate_form.value()
+            check_labels(self.sets, cfg)
         except ValueError as exc:
             show_error(str(exc))
+            self.info.setText(f"Not evaluated: {exc}")
             return None
         sets, out = dict(self.sets), self.state.workdir / "results"
 
