@@ -5,6 +5,14 @@ builds its flags from these fields (:func:`add_arguments`, :func:`from_arguments
 widgets build their controls from them, and ``ssl-radiomics config`` prints them as a
 commented YAML file (:func:`commented_yaml`). Defaults are the paper's unless a comment
 says otherwise.
+
+Recipes (:data:`RECIPES`, :func:`resolve_recipe`) are presets of TrainConfig's optimisation
+settings. A setting the user chose explicitly beats the preset, even when it equals the
+default: each face says which settings were given (:func:`from_arguments`: the flags on
+the command line; :func:`from_dict`: the keys of the YAML file or config.json; the widget
+form writes the preset into its controls, so every control is given) and resolves the recipe
+there. The resolved config is marked (``TrainConfig.recipe_applied``), so the training
+engine, which resolves too (for library calls), does not apply the preset a second time.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,10 +121,12 @@ class AugmentConfig:
 class TrainConfig:
     """3DSiam training with the RE/SE imbalance module.
 
-    ``recipe`` names a preset of the optimisation settings (see ``core/train.py``,
-    ``RECIPES``): "default" is this class's defaults; "paper" is the paper's literal recipe
-    (Adam, lr 1e-2, constant, batch 6, dense8 exported). A preset sets only the fields
-    that are still at their default values; a field given another value keeps it.
+    ``recipe`` names a preset of the optimisation settings (:data:`RECIPES`): "default" is
+    this class's defaults; "paper" is the paper's literal recipe (Adam, lr 1e-2, constant,
+    batch 6, dense8 exported). :func:`resolve_recipe` applies it: a setting given explicitly
+    (flag, YAML key, widget control) or set to another value than its default keeps its value.
+    ``recipe_applied`` is internal (no flag, YAML key or control; not in config.json): the
+    recipe whose preset the values already hold, '' before resolution.
     """
 
     mode: str = option(
@@ -126,12 +137,17 @@ class TrainConfig:
     recipe: str = option(
         "default",
         "optimisation preset: 'default' (SGD with warm-up and cosine decay, measured to keep the "
-        "representation alive) or 'paper' (the paper's Adam, lr 1e-2, constant, batch 6); a preset "
-        "only changes settings left at their defaults",
+        "representation alive) or 'paper' (the paper's Adam, lr 1e-2, constant, batch 6); a setting you "
+        "give explicitly (flag, YAML key, widget control) wins over the preset, even when it equals the default",
         choices=("default", "paper"),
     )
     clusters: int = option(3, "k of the k-means in the RE/SE module", min=1)
-    pool: int = option(0, "SE candidate pool N drawn per step (0: clusters x 10, the paper's k x q)", min=0)
+    pool: int = option(
+        0,
+        "SE candidate pool N drawn per step, larger than the global batch m (batch size x processes); "
+        "0: the paper's clusters x 10 up to m = 6, clusters x 10 x m / 6 beyond",
+        min=0,
+    )
     batch_size: int = option(6, "batch size m (for SE, the size of the selected batch)", min=2)
     iterations: int = option(2000, "optimisation steps", min=1)
     warmup_epochs: int = option(1, "epochs of vanilla training before RE/SE starts (the paper: 1)", min=0)
@@ -179,6 +195,82 @@ class TrainConfig:
         "the cache (CACHE/stream/, crops rounded to whole grey levels) with read-ahead; 0: half of the RAM",
         min=0,
     )
+    recipe_applied: str = field(
+        default="",
+        compare=False,
+        repr=False,
+        metadata={"internal": True, "help": "the recipe whose preset these values hold ('': not resolved yet)"},
+    )
+
+
+#: the settings a recipe sets; "default" is TrainConfig's own defaults
+RECIPE_FIELDS = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "lr_warmup",
+    "batch_size",
+    "out_bn",
+    "pred_hidden",
+    "fix_pred_lr",
+    "export",
+)
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {name: getattr(TrainConfig(), name) for name in RECIPE_FIELDS},
+    "paper": {
+        "optimizer": "adam",
+        "lr": 1e-2,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "schedule": "constant",
+        "lr_warmup": 0,
+        "batch_size": 6,
+        "out_bn": False,
+        "pred_hidden": 64,
+        "fix_pred_lr": False,
+        "export": "head",
+    },
+}
+
+
+def resolve_recipe(cfg: TrainConfig, given: Iterable[str] | None = None) -> TrainConfig:
+    """``cfg`` with its recipe's preset applied to the settings the user did not choose.
+
+    Parameters
+    ----------
+    cfg : the settings, ``cfg.recipe`` naming the preset
+    given : names of the settings the user gave explicitly (the face knows: flags present,
+        YAML keys present, widget controls). None (a library call): only a value other than
+        the default can be told apart as a choice.
+
+    Returns
+    -------
+    TrainConfig
+        A recipe setting keeps its value when it is in ``given`` or differs from the
+        default; the others take the preset's. So ``--recipe paper --optimizer sgd`` is the
+        paper's recipe with SGD, and ``TrainConfig(recipe="paper")`` the paper's recipe. The
+        result is marked as resolved (``recipe_applied``): resolving it again, as the
+        training engine does, changes nothing, so a face's explicit choice survives the
+        engine and a resumed run keeps the values its config.json recorded.
+    """
+    if cfg.recipe_applied == cfg.recipe:
+        return cfg
+    preset, default = RECIPES[cfg.recipe], RECIPES["default"]
+    keep = set(given or ())
+    changes = {k: v for k, v in preset.items() if k not in keep and getattr(cfg, k) == default[k]}
+    return dataclasses.replace(cfg, **changes, recipe_applied=cfg.recipe)
+
+
+def apply_presets(cfg: Any, given: Iterable[str] | None = None) -> Any:
+    """``cfg`` with its presets resolved (:func:`resolve_recipe` for a TrainConfig), else ``cfg``."""
+    return resolve_recipe(cfg, given) if isinstance(cfg, TrainConfig) else cfg
+
+
+def public_fields(cfg: Any) -> list[dataclasses.Field]:
+    """The fields of a config (class or instance) that users set: all but the ``internal`` ones."""
+    return [f for f in dataclasses.fields(cfg) if not f.metadata.get("internal")]
 
 
 @dataclass
@@ -207,7 +299,11 @@ class EvaluateConfig:
     """The paper's evaluation: a linear SVM under stratified 5-fold cross-validation."""
 
     label: str = option("Label", "column with the class")
-    group: str = option("Group", "column with the patient or centre (grouped folds); empty or absent: not grouped")
+    group: str = option(
+        "Group",
+        "column with the patient, or whatever must not be split across folds (grouped folds; fewer groups "
+        "than folds is refused); empty or absent: not grouped",
+    )
     folds: int = option(5, "cross-validation folds", min=2)
     label_fractions: tuple[float, ...] = option(
         (1.0, 0.5), "fractions of each training fold's labels to use", gt=0, max=1
@@ -266,7 +362,7 @@ SECTIONS = {
 def to_dict(cfg: Any) -> dict:
     """A plain dict (tuples as lists) that YAML and JSON can hold."""
     out = {}
-    for f in dataclasses.fields(cfg):
+    for f in public_fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             value = to_dict(value)
@@ -279,6 +375,9 @@ def to_dict(cfg: Any) -> dict:
 def from_dict(cls: type, data: dict | None) -> Any:
     """Build ``cls`` from a dict, checking names and converting types.
 
+    The keys present are the settings given: a TrainConfig's recipe is resolved with them
+    (:func:`resolve_recipe`), so a YAML file's ``optimizer: sgd`` beats ``recipe: paper``.
+
     Raises
     ------
     ValueError
@@ -286,7 +385,7 @@ def from_dict(cls: type, data: dict | None) -> Any:
     """
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in public_fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(known)}")
@@ -299,7 +398,7 @@ def from_dict(cls: type, data: dict | None) -> Any:
             kwargs[name] = _convert(value, hint, f"{cls.__name__}.{name}")
     cfg = cls(**kwargs)
     validate(cfg)
-    return cfg
+    return apply_presets(cfg, given=data)
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:
@@ -392,7 +491,7 @@ def commented_yaml(cfg: Any | None = None) -> str:
 
 
 def _commented(cfg: Any, lines: list[str], indent: str) -> None:
-    for f in dataclasses.fields(cfg):
+    for f in public_fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             lines.append("")
@@ -416,7 +515,7 @@ def flag(name: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser, cls: type, only: list[str] | None = None) -> None:
     """Add one flag per field of ``cls`` (or of ``only``), defaulting to None (= keep)."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in public_fields(cls):
         if only is not None and f.name not in only:
             continue
         hint = hints[f.name]
@@ -438,7 +537,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, only: list[str] | 
 
 
 def from_arguments(cfg: Any, ns: argparse.Namespace) -> Any:
-    """A copy of ``cfg`` with every flag given on the command line applied."""
+    """A copy of ``cfg`` with every flag given on the command line applied.
+
+    The flags present are the settings given: a TrainConfig's recipe is resolved with them
+    (:func:`resolve_recipe`), so ``--recipe paper --optimizer sgd`` trains with SGD. A ``cfg``
+    already resolved for its recipe (a resumed run's) keeps its values.
+    """
     changes = {}
     prefix = type(cfg).__name__ + "."
     for key, value in vars(ns).items():
@@ -448,4 +552,4 @@ def from_arguments(cfg: Any, ns: argparse.Namespace) -> Any:
             changes[name] = _convert(value, hint, key)
     new = dataclasses.replace(cfg, **changes)
     validate(new)
-    return new
+    return apply_presets(new, given=changes)

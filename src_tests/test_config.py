@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import pytest
 import yaml
@@ -21,7 +22,7 @@ def test_commented_yaml_documents_every_field():
     for name, section in C.SECTIONS.items():
         start = lines.index(f"{name}:")
         block = [line for line in lines[start + 1 :] if line.startswith("  ")]
-        for f in section.__dataclass_fields__.values():
+        for f in C.public_fields(section):
             line = next(line for line in block if line.strip().startswith(f"{f.name}:"))
             assert f.metadata["help"] in line
 
@@ -92,3 +93,71 @@ def test_ranges_refuse_out_of_range_values_in_yaml_and_cli():
     add_arguments(parser, TrainConfig)
     with pytest.raises(ValueError, match="batch_size = 0: must be at least 2"):
         from_arguments(TrainConfig(), parser.parse_args(["--batch-size", "0"]))
+
+
+def test_yaml_keys_beat_the_recipe_even_at_the_default_value(tmp_path):
+    """`recipe: paper` with `optimizer: sgd` (the default) trains SGD; the keys left out follow the paper."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"train": {"recipe": "paper", "optimizer": "sgd", "lr": 0.01}}), encoding="utf-8")
+    train = C.load_yaml(path).train
+    assert (train.recipe, train.optimizer, train.lr) == ("paper", "sgd", 0.01)
+    assert (train.schedule, train.lr_warmup, train.fix_pred_lr) == ("constant", 0, False)  # the paper's
+    # what the pipeline does with it (one run per mode) and the engine's own resolution keep the choice
+    assert C.resolve_recipe(dataclasses.replace(train, mode="re")).optimizer == "sgd"
+    # no key: the preset; the library's TrainConfig(recipe="paper") is the paper's recipe
+    assert C.from_dict(C.TrainConfig, {"recipe": "paper"}).optimizer == "adam"
+    assert C.resolve_recipe(C.TrainConfig(recipe="paper")).optimizer == "adam"
+    # resolving for the recipe it holds changes nothing; a config changed to another recipe is resolved again
+    assert C.resolve_recipe(dataclasses.replace(train, recipe="default")).optimizer == "sgd"
+    assert C.resolve_recipe(dataclasses.replace(C.resolve_recipe(C.TrainConfig()), recipe="paper")).optimizer == "adam"
+
+
+def test_a_yaml_choice_is_what_the_engine_trains(tmp_path):
+    """The pipeline's path (core/pipeline.py `_train_stage`): the YAML's train section, one mode, train()."""
+    import json
+
+    import torch
+    from test_train_engine import make_cache
+
+    from napari_ssl_radiomics.core.events import drive
+    from napari_ssl_radiomics.core.train import CHECKPOINT, CONFIG_JSON, train
+
+    path = tmp_path / "c.yaml"
+    settings = {"recipe": "paper", "optimizer": "sgd", "iterations": 1, "batch_size": 4, "device": "cpu"}
+    path.write_text(yaml.safe_dump({"train": {**settings, "health_cases": 0}}), encoding="utf-8")
+    cfg = C.load_yaml(path)
+    run = tmp_path / "run"
+    drive(train(make_cache(tmp_path / "cache", cases=8), run, dataclasses.replace(cfg.train, mode="none"), cfg.augment))
+    saved = json.loads((run / CONFIG_JSON).read_text(encoding="utf-8"))["config"]["train"]
+    assert (saved["recipe"], saved["optimizer"], saved["schedule"], saved["lr_warmup"]) == (
+        "paper",
+        "sgd",
+        "constant",
+        0,
+    )
+    group = torch.load(run / CHECKPOINT, weights_only=False)["optimizer"]["param_groups"][0]
+    assert "momentum" in group and "betas" not in group  # SGD ran, not the preset's Adam
+
+
+def test_cli_flags_beat_the_recipe_even_at_the_default_value():
+    parser = argparse.ArgumentParser()
+    C.add_arguments(parser, C.TrainConfig)
+    given = C.from_arguments(C.TrainConfig(), parser.parse_args(["--recipe", "paper", "--optimizer", "sgd"]))
+    assert (given.optimizer, given.schedule, given.batch_size) == ("sgd", "constant", 6)
+    plain = C.from_arguments(C.TrainConfig(), parser.parse_args(["--recipe", "paper"]))
+    assert plain.optimizer == "adam"
+    # a run's saved settings (config.json, every key present) are kept on resume whatever the recipe
+    saved = C.from_dict(C.TrainConfig, C.to_dict(given))
+    assert saved == given and C.from_arguments(saved, parser.parse_args(["--iterations", "9"])).optimizer == "sgd"
+
+
+def test_the_resolution_mark_is_no_setting():
+    internal = "recipe_applied"
+    assert internal in C.TrainConfig.__dataclass_fields__
+    assert internal not in {f.name for f in C.public_fields(C.TrainConfig)}
+    assert internal not in C.to_dict(C.resolve_recipe(C.TrainConfig())) and internal not in C.commented_yaml()
+    parser = argparse.ArgumentParser()
+    C.add_arguments(parser, C.TrainConfig)
+    assert "--recipe-applied" not in parser.format_help()
+    with pytest.raises(ValueError, match="unknown setting"):
+        C.from_dict(C.TrainConfig, {internal: "paper"})

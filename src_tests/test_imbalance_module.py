@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from napari_ssl_radiomics.core.imbalance import BatchPlan, kmeans, plan_batch, reweight, select
+from napari_ssl_radiomics.core.imbalance import BatchPlan, default_pool, kmeans, plan_batch, reweight, select
 
 
 def blobs(sizes=(12, 9, 3), centres=((0, 0), (2, 0), (12, 0)), seed=0):
@@ -115,3 +115,17 @@ def test_plan_batch_degenerate_cases_fall_back():
         plan_batch("both", x, k=3, m=6, seed=0)
     with pytest.raises(ValueError, match=r"\(N, d\)"):
         plan_batch("se", np.zeros((0, 3)), k=3, m=6, seed=0)
+
+
+def test_default_pool_keeps_the_papers_ratio_as_the_batch_grows():
+    # the paper's N = k x 10 for its batch of 6, unchanged for any batch up to 6
+    assert [default_pool(3, m) for m in (1, 2, 6)] == [30, 30, 30]
+    assert [default_pool(2, 6), default_pool(1, 6)] == [20, 10]
+    # beyond, N = ceil(k x 10 x m / 6): 8 processes x 16 select 128 of 640, as 6 of 30
+    assert [default_pool(3, 7), default_pool(3, 24), default_pool(3, 128), default_pool(2, 20)] == [35, 120, 640, 67]
+    # so SE selects m of them, 6 around the far, small cluster, instead of taking the whole pool
+    x, truth = blobs(sizes=(35, 18, 7))
+    assert len(x) == default_pool(3, 12) == 60
+    plan = plan_batch("se", x, k=3, m=12, seed=0)
+    assert len(plan.indices) == 12 and plan.selected_clusters is not None
+    assert (truth[plan.indices] == 2).sum() == 6  # 7 of 60 in the pool, half the batch

@@ -4,7 +4,8 @@ Two processes with m = 2 each (a global batch of 4) train SE for a few steps fro
 each writing what it saw to a JSON report; a one-process run with batch 4 is the
 reference. Augmentation is off, so that the runs differ only by how the work is shared
 (and by batch norm, which on the CPU normalises each process's 2 cases: see
-core/distributed.py).
+core/distributed.py). A global batch of 20 checks that SE's default pool grows with it,
+so that SE still selects under torchrun.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+from test_train_engine import make_cache  # the shared synthetic-cache fixture
 
 from napari_ssl_radiomics.config import AugmentConfig, PrepareConfig, SampleConfig, TrainConfig
 from napari_ssl_radiomics.core.events import drive
@@ -45,7 +47,7 @@ HARNESS = textwrap.dedent(
     rank = os.environ["RANK"]
     with open(os.path.join(report, f"rank{rank}.json"), "w", encoding="utf-8") as fh:
         json.dump({"selected": [e.selected_ids for e in steps], "loss": [e.loss for e in steps],
-                   "world": os.environ["WORLD_SIZE"]}, fh)
+                   "pool": [sum(e.cluster_sizes) for e in steps], "world": os.environ["WORLD_SIZE"]}, fh)
     """
 )
 
@@ -129,3 +131,48 @@ def test_resuming_with_another_number_of_processes_is_refused(cache, tmp_path):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
     assert "trained on 1 process" in done.stdout + done.stderr
+
+
+def test_se_still_selects_when_processes_multiply_the_batch(tmp_path):
+    # Spheres of two sizes, one large for two small: the untrained encoder (step 1) already
+    # tells them apart, so SE's two farthest centroids are "large" and "small" and its batch
+    # is half large, against a third in the cohort (later steps cluster on what they learn).
+    # 2 processes x 10 make a global batch of 20, which the paper's fixed pool of k x 10 = 20
+    # would equal: SE would then train on the whole pool, at the pool's share. The default
+    # pool grows with the batch instead (k x 10 x 20 / 6 = 67, cut to the cohort's 30 cases).
+    cache = make_cache(tmp_path / "cache", cases=30)
+    labels = dict(pd.read_csv(cache / "cases.csv")[["ID", "Label"]].to_numpy())
+    cohort_share = np.mean([v == "large" for v in labels.values()])
+
+    def share(ids: list[str]) -> float:
+        return float(np.mean([labels[i] == "large" for i in ids]))
+
+    settings = {**SETTINGS, "pool": 0, "iterations": 1}
+    harness = tmp_path / "harness.py"
+    harness.write_text(HARNESS, encoding="utf-8")
+    report = tmp_path / "report"
+    report.mkdir()
+    torchrun(
+        str(harness),
+        str(cache),
+        str(tmp_path / "two"),
+        str(report),
+        json.dumps({**settings, "batch_size": 10}),
+        json.dumps(NO_AUGMENT),
+    )
+    two = json.loads((report / "rank0.json").read_text(encoding="utf-8"))
+    # the step trained the global batch of 20, selected from a pool larger than it
+    assert [len(ids) for ids in two["selected"]] == [20]
+    assert two["pool"] == [30], two["pool"]
+    config = json.loads((tmp_path / "two" / "config.json").read_text(encoding="utf-8"))
+    assert (config["global_batch"], config["se_pool"]) == (20, 30)
+    selected = two["selected"][0]
+    assert cohort_share == pytest.approx(1 / 3) and share(selected) >= 0.45, share(selected)
+
+    # one process with the same global batch and seed: the same selection, the same share
+    one = drive(train(cache, tmp_path / "one", TrainConfig(**settings, batch_size=20), AugmentConfig(**NO_AUGMENT)))
+    first = json.loads(one.history["selected_ids"].iloc[0])
+    assert sum(json.loads(one.history["cluster_sizes"].iloc[0])) == 30 and len(first) == 20
+    # (at least 18 of the 20: float rounding may break a tie at the edge of the small spheres' half)
+    assert len(set(first) & set(selected)) >= 18, (first, selected)
+    assert abs(share(first) - share(selected)) <= 0.05, (share(first), share(selected))

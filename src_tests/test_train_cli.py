@@ -98,3 +98,35 @@ def test_recipe_paper_flag_and_an_explicit_setting(cache, tmp_path):
     # the paper's optimiser and schedule; --batch-size 4 was given, so it wins over the preset's 6
     assert (saved["recipe"], saved["optimizer"], saved["lr"], saved["schedule"]) == ("paper", "adam", 0.01, "constant")
     assert saved["batch_size"] == 4 and not (run / "health.csv").exists()
+
+
+def test_an_explicit_flag_beats_the_recipe_even_at_the_default_value(cache, tmp_path):
+    """`--recipe paper --optimizer sgd` trains SGD (the default's value, given explicitly), and resumes."""
+    run = tmp_path / "sgd"
+    args = ["train", str(cache), "--out", str(run), "--recipe", "paper", "--optimizer", "sgd", "--no-progress"]
+    assert main([*args, "--iterations", "1", "--health-cases", "0", *FAST]) == 0
+    saved = json.loads((run / CONFIG_JSON).read_text(encoding="utf-8"))["config"]["train"]
+    assert (saved["recipe"], saved["optimizer"], saved["schedule"], saved["lr_warmup"]) == (
+        "paper",
+        "sgd",
+        "constant",
+        0,
+    )
+    group = torch.load(run / CHECKPOINT, weights_only=False)["optimizer"]["param_groups"][0]
+    assert "momentum" in group and "betas" not in group  # SGD's state: SGD ran, not the preset's Adam
+    # the resume reads config.json back (every setting given) and the engine keeps it: no mismatch
+    assert main(["train", str(cache), "--out", str(run), "--resume", "--iterations", "2", "--no-progress"]) == 0
+    assert len(pd.read_csv(run / HISTORY_CSV)) == 2
+
+
+def test_the_probe_caveat_is_printed_with_the_probe(tmp_path, capsys):
+    cache = make_cache(tmp_path / "cache", cases=15)  # 5 large, 10 small: the probe runs
+    run = tmp_path / "run"
+    args = ["train", str(cache), "--out", str(run), "--mode", "none", "--iterations", "1", "--no-progress", *FAST]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "linear-probe AUC" in out
+    assert (
+        "the test folds of the cross-validation included" in out
+        and "cross-validated figures (Table 2) optimistic" in out
+    )

@@ -85,6 +85,7 @@ def events(gen) -> list:
             return out, done.value
 
 
+@pytest.mark.learning
 def test_loss_falls_on_a_learnable_toy_without_collapse(cache, tmp_path):
     cfg = small(mode="none", batch_size=4, iterations=12, recipe="paper")  # Adam 1e-2: 12 steps show learning
     evs, result = events(train(cache, tmp_path / "run", cfg, AugmentConfig()))
@@ -126,8 +127,12 @@ def test_stop_and_close_then_resume_equals_an_uninterrupted_run(tmp_path):
 
     evs, part = events(train(cache, run, cfg, aug, resume=True, stop=stop))
     assert part.stopped and evs[-1].kind == "stopped" and evs[-1].iteration == 3
-    _, rest = events(train(cache, run, cfg, aug, resume=True))
+    rest_evs, rest = events(train(cache, run, cfg, aug, resume=True))
     assert not rest.stopped
+    # a resumed run yields each earlier check once, in order (then the check that the close skipped at
+    # step 2, then its own): a consumer that starts fresh draws them; the widget replaces what it holds
+    assert [e.iteration for e in evs if e.kind == "health"] == [0, 2]
+    assert [e.iteration for e in rest_evs if e.kind == "health"] == [0, 2, 4, 5]
     # bit-identical on the CPU
     assert rest.history["loss"].tolist() == full.history["loss"].tolist()
     assert rest.history["selected_ids"].tolist() == full.history["selected_ids"].tolist()
@@ -261,6 +266,11 @@ def test_recipes_paper_and_default_and_explicit_settings_win(cache, tmp_path):
     mixed = resolve_recipe(TrainConfig(recipe="paper", lr=1e-3, batch_size=4))
     assert (mixed.optimizer, mixed.lr, mixed.batch_size, mixed.schedule) == ("adam", 1e-3, 4, "constant")
     assert resolve_recipe(paper) == paper  # resolving twice changes nothing (resume)
+    # a setting a face says was given wins even when it equals the default (--recipe paper --optimizer sgd)
+    chosen = resolve_recipe(TrainConfig(recipe="paper", optimizer="sgd"), given={"recipe", "optimizer"})
+    assert (chosen.optimizer, chosen.schedule, chosen.lr_warmup) == ("sgd", "constant", 0)
+    assert resolve_recipe(chosen).optimizer == "sgd"  # the engine's own resolution keeps it
+    assert resolve_recipe(TrainConfig(recipe="paper", optimizer="sgd")).optimizer == "adam"  # nothing said: preset
     # the engine trains what the recipe says and records the resolved settings
     cfg = small(recipe="paper", batch_size=2, iterations=3)  # lr_warmup=0 and batch 2 as given
     evs, _ = events(train(cache, tmp_path / "paper", cfg, AugmentConfig()))
@@ -270,6 +280,13 @@ def test_recipes_paper_and_default_and_explicit_settings_win(cache, tmp_path):
     state = _Run(load_prepared(cache), tmp_path / "x", resolve_recipe(cfg), AugmentConfig())
     state.build("device", None)
     assert isinstance(state.optimizer, torch.optim.Adam)
+    # a face's resolved config goes through train() as it is: SGD trains and config.json says so
+    run_to_end(train(cache, tmp_path / "sgd", resolve_recipe(cfg, given={"optimizer"}), AugmentConfig()))
+    saved = json.loads((tmp_path / "sgd" / CONFIG_JSON).read_text(encoding="utf-8"))["config"]["train"]
+    assert (saved["recipe"], saved["optimizer"], saved["schedule"]) == ("paper", "sgd", "constant")
+    group = torch.load(tmp_path / "sgd" / CHECKPOINT, weights_only=False)["optimizer"]["param_groups"][0]
+    assert "momentum" in group and "betas" not in group  # SGD's state, not Adam's
+    assert "recipe_applied" not in saved  # internal: not a setting
     # the default recipe: SGD, linear warm-up, then cosine decay to 0; the predictor keeps its lr
     cfg = small(batch_size=2, iterations=8, lr_warmup=2)  # warm-up: at most a quarter of the steps
     evs, _ = events(train(cache, tmp_path / "default", cfg, AugmentConfig()))
@@ -294,3 +311,38 @@ def test_backbone_export_embeds_the_global_pool(cache, tmp_path):
         pooled = model.encoder.backbone(torch.from_numpy(data.images[:3])).numpy()
     np.testing.assert_allclose(table.iloc[:3, 1:].to_numpy(), pooled, rtol=1e-5, atol=1e-6)
     assert (pooled >= 0).all()  # after ReLU and average pooling, unlike dense8
+
+
+def test_se_pool_grows_with_the_batch_and_a_pool_no_larger_is_refused(tmp_path, capsys):
+    from napari_ssl_radiomics.cli import main
+
+    cache = make_cache(tmp_path / "cache", cases=30)
+    data = load_prepared(cache)
+
+    def pool(**kw) -> int:
+        return _Run(data, tmp_path / "x", small(**{"mode": "se", "clusters": 2, **kw}), AugmentConfig()).pool_size
+
+    # the paper's k x 10 up to a batch of 6, then k x 10 x m / 6, at most the cohort; a given pool is kept
+    assert [pool(batch_size=4), pool(batch_size=8), pool(batch_size=20), pool(batch_size=8, pool=9)] == [20, 27, 30, 9]
+    # an SE step draws that pool and selects the batch from it
+    run = _Run(data, tmp_path / "x", small(mode="se", clusters=2, batch_size=8), AugmentConfig())
+    run.build("device", None)
+    positions, _, sizes = run.plan("se", 1)
+    assert sum(sizes) == 27 and len(set(positions.tolist())) == len(positions) == 8
+
+    # a pool no larger than the batch would select nothing: refused, naming both numbers and what to do
+    with pytest.raises(ValueError, match=r"pool \(--pool\) = 8 is no larger than the batch of 8.*--pool larger than 8"):
+        next(train(cache, tmp_path / "a", small(mode="se", pool=8, batch_size=8), AugmentConfig()))
+    six = make_cache(tmp_path / "six", cases=6)  # SE's pool is cut to the cohort: 6, the batch
+    with pytest.raises(ValueError, match=r"cohort's 6 prepared cases, no larger than the batch of 6.*batch-size of 5"):
+        next(train(six, tmp_path / "b", small(mode="se", batch_size=6), AugmentConfig()))
+    assert pool(mode="re", pool=2, batch_size=8) == 2  # RE and vanilla draw no pool: nothing to refuse
+
+    # the command line says it in one line, exit status 2, and trains nothing
+    args = ["train", str(cache), "--out", str(tmp_path / "c"), "--mode", "se", "--pool", "8", "--batch-size", "8"]
+    assert main([*args, "--device", "cpu", "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ssl-radiomics train: error: TrainConfig.pool (--pool) = 8 is no"), (
+        lines
+    )
+    assert not (tmp_path / "c" / CHECKPOINT).exists()

@@ -479,7 +479,8 @@ def test_features_extract_evaluate_export(make_napari_viewer, qtbot, trained, tm
     assert {"features.csv", "results.csv", "predictions.csv"} <= names
     assert any(n.startswith("roc") and n.endswith(".png") for n in names)
     features = pd.read_csv(tmp_path / "export" / "features.csv", dtype={"ID": str})
-    assert list(features.columns[:3]) == ["ID", "Label", "Group"] and len(features) == CASES
+    # the sample cohort's cases are independent: no Group (its site is the manifest's Centre)
+    assert list(features.columns[:2]) == ["ID", "Label"] and "Group" not in features and len(features) == CASES
     assert set(features["ID"]) == set(state.prepared().ids)
     results = pd.read_csv(tmp_path / "export" / "results.csv")
     assert {"feature_set", "label_fraction", "repeat", "fold", "metric", "value"} <= set(results.columns)
@@ -511,3 +512,60 @@ def test_every_widget_opens_from_the_plugin_menu(make_napari_viewer):
     for name, widget in zip(names, opened):
         assert isinstance(widget, expected[name])
     assert len({id(get_state(viewer))} | {id(w.state) for w in opened}) == 1  # one shared state per viewer
+
+
+def test_train_health_series_after_stop_and_resume_goes_forward(make_napari_viewer, qtbot, trained, tmp_path, errors):
+    """A resumed run yields its earlier health checks again; the live plot holds each iteration once."""
+    import shutil
+
+    from napari_ssl_radiomics.widgets.train import TrainWidget
+
+    viewer = make_napari_viewer()
+    with_state(viewer, trained)
+    run = tmp_path / "run"
+    shutil.copytree(trained[3], run)  # the fixture's finished run (checks at 0, 4, 8), continued to 16
+    widget = TrainWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.out.setText(str(run))
+    set_form(widget.form, **{**TRAIN, "warmup_epochs": 1, "iterations": 16})
+
+    widget.resume_button.click()
+    qtbot.waitUntil(lambda: any(e.kind == "step" for e in widget.events), timeout=WAIT_MS)
+    widget.start_button.click()  # Stop
+    idle(qtbot, widget)
+    assert widget.result is not None and widget.result.stopped
+    widget.resume_button.click()
+    qtbot.waitUntil(lambda: widget._worker is None and bool(widget.events), timeout=WAIT_MS)
+    assert not errors.messages, errors.messages
+    assert widget.events[-1].kind == "done"
+    # the engine did yield the earlier checks again (else this test would not test the widget) ...
+    again = [e.iteration for e in widget.events if e.kind == "health"]
+    assert again[:3] == [0, 4, 8], again
+    # ... and the plot holds every check once, in order: no line drawn back to iteration 0
+    held = [i for i, _ in widget.plot.health]
+    assert held == sorted(set(pd.read_csv(run / "health.csv")["iteration"])), held
+    assert held[:4] == [0, 4, 8, 12] and held[-1] == 16
+    assert all(a < b for a, b in zip(held, held[1:])), held
+    drawn = list(widget.plot.rank_line.get_xdata())
+    assert drawn == held and all(a < b for a, b in zip(drawn, drawn[1:])), drawn
+
+
+def test_features_evaluate_refuses_fewer_groups_than_folds_at_once(make_napari_viewer, qtbot, errors):
+    from napari_ssl_radiomics.widgets.features import FeaturesWidget
+
+    widget = FeaturesWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    rng = np.random.default_rng(0)
+    widget.sets = {
+        "Trad.": pd.DataFrame(
+            {
+                "ID": [f"c{i}" for i in range(30)],
+                "Label": ["0", "0", "1"] * 10,
+                "Group": [f"centre-{(i // 3) % 3}" for i in range(30)],
+                "f0": rng.normal(size=30),
+            }
+        )
+    }
+    assert widget.evaluate() is None and widget._worker is None
+    assert any("'Group' holds only 3 groups, fewer than the 5 folds" in m for m in errors.messages)
+    assert widget.info.text().startswith("Not evaluated: 'Group' holds only 3 groups")

@@ -16,6 +16,8 @@ from napari_ssl_radiomics.config import (  # noqa: E402
     EvaluateConfig,
     TrainConfig,
     check_value,
+    public_fields,
+    resolve_recipe,
 )
 from napari_ssl_radiomics.widgets._form import ConfigForm  # noqa: E402
 
@@ -25,7 +27,7 @@ def test_every_field_has_a_widget_with_its_help(qtbot, name):
     cls = SECTIONS[name]
     form = ConfigForm(cls())
     qtbot.addWidget(form)
-    fields = dataclasses.fields(cls)
+    fields = public_fields(cls)  # an internal field (TrainConfig.recipe_applied) has no control
     assert list(form.controls) == [f.name for f in fields]
     assert list(form.container.asdict()) == [f.name for f in fields]  # a magicgui Container
     for f in fields:
@@ -40,7 +42,7 @@ def test_numeric_widgets_refuse_what_validate_refuses(qtbot, name):
     form = ConfigForm(cls())
     qtbot.addWidget(form)
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in public_fields(cls):
         widget = form.controls[f.name]
         boxes = list(widget) if isinstance(widget, TupleEdit) else [widget]
         for box in boxes:
@@ -112,3 +114,40 @@ def test_only_some_fields_keep_the_others(qtbot):
     form.controls["clusters"].value = 5
     assert list(form.controls) == ["clusters", "seed"]
     assert form.value() == dataclasses.replace(base, clusters=5)
+
+
+def test_choosing_a_recipe_shows_its_values_and_a_changed_control_wins(qtbot):
+    form = ConfigForm(TrainConfig())
+    qtbot.addWidget(form)
+    form.controls["recipe"].value = "paper"  # what the form shows is what runs
+    shown = {name: form.controls[name].value for name in ("optimizer", "schedule", "lr_warmup", "fix_pred_lr")}
+    assert shown == {"optimizer": "adam", "schedule": "constant", "lr_warmup": 0, "fix_pred_lr": False}
+    form.controls["optimizer"].value = "sgd"  # the user's choice, equal to the default
+    cfg = form.value()
+    assert (cfg.recipe, cfg.optimizer, cfg.schedule) == ("paper", "sgd", "constant")
+    assert resolve_recipe(cfg).optimizer == "sgd"  # the engine does not put the preset back
+    form.controls["recipe"].value = "default"
+    assert form.value() == TrainConfig()
+    # a config with a recipe shows it resolved, and setting a whole config keeps every value of it
+    assert ConfigForm(TrainConfig(recipe="paper")).controls["optimizer"].value == "adam"
+    form.set_value(cfg)
+    assert form.value() == cfg and form.value().optimizer == "sgd"
+
+
+def test_the_training_widget_says_the_probe_must_not_steer_tuning(make_napari_viewer, qtbot, tmp_path):
+    from test_train_engine import make_cache
+
+    from napari_ssl_radiomics.core.health import PROBE_CAVEAT
+    from napari_ssl_radiomics.core.train import train
+    from napari_ssl_radiomics.widgets.train import TrainWidget
+
+    widget = TrainWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    assert widget.probe_caveat.isHidden()  # no probe yet: nothing to warn about
+    cfg = TrainConfig(mode="none", iterations=1, batch_size=4, device="cpu", lr_warmup=0)
+    for event in train(make_cache(tmp_path / "cache", cases=15), tmp_path / "run", cfg, AugmentConfig()):
+        widget._event(event)  # the run's real events, as the worker hands them to the GUI thread
+    assert "probe AUC" in widget.health_info.text()
+    assert not widget.probe_caveat.isHidden()
+    assert "test folds included" in widget.probe_caveat.text() and "optimistic" in widget.probe_caveat.text()
+    assert widget.probe_caveat.toolTip() == PROBE_CAVEAT

@@ -22,9 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "RUN/config.json, RUN/history.csv and RUN/health.csv. Ctrl-C saves a checkpoint; --resume "
             "continues the run. At step 0 and every --checkpoint-every steps a fixed probe set of "
             "--health-cases cases is embedded and checked for collapse (effective rank, first-PC share, "
-            "spread); when cases.csv has a Label column a linear probe of it is also reported. The labels "
-            "are used only for this monitoring, never for training. --recipe paper gives the paper's "
-            "literal recipe (Adam, lr 1e-2, constant, batch 6); flags given explicitly override the recipe."
+            "spread: only these warn); when cases.csv has a Label column a linear probe of it is also reported. "
+            "The labels are used only for this monitoring, never for training; the probe sees every case's "
+            "label, test folds included, so tuning --lr or --iterations on it makes the cross-validated "
+            "figures optimistic. --recipe paper gives the paper's literal recipe (Adam, lr 1e-2, constant, "
+            "batch 6); a flag given explicitly overrides the recipe, even with the default's value."
         ),
     )
     p.add_argument("cache", help="prepared cache folder (ssl-radiomics prepare)")
@@ -143,7 +145,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def health_summary(first: dict[str, float], last: dict[str, float]) -> str:
-    """One line: the last check's figures against the untrained encoder's (step 0)."""
+    """The last check's figures against the untrained encoder's (step 0).
+
+    One line; with a probe, a second line says why it must not steer tuning (:data:`health.PROBE_CAVEAT`).
+    """
+    from ..core.health import PROBE_CAVEAT
+
     text = (
         f"representation: effective rank {last['effective_rank']:.1f} (untrained encoder {first['effective_rank']:.1f})"
     )
@@ -152,6 +159,7 @@ def health_summary(first: dict[str, float], last: dict[str, float]) -> str:
             f", linear-probe AUC {last['probe_auc']:.3f} (untrained {first['probe_auc']:.3f}; "
             "labels used for this check only)"
         )
+        text += f"\n{PROBE_CAVEAT}"
     return text
 
 

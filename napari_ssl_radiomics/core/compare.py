@@ -20,10 +20,18 @@ feature sets, 400 cohorts of 60-200 cases, 5 folds, 2-10 repeats), the interval 
 Bouckaert & Frank); the plain paired t-test covered 54%. With one repeat both are J - 1
 = 4 (92%). More repeats narrow the interval only through a better estimate of s^2.
 
+Undefined results. When the d_j do not vary (every fold gives the same difference, e.g.
+two sets with identical predictions, or a metric that is 1 on every fold for both), s^2 is
+0 and the t statistic is 0/0 or x/0: the test has no spread to measure the difference
+against, so neither a p-value nor an interval exists. They are reported as NaN, and the
+``note`` column (and the summary's p cell) says why, rather than a p of 0 ("< 0.001") or 1
+that the data cannot support. Fewer than 2 folds with both values give NaN with a note too.
+
 Which pairs (:func:`default_pairs`): each ``Trad.+X`` against ``Trad.`` (does X add to the
-traditional features?), and each ``...+RE`` / ``...+SE`` against the same set without
+traditional features?), each ``...+RE`` / ``...+SE`` against the same set without
 the module (does the imbalance module help, above all on the minor-class recall, the
-paper's claim?).
+paper's claim?), and, when the supervised baseline ran, the paper's headline claim:
+``Trad.+3DSiam+SE`` against ``Supervised``.
 """
 
 from __future__ import annotations
@@ -51,12 +59,25 @@ COLUMNS = [
     "p_value",
     "n_folds",
     "method",
+    "note",
 ]
 METHOD = "Nadeau-Bengio corrected resampled t-test, k-1 df"
+#: the feature-set name of the supervised baseline's predictions (core/pipeline.py)
+SUPERVISED = "Supervised"
+#: the paper's headline claim: traditional + 3DSiam+SE features against the supervised baseline
+HEADLINE = (TRAD + "+3DSiam+SE", SUPERVISED)
+#: differences whose range is at most this count as not varying (metrics lie in [0, 1]; two
+#: sets that differ by the same amount on every fold leave rounding noise of about 1e-16)
+NO_SPREAD = 1e-12
+NO_VARIATION = "the folds' differences do not vary"
 
 
 def default_pairs(names: list[str]) -> list[tuple[str, str]]:
-    """(feature set, reference) pairs among ``names``: Trad.+X vs Trad., X+RE/SE vs X."""
+    """(feature set, reference) pairs among ``names``.
+
+    Trad.+X vs Trad., X+RE/SE vs X, and :data:`HEADLINE` (Trad.+3DSiam+SE vs Supervised)
+    when both sets are among ``names`` (the supervised baseline ran).
+    """
     pairs = []
     for name in names:
         if name.startswith(TRAD + "+") and TRAD in names:
@@ -65,7 +86,26 @@ def default_pairs(names: list[str]) -> list[tuple[str, str]]:
         for module in ("+RE", "+SE"):
             if name.endswith(module) and name[: -len(module)] in names:
                 pairs.append((name, name[: -len(module)]))
+    if all(name in names for name in HEADLINE):
+        pairs.append(HEADLINE)
     return pairs
+
+
+def undefined_reason(diffs: np.ndarray) -> str:
+    """Why the test of ``diffs`` has no p-value or interval ('' when it has them).
+
+    Fewer than 2 finite differences, or differences that do not vary (their range at most
+    :data:`NO_SPREAD`): the t statistic then has no spread to divide by.
+    """
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return "no fold has a value for both sets"
+    if len(d) < 2:
+        return "only one fold has a value for both sets"
+    if np.ptp(d) <= NO_SPREAD:
+        return f"{NO_VARIATION} (every fold gives {float(d.mean()):+.3f})"
+    return ""
 
 
 def corrected_t(
@@ -83,8 +123,8 @@ def corrected_t(
 
     Returns
     -------
-    (mean, low, high, p). With J < 2 the interval and p are NaN; with no spread at all the
-    interval is the mean itself and p is 1 for a zero mean, else 0.
+    (mean, low, high, p). The interval and p are NaN when they do not exist: with J < 2, or
+    when the differences do not vary (:func:`undefined_reason` says which).
     """
     d = np.asarray(diffs, dtype=float)
     d = d[np.isfinite(d)]
@@ -92,11 +132,9 @@ def corrected_t(
     if J == 0:
         return (np.nan, np.nan, np.nan, np.nan)
     mean = float(d.mean())
-    if J < 2:
+    if undefined_reason(d):
         return (mean, np.nan, np.nan, np.nan)
     var = (1.0 / J + test_train_ratio) * d.var(ddof=1)
-    if var <= 0:
-        return (mean, mean, mean, 1.0 if mean == 0 else 0.0)
     dof = max(1, min(J - 1, df if df is not None else J - 1))
     se = float(np.sqrt(var))
     q = stats.t.ppf(0.5 + level / 2, dof)
@@ -122,7 +160,8 @@ def compare_results(
 
     Returns
     -------
-    One row per pair, label fraction and metric (:data:`COLUMNS`).
+    One row per pair, label fraction and metric (:data:`COLUMNS`); ``note`` says why
+    ``ci_low``, ``ci_high`` and ``p_value`` are NaN ('' when they are defined).
     """
     rows: list[dict[str, Any]] = []
     if results.empty or not pairs:
@@ -139,8 +178,9 @@ def compare_results(
                     continue
                 va, vb = part[(a, metric)].to_numpy(float), part[(b, metric)].to_numpy(float)
                 both = np.isfinite(va) & np.isfinite(vb)
-                mean, low, high, p = corrected_t(va[both] - vb[both], ratio, level, df=n_folds - 1)
-                # Every metric lies in [0, 1], so a difference lies in [-1, 1].
+                diffs = va[both] - vb[both]
+                mean, low, high, p = corrected_t(diffs, ratio, level, df=n_folds - 1)
+                # Every metric lies in [0, 1], so a difference lies in [-1, 1] (NaN stays NaN).
                 low, high = max(low, -1.0), min(high, 1.0)
                 rows.append(
                     dict(
@@ -156,6 +196,7 @@ def compare_results(
                         p_value=p,
                         n_folds=int(both.sum()),
                         method=METHOD,
+                        note=undefined_reason(diffs),
                     )
                 )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -183,15 +224,20 @@ def comparison_markdown(comparisons: pd.DataFrame, minor: str = "") -> str:
         "",
         f"Difference of the fold means (feature set minus reference), 95% interval and p-value of the "
         f"{METHOD}, over {n} test folds (folds x repeats). An interval that holds 0 shows no difference "
-        "at this size.",
+        f"at this size. Where {NO_VARIATION}, the test has no spread to measure the difference against: "
+        "its interval and p are undefined, and the p cell says why.",
         "",
     ]
     recall = "minor_recall" if "minor_recall" in set(comparisons["metric"]) else "minor_accuracy"
     trad = comparisons[comparisons["reference"] == TRAD]
-    module = comparisons[comparisons["reference"] != TRAD]
+    headline = comparisons[comparisons["reference"] == SUPERVISED]
+    module = comparisons[~comparisons["reference"].isin([TRAD, SUPERVISED])]
     if not trad.empty:
         shown = [m for m in ("auc", "sensitivity", "specificity", recall) if m in set(trad["metric"])]
         lines += _table("Traditional features plus SSL features, against traditional features alone", trad, shown)
+    if not headline.empty:
+        shown = [m for m in ("auc", "sensitivity", "specificity", recall) if m in set(headline["metric"])]
+        lines += _table(f"The paper's headline claim: {HEADLINE[0]} against the supervised baseline", headline, shown)
     if not module.empty:
         label = f"minor-class recall ({minor})" if minor else "minor-class recall"
         lines += _table(f"RE and SE against vanilla 3DSiam, on the {label}", module, [recall])
@@ -206,14 +252,19 @@ def _table(title: str, rows: pd.DataFrame, metrics: list[str]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows[rows["metric"].isin(metrics)].itertuples():
+        note = getattr(r, "note", "")
+        note = note if isinstance(note, str) else ""  # a comparisons.csv read back gives NaN for ''
+        defined = np.isfinite(r.ci_low) and np.isfinite(r.ci_high)
+        interval = f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]" if defined else "undefined"
+        difference = f"{r.difference:+.3f}" if np.isfinite(r.difference) else "–"
         out.append(
             f"| {r.feature_set} | {r.reference} | {r.label_fraction:.0%} | {r.metric.replace('_', ' ')} | "
-            f"{r.difference:+.3f} | [{r.ci_low:+.3f}, {r.ci_high:+.3f}] | {_p(r.p_value)} |"
+            f"{difference} | {interval} | {_p(r.p_value, note)} |"
         )
     return out + [""]
 
 
-def _p(p: float) -> str:
+def _p(p: float, note: str = "") -> str:
     if not np.isfinite(p):
-        return "–"
+        return f"undefined: {note}" if note else "undefined"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"

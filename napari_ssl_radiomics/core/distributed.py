@@ -12,10 +12,12 @@ How a step is shared (the choices, and why):
   every rank knows the global batch of ``N x m`` cases (``m = TrainConfig.batch_size``,
   the per-rank batch). Rank r trains on the r-th contiguous share (:meth:`Context.share`).
   The sequence of global batches is the one a single process draws with batch ``N x m``.
-- **RE/SE on the global batch.** The candidates (RE: the global batch; SE: the pool) are
-  encoded in shares, one per rank, and all-gathered in order (:meth:`Context.gather_rows`),
-  so the same seeded k-means runs on the same features on every rank and every rank
-  selects the same cases and weights. A digest of the selection is compared across ranks
+- **RE/SE on the global batch.** SE's default pool is sized for the global batch
+  (:func:`.imbalance.default_pool`), so that SE still selects when the batch grows with N.
+  The candidates (RE: the global batch; SE: the pool) are encoded in shares, one per
+  rank, and all-gathered in order (:meth:`Context.gather_rows`), so the same seeded
+  k-means runs on the same features on every rank and every rank selects the same cases
+  and weights. A digest of the selection is compared across ranks
   (:meth:`Context.check_same`), and a disagreement stops the run with an error rather than
   training different batches silently.
 - **The loss** of rank r is ``N * sum_r(w l) / sum_all(w)`` (:meth:`Context.local_loss`):

@@ -9,7 +9,8 @@ Choices where the paper is silent:
   reproducible; on a handful of vectors it takes about a millisecond.
 - RE: a sample of cluster j gets ``N / f_j``, rescaled so the smallest weight is 1 (i.e.
   ``max(f) / f_j``); the caller averages the per-sample losses with these weights.
-- SE needs a candidate pool larger than the batch (the paper's N = k x q, q = 10): the two
+- SE needs a candidate pool larger than the batch. The paper's N = k x q (q = 10) is for its
+  batch of m = 6; :func:`default_pool` keeps that ratio for larger batches. The two
   clusters whose centroids are farthest apart (Euclidean) are taken, and the m/2 pool
   members nearest (Euclidean) to each of the two centroids, whatever cluster they belong
   to. The picks are distinct: the first centroid (the lower cluster id) picks first, the
@@ -29,6 +30,35 @@ from dataclasses import dataclass
 import numpy as np
 
 MODES = ("none", "re", "se")
+#: the paper's candidate pool holds q = 10 cases per cluster (N = k x q) ...
+POOL_PER_CLUSTER = 10
+#: ... for its batch of m = 6
+PAPER_BATCH = 6
+
+
+def default_pool(k: int, m: int) -> int:
+    """SE's default candidate pool N for k clusters and a batch of m cases.
+
+    The paper draws N = k x 10 candidates for a batch of m = 6 (for k = 3, 6 of 30). A
+    pool that stays at k x 10 while the batch grows selects less and less, and from
+    m >= N it selects nothing: :func:`select` takes the whole pool. So the pool grows with
+    the batch, keeping the paper's ratio: ``max(k * 10, ceil(k * 10 * m / 6))``, which is
+    the paper's k x 10 for every m <= 6.
+
+    Parameters
+    ----------
+    k
+        Number of k-means clusters (k < 1 counts as 1).
+    m
+        Batch size: under torchrun, the global batch of all processes.
+
+    Returns
+    -------
+    int
+        The pool size N (before it is capped at the cohort's size).
+    """
+    base = max(1, int(k)) * POOL_PER_CLUSTER
+    return max(base, -(-base * int(m) // PAPER_BATCH))
 
 
 @dataclass

@@ -6,7 +6,8 @@ the same generator. A run folder holds::
 
     RUN/
       checkpoint.pt   model, optimiser, grad scaler, every RNG state, configs, history
-      config.json     train + augment config (recipe resolved), cohort, device, provenance
+      config.json     train + augment config (recipe resolved), cohort, device, processes,
+                      global batch, SE's resolved pool, provenance
       history.csv     one row per step: the fields of :class:`HistoryRow`, in order
       health.csv      one row per health check (step 0 = the untrained encoder, every
                       checkpoint, the end): the fields of :class:`health.Health`
@@ -17,17 +18,22 @@ cosine decay, SimSiam's fixed predictor learning rate; it was chosen by the abla
 benchmarks/README.md ("Representation quality") because it keeps the representation's rank
 and linear probe where the paper's recipe collapses them. "paper" is the paper's literal
 recipe: Adam, lr 1e-2, weight decay 1e-4, constant, batch 6, dense8 exported.
-:func:`resolve_recipe` applies a preset to the fields that are still at their default values;
-a field given another value (flag, YAML, widget) keeps it. The resolved settings are what
-config.json and the checkpoint record.
+:func:`resolve_recipe` (defined with the settings in ``config.py``, with ``RECIPES`` and
+``RECIPE_FIELDS``, and imported here) applies a preset to the settings the user did not
+choose: a setting given explicitly (flag, YAML key, widget control) keeps its value even
+when it equals the default. The faces resolve with what they know was given and mark the
+config resolved, so :func:`train`'s own call (for library calls: ``TrainConfig(recipe=
+"paper")`` is the paper's recipe) does not apply the preset over their choices. The
+resolved settings are what config.json and the checkpoint record.
 
 Health. At step 0 (the untrained encoder), at every checkpoint and at the end, a fixed,
 seeded probe set of up to ``health_cases`` cases is embedded in eval mode and measured
 (:mod:`health`: effective rank, first-PC share, spread, and with labels a cross-validated
 linear probe). The labels come from the cache's ``Label`` column and are used only for this
 monitoring: never by the loss, the sampler or RE/SE. Each check is yielded as a "health"
-event (``TrainEvent.health``), written to health.csv, and a warning event is yielded when the
-rank stays low or the probe stays below step 0's for ``health.PATIENCE`` checks.
+event (``TrainEvent.health``), written to health.csv, and a warning event is yielded when a
+label-free figure (rank, first-PC share, spread) stays off for ``health.PATIENCE`` checks; the
+probe is recorded and shown, never used to warn (tuning on it would tune on the test labels).
 
 Method choices the paper leaves open (see also docs/field-notes.md):
 
@@ -38,9 +44,13 @@ Method choices the paper leaves open (see also docs/field-notes.md):
   warm-up lasts ``ceil(warmup_epochs * n / m)`` steps.
 - RE: the next m cases of the permutation stream are encoded, clustered (k-means, k =
   ``clusters``) and weighted N/f_j (min 1); the loss is sum(w l) / sum(w).
-- SE: a pool of N = ``pool`` (0: clusters x 10, the paper's k x q) cases is drawn at random
-  without replacement, encoded, clustered, and the m/2 nearest to each of the two farthest
-  centroids form the batch (equal weights).
+- SE: a pool of N = ``pool`` cases is drawn at random without replacement, encoded,
+  clustered, and the m/2 nearest to each of the two farthest centroids form the batch
+  (equal weights). ``pool`` 0 is :func:`imbalance.default_pool` of the global batch m:
+  the paper's k x 10 for m <= 6, growing as k x 10 x m / 6 beyond, so that SE still
+  selects when torchrun multiplies the batch. A pool no larger than m (given, or cut by a
+  small cohort) is refused (:func:`se_pool`): SE would train on the whole pool, i.e. a
+  vanilla batch.
 - Features for RE/SE are computed from the *un-augmented* crops under ``torch.no_grad``
   with the encoder in **eval mode**: in train mode batch norm would (a) fold the pool's
   statistics into its running averages, a side effect on the model from a pass that is not
@@ -76,7 +86,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +94,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import AugmentConfig, TrainConfig, from_dict, to_dict
+from ..config import RECIPE_FIELDS as RECIPE_FIELDS  # the recipes live with the settings; re-exported here
+from ..config import RECIPES as RECIPES
+from ..config import AugmentConfig, TrainConfig, from_dict, resolve_recipe, to_dict
 from .augment import augment as augment_batch
 from .cache import PreparedCohort, StreamedCrops, is_streamed, load_for_training
 from .distributed import augment_seed
 from .distributed import context as distributed_context
 from .events import drive
 from .health import HEALTH_CSV, Health, HealthMonitor, measure, probe_set, usable_labels
-from .imbalance import plan_batch
+from .imbalance import default_pool, plan_batch
 from .lock import folder_lock
 from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, weighted_mean
 from .utils import atomic_path, cpu_count, provenance, write_csv, write_json
@@ -107,49 +119,6 @@ COLLAPSE_FRACTION = 0.1
 COLLAPSE_STEPS = 50
 #: the cohort is kept on a CUDA device when it needs less than this share of free memory
 DEVICE_COHORT_SHARE = 0.4
-#: the settings a recipe sets; "default" is TrainConfig's own defaults
-RECIPE_FIELDS = (
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "schedule",
-    "lr_warmup",
-    "batch_size",
-    "out_bn",
-    "pred_hidden",
-    "fix_pred_lr",
-    "export",
-)
-RECIPES: dict[str, dict[str, Any]] = {
-    "default": {name: getattr(TrainConfig(), name) for name in RECIPE_FIELDS},
-    "paper": {
-        "optimizer": "adam",
-        "lr": 1e-2,
-        "momentum": 0.9,
-        "weight_decay": 1e-4,
-        "schedule": "constant",
-        "lr_warmup": 0,
-        "batch_size": 6,
-        "out_bn": False,
-        "pred_hidden": 64,
-        "fix_pred_lr": False,
-        "export": "head",
-    },
-}
-
-
-def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its recipe's preset applied to the fields still at their default values.
-
-    A field set to anything other than TrainConfig's default is the user's choice and wins
-    over the preset (so ``recipe: paper`` with ``lr: 0.001`` is the paper's recipe at lr
-    1e-3). A field set explicitly *to* the default value cannot be told apart and takes the
-    preset's value.
-    """
-    preset, default = RECIPES[cfg.recipe], RECIPES["default"]
-    changes = {k: v for k, v in preset.items() if getattr(cfg, k) == default[k]}
-    return replace(cfg, **changes)
 
 
 @dataclass
@@ -187,7 +156,9 @@ class TrainEvent:
     """One report from :func:`train`.
 
     ``kind`` is "step" (after each optimisation step), "health" (after a health check: step 0
-    comes first, as ``iteration`` 0), "checkpoint" (after a checkpoint was written),
+    comes first, as ``iteration`` 0; a resumed run first yields its earlier checks again, once
+    each and in order, for a consumer that starts fresh: one that already holds them, e.g.
+    from health.csv, keys them by iteration), "checkpoint" (after a checkpoint was written),
     "warning" (``message`` says what, in plain words), "done" or "stopped". The step fields
     are :class:`HistoryRow`'s (the last step's for the other kinds). ``health`` holds the
     figures of a "health" event (:meth:`health.Health.figures`: ``effective_rank``,
@@ -317,6 +288,52 @@ class Sampler:
         self.pos = int(state["pos"])
 
 
+def se_pool(cfg: TrainConfig, m: int, n: int, world: int = 1) -> int:
+    """SE's candidate pool size for a global batch of ``m`` cases out of ``n``.
+
+    Parameters
+    ----------
+    cfg
+        The run's settings: ``pool`` (0: :func:`imbalance.default_pool` of ``clusters``
+        and ``m``), ``mode``, ``batch_size``.
+    m
+        The global batch (``batch_size`` x processes, at most ``n``).
+    n
+        Prepared cases in the cohort (the pool is at most all of them).
+    world
+        Number of training processes (for the message only).
+
+    Returns
+    -------
+    int
+        The pool size, ``min(pool or default, n)``.
+
+    Raises
+    ------
+    ValueError
+        When ``mode`` is "se" and the pool is no larger than ``m``: SE would train on the
+        whole pool and select nothing. The message names both numbers and what to change.
+    """
+    pool = min(cfg.pool or default_pool(cfg.clusters, m), n)
+    if cfg.mode != "se" or pool > m:
+        return pool
+    batch = f"the batch of {m}"
+    if world > 1:
+        batch = f"the global batch of {m} ({cfg.batch_size} per process x {world} processes)"
+    if cfg.pool and cfg.pool <= m:
+        raise ValueError(
+            f"TrainConfig.pool (--pool) = {cfg.pool} is no larger than {batch}: SE would train on the whole "
+            f"pool and select nothing; give a --pool larger than {m}, or 0 for the default "
+            f"({default_pool(cfg.clusters, m)} here)"
+        )
+    largest = (n - 1) // world  # the largest per-process batch that leaves SE a choice
+    smaller = f"a --batch-size of {largest} or less, " if largest >= 2 else ""
+    raise ValueError(
+        f"SE's candidate pool is cut to the cohort's {n} prepared cases, no larger than {batch}: SE would "
+        f"train on every case and select nothing; use {smaller}--mode re or none, or prepare more cases"
+    )
+
+
 def step_seed(seed: int, iteration: int) -> int:
     """The k-means seed of a step: a function of (seed, iteration), so nothing to checkpoint."""
     return int(np.random.SeedSequence([abs(int(seed)), int(iteration)]).generate_state(1)[0])
@@ -350,6 +367,16 @@ def _config_mismatch(saved: dict, given: dict, section: str) -> str | None:
     return None
 
 
+def _check_world(out: Path, ckpt: dict[str, Any], world: int) -> None:
+    """Refuse to resume a checkpoint on another number of processes (another global batch)."""
+    then = int(ckpt.get("world", 1))
+    if then != world:
+        raise ValueError(
+            f"cannot resume {out}: it was trained on {then} process(es) and this call runs "
+            f"{world}; resume with the same number (torchrun --nproc-per-node {then}; 1: no torchrun)"
+        )
+
+
 def saved_config(run: str | Path) -> tuple[TrainConfig, AugmentConfig]:
     """The train and augment settings a run folder was started with (from config.json)."""
     path = Path(run) / CONFIG_JSON
@@ -373,7 +400,7 @@ class _Run:
         self.n = len(data)
         self.m = min(cfg.batch_size * self.dist.world, self.n)  # the global batch: m per process
         self.k = max(1, cfg.clusters)
-        self.pool_size = min(cfg.pool or self.k * 10, self.n)
+        self.pool_size = se_pool(cfg, self.m, self.n, self.dist.world)  # ValueError when SE cannot select
         self.warmup_steps = math.ceil(cfg.warmup_epochs * self.n / self.m)
         self.iteration = 0
         self.history: list[HistoryRow] = []
@@ -471,7 +498,8 @@ class _Run:
                 f"(iteration {self.saved_iteration}) was kept. Try a lower --lr (now {self.cfg.lr}) or --precision fp32."
             )
         rank_states = self.dist.gather_object(self.aug_gen.get_state())
-        if not self.dist.is_main:  # rank 0 alone writes the run folder
+        if not self.dist.is_main:  # rank 0 alone writes the run folder; the others wait until it has
+            self.dist.barrier()
             self.saved_iteration = self.iteration
             return
         payload = {
@@ -505,14 +533,10 @@ class _Run:
         if self.monitor.checks:
             write_csv(self.out / HEALTH_CSV, self.monitor.frame())
         self.saved_iteration = self.iteration
+        self.dist.barrier()  # no rank runs ahead of the files (it could find no checkpoint yet)
 
     def load(self, ckpt: dict[str, Any]) -> None:
-        world = int(ckpt.get("world", 1))
-        if world != self.dist.world:  # another global batch would be another run
-            raise ValueError(
-                f"cannot resume {self.out}: it was trained on {world} process(es) and this call runs "
-                f"{self.dist.world}; resume with the same number (torchrun --nproc-per-node {world}; 1: no torchrun)"
-            )
+        _check_world(self.out, ckpt, self.dist.world)
         for section, saved, given in (
             ("train", ckpt["train"], to_dict(self.cfg)),
             ("augment", ckpt["augment"], to_dict(self.aug)),
@@ -727,7 +751,7 @@ def train(
         else ctx.main_first(lambda: load_for_training(cohort, cfg.memory_gb))  # in memory, or memory-mapped
     )
     _check_cohort(data)
-    cfg = resolve_recipe(cfg)
+    cfg = resolve_recipe(cfg)  # a library call's recipe; a config a face resolved (its explicit choices) is kept
     if augment_on not in ("device", "host"):
         raise ValueError(f"augment_on = {augment_on!r}; choose 'device' or 'host'")
     out = Path(out)
@@ -760,10 +784,13 @@ def _train_locked(
         raise FileNotFoundError(f"{out} holds no checkpoint to resume; start a new run without --resume")
     if not resume and ckpt_path.exists():
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    ckpt = read_checkpoint(ckpt_path) if resume else None
+    if ckpt is not None:  # first: another number of processes also makes another batch and pool
+        _check_world(out, ckpt, distributed_context().world)
     run = _Run(data, out, cfg, augment, stop_gradient)
     run.build(augment_on, channels_last)
-    if resume:
-        run.load(read_checkpoint(ckpt_path))
+    if ckpt is not None:
+        run.load(ckpt)
     out.mkdir(parents=True, exist_ok=True)
     if run.dist.is_main:  # rank 0 alone writes the run folder (core/distributed.py)
         write_json(
@@ -778,6 +805,8 @@ def _train_locked(
                     "streamed": is_streamed(data),
                 },
                 processes=run.dist.world,
+                global_batch=run.m,
+                se_pool=run.pool_size if cfg.mode == "se" else None,  # the resolved pool (cfg.pool 0: default)
                 device=str(run.device),
                 precision=str(run.amp_dtype or "fp32"),
                 resumed_from=run.iteration if resume else None,
@@ -858,7 +887,8 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
         raise
     finally:
         torch.use_deterministic_algorithms(deterministic)
-    if run.saved_iteration != run.iteration or not run.checkpoint_path().exists():
+    # decided together: a rank that saved alone would wait for the others for ever
+    if run.dist.any(run.saved_iteration != run.iteration or not run.checkpoint_path().exists()):
         run.save()
     yield _event(
         "done",

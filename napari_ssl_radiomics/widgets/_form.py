@@ -13,6 +13,12 @@ and the YAML file):
 
 The field's help (and its range in words) becomes the tool tip. :meth:`ConfigForm.value`
 builds the dataclass back and validates it.
+
+Presets: what the form shows is what runs. A TrainConfig form shows its recipe resolved
+(:func:`napari_ssl_radiomics.config.resolve_recipe`), and choosing another recipe in its
+combo box writes that preset's values into the controls; a control the user then changes
+keeps the user's value. :meth:`ConfigForm.value` treats every control as given, so the
+training engine never applies the preset over what the form shows.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEd
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QAbstractSpinBox, QCompleter, QVBoxLayout, QWidget
 
-from ..config import describe_range, validate
+from ..config import RECIPES, TrainConfig, apply_presets, describe_range, public_fields, validate
 
 INT_LIMIT = 2**31 - 1  # Qt spin boxes hold a C int
 FLOAT_LIMIT = 1e9
@@ -154,9 +160,11 @@ class ConfigForm(QWidget):
         suggestions: dict[str, tuple] | None = None,
     ) -> None:
         super().__init__()
+        cfg = apply_presets(cfg)  # show the recipe's values, not the defaults it replaces
         self._cfg = cfg
+        self._loading = False  # set_value writes a whole config: its recipe must not rewrite the others
         self._hints = typing.get_type_hints(type(cfg))
-        fields = {f.name: f for f in dataclasses.fields(cfg)}
+        fields = {f.name: f for f in public_fields(cfg)}
         names = list(only) if only is not None else list(fields)
         self.controls: dict[str, Widget] = {}
         for name in names:
@@ -169,12 +177,22 @@ class ConfigForm(QWidget):
         self.container = Container(widgets=list(self.controls.values()), labels=True)
         self.container.margins = (0, 0, 0, 0)
         self.container.changed.connect(lambda *_: self.changed.emit())
+        if isinstance(cfg, TrainConfig) and "recipe" in self.controls:
+            self.controls["recipe"].changed.connect(self._show_recipe)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.container.native)
 
+    def _show_recipe(self, recipe: str) -> None:
+        """Write the chosen recipe's preset into its controls (what the form shows is what runs)."""
+        if self._loading:
+            return
+        for name, value in RECIPES[recipe].items():
+            if name in self.controls:
+                _write(self.controls[name], self._hints[name], value)
+
     def value(self) -> Any:
-        """The dataclass with the widgets' values.
+        """The dataclass with the widgets' values (every control counts as given: presets do not override it).
 
         Raises
         ------
@@ -185,13 +203,18 @@ class ConfigForm(QWidget):
         changes = {n: _read(w, self._hints[n], f"{where}.{n}") for n, w in self.controls.items()}
         cfg = dataclasses.replace(self._cfg, **changes)
         validate(cfg)
-        return cfg
+        return apply_presets(cfg, given=self.controls)
 
     def set_value(self, cfg: Any) -> None:
-        """Show the values of ``cfg`` (fields without a widget are kept from ``cfg``)."""
+        """Show the values of ``cfg`` (fields without a widget are kept from ``cfg``; a recipe resolved)."""
+        cfg = apply_presets(cfg)
         self._cfg = cfg
-        for name, widget in self.controls.items():
-            _write(widget, self._hints[name], getattr(cfg, name))
+        self._loading = True
+        try:
+            for name, widget in self.controls.items():
+                _write(widget, self._hints[name], getattr(cfg, name))
+        finally:
+            self._loading = False
 
     def on_change(self, callback: Callable[[], None]) -> None:
         self.changed.connect(callback)

@@ -29,6 +29,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton
 
 from ..config import TrainConfig
+from ..core.health import PROBE_CAVEAT
 from . import _workers
 from ._form import ConfigForm
 from ._plots import ScrollDock, ThemedFigure
@@ -39,6 +40,11 @@ REDRAW_S = 0.3  # shortest time between two redraws of the live plot, seconds
 #: machine one redraw of the three panels takes 0.1-0.6 s, so the interval grows with it
 REDRAW_SHARE = 0.2
 RANK_COLOUR, AUC_COLOUR = "tab:green", "tab:purple"
+#: the caveat line under the health figures (its tool tip: the whole :data:`PROBE_CAVEAT`)
+PROBE_CAVEAT_SHORT = (
+    "The probe AUC uses every label, test folds included: tuning the learning rate or iterations on it makes the "
+    "cross-validated results optimistic."
+)
 
 
 def torch_threads() -> int:
@@ -109,7 +115,15 @@ class LossPlot(ThemedFigure):
         self.collapse.append(collapse)
 
     def add_health(self, iteration: int, figures: dict[str, float]) -> None:
+        """Add the check at ``iteration``, or replace the one held there; the series stays in order.
+
+        A resumed run yields its earlier checks again (for a consumer that starts fresh),
+        while the widget has already read them from health.csv: appending them would draw
+        a false line back to iteration 0.
+        """
+        self.health = [(i, f) for i, f in self.health if i != iteration]
         self.health.append((iteration, dict(figures)))
+        self.health.sort(key=lambda pair: pair[0])
 
     def _health_series(self, key: str) -> tuple[list[int], list[float]]:
         pairs = [(i, f[key]) for i, f in self.health if key in f and not math.isnan(float(f[key]))]
@@ -189,6 +203,11 @@ class TrainWidget(ScrollDock):
         self.status.setWordWrap(True)
         self.health_info = QLabel("")
         self.health_info.setWordWrap(True)
+        # the probe uses every label, test folds included: say so wherever it is shown (core/health.py)
+        self.probe_caveat = QLabel(PROBE_CAVEAT_SHORT)
+        self.probe_caveat.setWordWrap(True)
+        self.probe_caveat.setToolTip(PROBE_CAVEAT)
+        self.probe_caveat.setVisible(False)
         self.plot = LossPlot(napari_viewer)
         self._timer = QTimer(self)
         self._timer.setInterval(int(REDRAW_S * 1000))
@@ -206,6 +225,7 @@ class TrainWidget(ScrollDock):
         self.body.addWidget(self.status)
         self.body.addWidget(self.plot)
         self.body.addWidget(self.health_info)
+        self.body.addWidget(self.probe_caveat)
         self.state.run_changed.connect(self._buttons)
         self._buttons()
 
@@ -328,6 +348,7 @@ class TrainWidget(ScrollDock):
                 first = self.plot.health[0][1] if self.plot.health and self.plot.health[0][0] == 0 else None
                 what = "untrained encoder" if ev.iteration == 0 else f"iteration {ev.iteration}"
                 self.health_info.setText(f"Health ({what}): {describe_health(figures, first)}")
+                self.probe_caveat.setVisible("probe_auc" in figures)
         elif kind == "warning":
             show_warning(ev.message)
         elif kind == "checkpoint":
