@@ -35,13 +35,14 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from ..config import AugmentConfig, EvaluateConfig, TrainConfig
 from .evaluate import Labels, binary_auc, labels_of, make_folds, splits
+from .events import Level
 
 LOSS_FALL = 0.9  # the last tenth's mean loss must be below this share of the first tenth's
 STILL_FALLING = 0.05  # relative fall between the last two tenths that means "not done yet"
@@ -64,8 +65,12 @@ class SupervisedEvent:
     iterations: int
     loss: float
     elapsed_s: float
-    kind: str = "step"
+    kind: Literal["step", "warning"] = "step"
     note: str = ""
+
+    @property
+    def level(self) -> Level:
+        return "warning" if self.kind == "warning" else "info"
 
     @property
     def index(self) -> int:
