@@ -31,9 +31,9 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton
 from ..config import TrainConfig
 from ..core.health import PROBE_CAVEAT
 from . import _workers
+from ._dock import Dock
 from ._form import ConfigForm
-from ._plots import ScrollDock, ThemedFigure
-from ._state import get_state
+from ._plots import ThemedFigure
 
 REDRAW_S = 0.3  # shortest time between two redraws of the live plot, seconds
 #: at most this share of the GUI thread's time goes to redrawing the live plot: on a loaded
@@ -163,14 +163,11 @@ def describe_health(figures: dict[str, float], first: dict[str, float] | None) -
     return ", ".join(parts)
 
 
-class TrainWidget(ScrollDock):
+class TrainWidget(Dock):
     """Train 3DSiam (none / RE / SE) on the prepared cohort (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.state = get_state(napari_viewer)
-        self._worker: Any = None
+        super().__init__(napari_viewer)
         self._stop = threading.Event()
         self._bar: Any = None
         self._dirty = False
