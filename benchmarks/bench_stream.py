@@ -108,7 +108,7 @@ def train_rate(data, steps: int, batch: int, device: str) -> float:
     cfg = TrainConfig(mode="none", iterations=steps, batch_size=batch, checkpoint_every=10**9, device=device, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         rates = [
-            e.samples_per_s
+            e.row.samples_per_s
             for e in train(data, Path(tmp) / "run", cfg, AugmentConfig(), channels_last=False)
             if e.kind == "step" and e.iteration > 1
         ]

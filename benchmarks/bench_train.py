@@ -63,7 +63,7 @@ def measure(data: PreparedCohort, steps: int, warmup: int, **kw) -> tuple[float,
             data, Path(tmp) / "run", cfg, AugmentConfig(), augment_on=augment_on, channels_last=channels_last
         ):
             if event.kind == "step" and event.iteration > warmup:
-                rates.append(event.samples_per_s)
+                rates.append(event.row.samples_per_s)
     return statistics.median(rates), max(rates)
 
 

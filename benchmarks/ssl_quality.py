@@ -200,7 +200,7 @@ def train_run(cache: Path, out: Path, cfg) -> tuple[dict[str, np.ndarray], pd.Da
         resume = (out / "checkpoint.pt").exists()
 
         def show(ev) -> None:
-            if ev.kind in ("health", "warning"):
+            if ev.kind == "health" or ev.level == "warning":
                 print(f"  [{out.name}] {ev.message}", flush=True)
 
         from napari_ssl_radiomics.cli.train import _stop_on_sigint

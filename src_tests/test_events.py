@@ -24,6 +24,19 @@ def test_every_event_offers_index_total_message(event):
     assert isinstance(event, Progress)
     assert 0 < event.index <= event.total
     assert isinstance(event.message, str)
+    assert event.level == "info"  # progress; warnings say so in the protocol, see below
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        SupervisedEvent(2, 4, 0, 1, 0.5, 3, 10, 0.7, 1.0, kind="warning", note="did not converge"),
+        TrainEvent("warning", 7, 20, message="collapsing"),
+        StageEvent("train", "warning", 7, 20, "collapsing"),
+    ],
+)
+def test_warnings_are_part_of_the_protocol(event):
+    assert isinstance(event, Progress) and event.level == "warning" and event.message
 
 
 def test_supervised_index_counts_steps_over_all_splits():

@@ -184,3 +184,15 @@ def test_a_checkpoint_of_the_earlier_monitor_resumes():
     assert (mon.collapse_run, mon.warned) == (2, [])
     assert HealthMonitor.from_state({**old, "warned": ["rank", "probe"]}).warned == ["collapse"]
     assert HealthMonitor.from_state(mon.state()) == mon
+
+
+def test_the_collapse_monitor_warns_once_and_resumes_from_either_checkpoint_format():
+    from napari_ssl_radiomics.core.monitors import COLLAPSE_STEPS, CollapseMonitor
+
+    mon = CollapseMonitor()
+    out = [text for _ in range(COLLAPSE_STEPS + 5) for text in mon.update(0.0)]
+    assert len(out) == 1 and "collapsing" in out[0]
+    assert mon.update(0.06) == [] and mon.run == 0  # a healthy step resets the count
+    assert CollapseMonitor.from_checkpoint({"collapse": mon.state()}) == mon
+    # format 2 kept the counters at the checkpoint's top level
+    assert CollapseMonitor.from_checkpoint({"collapse_run": 7, "warned": True}) == CollapseMonitor(7, True)

@@ -43,7 +43,7 @@ HARNESS = textwrap.dedent(
     cache, out, report, settings, augment = sys.argv[1:6]
     events = []
     drive(train(cache, out, TrainConfig(**json.loads(settings)), AugmentConfig(**json.loads(augment))), events.append)
-    steps = [e for e in events if e.kind == "step"]
+    steps = [e.row for e in events if e.kind == "step"]
     rank = os.environ["RANK"]
     with open(os.path.join(report, f"rank{rank}.json"), "w", encoding="utf-8") as fh:
         json.dump({"selected": [e.selected_ids for e in steps], "loss": [e.loss for e in steps],

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from napari_ssl_radiomics.config import AugmentConfig, TrainConfig
-from napari_ssl_radiomics.core import train as train_module
+from napari_ssl_radiomics.core import monitors
 from napari_ssl_radiomics.core.cache import CASE_COLUMNS, load_prepared, write_crop
 from napari_ssl_radiomics.core.train import (
     CHECKPOINT,
@@ -89,7 +89,7 @@ def events(gen) -> list:
 def test_loss_falls_on_a_learnable_toy_without_collapse(cache, tmp_path):
     cfg = small(mode="none", batch_size=4, iterations=12, recipe="paper")  # Adam 1e-2: 12 steps show learning
     evs, result = events(train(cache, tmp_path / "run", cfg, AugmentConfig()))
-    steps = [e for e in evs if e.kind == "step"]
+    steps = [e.row for e in evs if e.kind == "step"]
     losses = np.array([e.loss for e in steps])
     assert len(steps) == 12 and evs[-1].kind == "done" and not result.stopped
     # random init gives a cosine near 0; SimSiam pulls the two views together (about -0.6 here)
@@ -146,7 +146,7 @@ def test_se_and_re_record_clusters_weights_and_selection(cache, tmp_path):
     data = load_prepared(cache)
     cfg = small(mode="se", clusters=3, pool=9, iterations=4)  # steps 1-3 vanilla, step 4 SE
     evs, result = events(train(cache, tmp_path / "se", cfg, AugmentConfig()))
-    steps = [e for e in evs if e.kind == "step"]
+    steps = [e.row for e in evs if e.kind == "step"]
     assert [e.phase for e in steps] == ["vanilla"] * 3 + ["se"]
     assert steps[0].cluster_sizes == [] and len(steps[0].selected_ids) == 4
     se = steps[-1]
@@ -161,7 +161,7 @@ def test_se_and_re_record_clusters_weights_and_selection(cache, tmp_path):
 
     cfg = small(mode="re", clusters=2, iterations=2, warmup_epochs=0)
     evs, result = events(train(cache, tmp_path / "re", cfg, AugmentConfig()))
-    steps = [e for e in evs if e.kind == "step"]
+    steps = [e.row for e in evs if e.kind == "step"]
     assert all(e.phase == "re" for e in steps)
     for e in steps:
         assert sum(e.cluster_sizes) == 4
@@ -177,9 +177,7 @@ def test_checkpoint_round_trips_model_and_optimiser(cache, tmp_path):
     cfg = small(iterations=2, batch_size=2)
     run_to_end(train(cache, tmp_path / "a", cfg, AugmentConfig()))
     ckpt = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=False)
-    state = _Run(load_prepared(cache), tmp_path / "b", cfg, AugmentConfig())
-    state.build("device", None)
-    state.load(ckpt)
+    state = _Run(load_prepared(cache), tmp_path / "b", cfg, AugmentConfig(), ckpt)
     for name, value in ckpt["model"].items():
         assert torch.equal(state.model.state_dict()[name], value), name
     opt = state.optimizer.state_dict()
@@ -244,9 +242,9 @@ def test_a_collapsed_representation_warns_once(tmp_path, monkeypatch):
     data = load_prepared(root)
     data.images[:] = 100.0
     off = AugmentConfig(rotation_p=0, scale_p=0, shift_p=0, gamma_p=0, sharpen_p=0, blur_p=0, noise_p=0)
-    monkeypatch.setattr(train_module, "COLLAPSE_STEPS", 2)  # the real threshold is 50 steps
+    monkeypatch.setattr(monitors, "COLLAPSE_STEPS", 2)  # the real threshold is 50 steps
     evs, _ = events(train(data, tmp_path / "run", small(iterations=3, batch_size=2), off))
-    assert all(e.collapse < 1e-3 for e in evs if e.kind == "step")
+    assert all(e.row.collapse < 1e-3 for e in evs if e.kind == "step")
     warnings = [e for e in evs if e.kind == "warning"]
     assert len(warnings) == 1 and warnings[0].iteration == 2 and "collapsing" in warnings[0].message
 
@@ -274,11 +272,10 @@ def test_recipes_paper_and_default_and_explicit_settings_win(cache, tmp_path):
     # the engine trains what the recipe says and records the resolved settings
     cfg = small(recipe="paper", batch_size=2, iterations=3)  # lr_warmup=0 and batch 2 as given
     evs, _ = events(train(cache, tmp_path / "paper", cfg, AugmentConfig()))
-    assert [e.lr for e in evs if e.kind == "step"] == [1e-2] * 3  # constant
+    assert [e.row.lr for e in evs if e.kind == "step"] == [1e-2] * 3  # constant
     saved = json.loads((tmp_path / "paper" / CONFIG_JSON).read_text(encoding="utf-8"))["config"]["train"]
     assert (saved["optimizer"], saved["lr"], saved["schedule"]) == ("adam", 1e-2, "constant")
     state = _Run(load_prepared(cache), tmp_path / "x", resolve_recipe(cfg), AugmentConfig())
-    state.build("device", None)
     assert isinstance(state.optimizer, torch.optim.Adam)
     # a face's resolved config goes through train() as it is: SGD trains and config.json says so
     run_to_end(train(cache, tmp_path / "sgd", resolve_recipe(cfg, given={"optimizer"}), AugmentConfig()))
@@ -290,11 +287,10 @@ def test_recipes_paper_and_default_and_explicit_settings_win(cache, tmp_path):
     # the default recipe: SGD, linear warm-up, then cosine decay to 0; the predictor keeps its lr
     cfg = small(batch_size=2, iterations=8, lr_warmup=2)  # warm-up: at most a quarter of the steps
     evs, _ = events(train(cache, tmp_path / "default", cfg, AugmentConfig()))
-    lrs = [e.lr for e in evs if e.kind == "step"]
+    lrs = [e.row.lr for e in evs if e.kind == "step"]
     assert lrs[0] == pytest.approx(cfg.lr / 2) and lrs[1] == pytest.approx(cfg.lr)
     assert all(a > b for a, b in zip(lrs[1:], lrs[2:])) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
     state = _Run(load_prepared(cache), tmp_path / "y", cfg, AugmentConfig())
-    state.build("device", None)
     state.set_lr(8)
     assert isinstance(state.optimizer, torch.optim.SGD)
     assert [g["lr"] for g in state.optimizer.param_groups] == [pytest.approx(0.0, abs=1e-12), cfg.lr]
@@ -326,7 +322,6 @@ def test_se_pool_grows_with_the_batch_and_a_pool_no_larger_is_refused(tmp_path, 
     assert [pool(batch_size=4), pool(batch_size=8), pool(batch_size=20), pool(batch_size=8, pool=9)] == [20, 27, 30, 9]
     # an SE step draws that pool and selects the batch from it
     run = _Run(data, tmp_path / "x", small(mode="se", clusters=2, batch_size=8), AugmentConfig())
-    run.build("device", None)
     positions, _, sizes = run.plan("se", 1)
     assert sum(sizes) == 27 and len(set(positions.tolist())) == len(positions) == 8
 

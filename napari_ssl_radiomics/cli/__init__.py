@@ -2,7 +2,9 @@
 
 Each module here registers its subcommands with ``register(subparsers)`` and keeps its
 heavy imports (torch, pyradiomics) inside the command functions, so that ``--help`` is fast.
-Flags come from the config dataclasses (:mod:`napari_ssl_radiomics.config`).
+Flags come from the config dataclasses (:mod:`napari_ssl_radiomics.config`). What a command
+made (files written, summaries) is printed to stdout; progress bars, warnings and errors go
+to stderr (the core's warnings through :mod:`logging`).
 """
 
 from __future__ import annotations

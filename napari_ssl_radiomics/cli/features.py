@@ -10,13 +10,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from ..config import ClusterConfig, EvaluateConfig, PrepareConfig, RadiomicsConfig, add_arguments, from_arguments
 from . import CommandError
-
-log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,15 +127,10 @@ def run_radiomics(args: argparse.Namespace) -> int:
     if features.empty:
         raise CommandError(f"no case could be extracted ({len(failures)} failed); the reasons are in {failures_path}")
     write_table(table, out, cfg, settings=rad.load_spec(cfg), manifest=str(args.manifest), failures=len(failures))
-    log.info(
-        "wrote %s: %d cases x %d features (%d computed, %d from the cache, %d failed%s)",
-        out,
-        len(table),
-        features.shape[1] - 1,
-        counts["ok"],
-        counts["cached"],
-        len(failures),
-        f", listed in {failures_path}" if len(failures) else "",
+    listed = f", listed in {failures_path}" if len(failures) else ""
+    print(
+        f"wrote {out}: {len(table)} cases x {features.shape[1] - 1} features ({counts['ok']} computed, "
+        f"{counts['cached']} from the cache, {len(failures)} failed{listed})"
     )
     return 0
 
@@ -179,7 +171,7 @@ def run_combine(args: argparse.Namespace) -> int:
     table = combine(tables, labels=labels)
     extra = {"checkpoint": args.checkpoint, "checkpoint_sha256": sha256(args.checkpoint)} if args.checkpoint else {}
     write_table(table, args.out, None, sources=list(args.tables), manifest=args.manifest, **extra)
-    log.info("wrote %s: %d cases, %d columns", args.out, len(table), table.shape[1])
+    print(f"wrote {args.out}: {len(table)} cases, {table.shape[1]} columns")
     return 0
 
 
@@ -224,5 +216,5 @@ def run_evaluate(args: argparse.Namespace) -> int:
         result = drive(evaluate_iter(sets, cfg, predictions=predictions or None), show)
     paths = write_outputs(result, args.out, sources={k: v for k, v in (parse_table_arg(t) for t in args.tables)})
     print(result.summary)
-    log.info("wrote %d files to %s", len(paths), args.out)
+    print(f"wrote {len(paths)} files to {args.out}")
     return 0

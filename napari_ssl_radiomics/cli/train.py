@@ -104,13 +104,14 @@ def run_train(args: argparse.Namespace) -> int:
 
     def show(event) -> None:
         if event.kind == "step":
+            row = event.row
             bar.update(event.iteration - bar.n)
             bar.set_postfix(
-                phase=event.phase,
-                loss=f"{event.loss:.4f}",
-                collapse=f"{event.collapse:.4f}",
+                phase=row.phase,
+                loss=f"{row.loss:.4f}",
+                collapse=f"{row.collapse:.4f}",
                 **health,
-                sps=f"{event.samples_per_s:.2f}",
+                sps=f"{row.samples_per_s:.2f}",
                 refresh=False,
             )
         elif event.kind == "health":
@@ -119,7 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
             if "probe_auc" in event.health:
                 health["probe"] = f"{event.health['probe_auc']:.3f}"
             bar.write(event.message, file=sys.stderr)
-        elif event.kind == "warning":
+        elif event.level == "warning":
             bar.write(f"warning: {event.message}", file=sys.stderr)
 
     with _stop_on_sigint() as flag:

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from .cache import PreparedCohort, load_prepared
-from .events import drive
+from .devices import resolve_device
+from .events import Level, drive
 from .model import Encoder, SimSiam3D
-from .train import load_model, resolve_device
+from .train import load_model
 
 PREFIX = "ssl_"
 
@@ -39,6 +40,7 @@ class EmbedEvent:
     index: int
     total: int
     message: str = ""
+    level: Level = "info"
 
 
 def encode(

@@ -50,7 +50,7 @@ import warnings
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from ..config import EvaluateConfig
+from .events import Level
 from .tables import ID, _some, check_ids, clean_features, feature_columns
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -527,8 +528,12 @@ class EvaluateEvent:
     repeats: int = 0
     C: float = float("nan")
     elapsed_s: float = 0.0
-    kind: str = "fit"
+    kind: Literal["fit", "warning"] = "fit"
     note: str = ""
+
+    @property
+    def level(self) -> Level:
+        return "warning" if self.kind == "warning" else "info"
 
     @property
     def message(self) -> str:

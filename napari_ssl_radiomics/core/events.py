@@ -2,17 +2,21 @@
 
 Each of the core's long jobs (prepare, radiomics, train, supervised, evaluate, the pipeline)
 is a generator that yields events and returns its result. Whatever else an event carries,
-it has ``index`` (units done, counting from 1), ``total`` (units in all, 0 when unknown) and
-``message`` (one human line, may be empty), so that a progress bar, a widget or a log can
-show any of them without knowing which job it is.
+it has ``index`` (units done, counting from 1), ``total`` (units in all, 0 when unknown),
+``message`` (one human line, may be empty) and ``level`` (:data:`Level`: "info", or
+"warning" when ``message`` warns the user), so that a progress bar, a widget or a log can
+show any of them, warnings included, without knowing which job it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 R = TypeVar("R")
+
+#: how much an event matters to the user: "warning" events are shown as warnings, the rest as progress
+Level = Literal["info", "warning"]
 
 
 @runtime_checkable
@@ -27,6 +31,9 @@ class Progress(Protocol):
 
     @property
     def message(self) -> str: ...
+
+    @property
+    def level(self) -> Level: ...
 
 
 def drive(gen: Generator[Any, Any, R], on_event: Callable[[Any], None] | None = None) -> R:

@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from ..config import PipelineConfig, TrainConfig, commented_yaml, to_dict
+from .events import Level
 from .lock import folder_lock
 from .utils import check_output_folder, config_hash, provenance, read_table_csv, sha256, write_json, write_text
 
@@ -51,6 +52,10 @@ class StageEvent:
     total: int = 0
     message: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def level(self) -> Level:
+        return "warning" if self.status == "warning" else "info"
 
 
 @dataclass
@@ -194,7 +199,7 @@ def _forward(stage: str, gen: Generator) -> Generator[StageEvent, None, Any]:
     try:
         while True:
             event = next(gen)
-            status = "warning" if getattr(event, "kind", "") == "warning" else "progress"
+            status = "warning" if event.level == "warning" else "progress"
             yield StageEvent(stage, status, event.index, event.total, event.message, {"event": event})
     except StopIteration as stop:
         return stop.value

@@ -57,6 +57,7 @@ import SimpleITK as sitk
 from ..config import ClusterConfig, PrepareConfig, to_dict
 from .cache import CASE_COLUMNS, CASES_CSV, CROPS, PREPARE_JSON, crop_paths, write_crop
 from .cohort import Case, CaseError, Cohort, default_mask_label, load_cohort, read_box, read_case
+from .events import Level
 from .lock import folder_lock
 from .parallel import run_cases
 from .utils import (
@@ -92,6 +93,10 @@ class PrepareEvent:
     @property
     def message(self) -> str:
         return f"{self.case_id}: {self.status}" + (f" ({self.reason})" if self.reason else "")
+
+    @property
+    def level(self) -> Level:
+        return "info"
 
 
 @dataclass

@@ -49,6 +49,7 @@ import yaml
 
 from ..config import ClusterConfig, PrepareConfig, RadiomicsConfig
 from .cohort import default_mask_label, missing_source
+from .events import Level
 from .parallel import run_cases
 from .utils import config_hash, cpu_count, sha256, write_json
 
@@ -75,6 +76,10 @@ class RadiomicsEvent:
     @property
     def message(self) -> str:
         return f"{self.case_id}: {self.status}" + (f" ({self.reason})" if self.reason else "")
+
+    @property
+    def level(self) -> Level:
+        return "info"
 
 
 @dataclass

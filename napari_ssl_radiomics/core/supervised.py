@@ -11,9 +11,10 @@ Choices the paper leaves open, made here:
 
 - Class weights of the cross-entropy are ``n / (k * n_c)`` over the (label-fraction)
   training subset, so each class weighs the same in the loss.
-- Optimiser settings are the SSL training's (``TrainConfig``: optimizer, lr, momentum,
-  weight decay, batch size, iterations, seed; a constant learning rate); batches are drawn
-  uniformly with replacement. Inputs are scaled from [0, 255] to [0, 1]. Augmentation
+- The optimiser is the ``TrainConfig`` given (optimizer, lr, momentum, weight decay, batch
+  size, iterations, seed), at a constant learning rate. The pipeline gives it Adam at its own
+  ``supervised_lr`` (1e-3) for ``supervised_iterations`` steps, with the SSL run's batch size,
+  weight decay and seed. Batches are drawn uniformly with replacement. Inputs are scaled from [0, 255] to [0, 1]. Augmentation
   (``AugmentConfig``) is optional.
 - The binary score is ``logit(positive) - logit(other)``; for several classes the logits
   are the ``score_<class>`` columns.
@@ -35,13 +36,14 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from ..config import AugmentConfig, EvaluateConfig, TrainConfig
 from .evaluate import Labels, binary_auc, labels_of, make_folds, splits
+from .events import Level
 
 LOSS_FALL = 0.9  # the last tenth's mean loss must be below this share of the first tenth's
 STILL_FALLING = 0.05  # relative fall between the last two tenths that means "not done yet"
@@ -64,8 +66,12 @@ class SupervisedEvent:
     iterations: int
     loss: float
     elapsed_s: float
-    kind: str = "step"
+    kind: Literal["step", "warning"] = "step"
     note: str = ""
+
+    @property
+    def level(self) -> Level:
+        return "warning" if self.kind == "warning" else "info"
 
     @property
     def index(self) -> int:
@@ -107,14 +113,6 @@ class SupervisedResult:
         return bool(self.diagnostics["converged"].all()) if len(self.diagnostics) else True
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _labels(cohort: Any, cfg: EvaluateConfig) -> Labels:
     table = pd.DataFrame({"ID": cohort.ids, cfg.label or "Label": cohort.labels})
     if cfg.group:
@@ -146,6 +144,7 @@ def train_supervised(
     import torch
 
     from .cache import load_prepared
+    from .devices import resolve_device
 
     cfg = cfg or EvaluateConfig()
     train_cfg = train_cfg or TrainConfig()
@@ -161,7 +160,7 @@ def train_supervised(
         )
     all_splits = list(splits(folds, labels, tuple(cfg.label_fractions), cfg.seed))
     index = {cid: i for i, cid in enumerate(cohort.ids)}
-    device = _device(train_cfg.device)
+    device = str(resolve_device(train_cfg.device))
     images = torch.from_numpy(np.asarray(cohort.images, dtype=np.float32))
     classes = labels.classes
     code = {c: k for k, c in enumerate(classes)}

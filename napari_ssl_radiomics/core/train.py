@@ -12,30 +12,19 @@ the same generator. A run folder holds::
       health.csv      one row per health check (step 0 = the untrained encoder, every
                       checkpoint, the end): the fields of :class:`health.Health`
 
-Recipes. ``TrainConfig.recipe`` names a preset of the optimisation settings (``RECIPES``).
-"default" is TrainConfig's own defaults: SGD with lr 0.01, momentum 0.9, a linear warm-up then a
-cosine decay, SimSiam's fixed predictor learning rate; it was chosen by the ablation in
-benchmarks/README.md ("Representation quality") because it keeps the representation's rank
-and linear probe where the paper's recipe collapses them. "paper" is the paper's literal
-recipe: Adam, lr 1e-2, weight decay 1e-4, constant, batch 6, dense8 exported.
-:func:`resolve_recipe` (defined with the settings in ``config.py``, with ``RECIPES`` and
-``RECIPE_FIELDS``, and imported here) applies a preset to the settings the user did not
-choose: a setting given explicitly (flag, YAML key, widget control) keeps its value even
-when it equals the default. The faces resolve with what they know was given and mark the
-config resolved, so :func:`train`'s own call (for library calls: ``TrainConfig(recipe=
-"paper")`` is the paper's recipe) does not apply the preset over their choices. The
-resolved settings are what config.json and the checkpoint record.
+Recipes. ``TrainConfig.recipe`` names a preset of the optimisation settings: ``RECIPES`` and
+:func:`resolve_recipe` live with the settings in ``config.py`` (why "default" is the default:
+benchmarks/README.md, "Representation quality"). :func:`train` resolves a library call's
+recipe; a config a face resolved keeps its explicit choices. config.json and the checkpoint
+record the resolved settings.
 
 Health. At step 0 (the untrained encoder), at every checkpoint and at the end, a fixed,
 seeded probe set of up to ``health_cases`` cases is embedded in eval mode and measured
-(:mod:`health`: effective rank, first-PC share, spread, and with labels a cross-validated
-linear probe). The labels come from the cache's ``Label`` column and are used only for this
-monitoring: never by the loss, the sampler or RE/SE. Each check is yielded as a "health"
-event (``TrainEvent.health``), written to health.csv, and a warning event is yielded when a
-label-free figure (rank, first-PC share, spread) stays off for ``health.PATIENCE`` checks; the
-probe is recorded and shown, never used to warn (tuning on it would tune on the test labels).
+(:mod:`health`); each check is a "health" event (``TrainEvent.health``) and a row of
+health.csv, and :class:`health.HealthMonitor` gives the warnings. The cache's labels serve
+only this monitoring: never the loss, the sampler or RE/SE.
 
-Method choices the paper leaves open (see also docs/field-notes.md):
+Method choices the paper leaves open:
 
 - Schedule. ``warmup_epochs`` epochs of vanilla 3DSiam (batches of m drawn without
   replacement from a seeded permutation of the cohort), then RE or SE at every step with
@@ -59,21 +48,17 @@ Method choices the paper leaves open (see also docs/field-notes.md):
 - Collapse metric per step: the std over the batch of the L2-normalised encoder output z1,
   mean over dimensions; about 1/sqrt(256) = 0.0625 when healthy. It sees only complete
   collapse (the health checks above see dimensional collapse). Below 0.1/sqrt(d) for 50
-  consecutive steps a single "warning" event is yielded.
-- Learning rate of step i (1-based): ``lr * i / w`` during the warm-up of
-  w = min(``lr_warmup``, ``iterations`` // 4) steps, then cosine
-  decay to 0 at ``iterations`` (or constant). The predictor keeps ``lr`` when
-  ``fix_pred_lr`` (SimSiam). Growing ``iterations`` on resume stretches the cosine.
+  consecutive steps a single "warning" event is yielded (:class:`monitors.CollapseMonitor`).
+- Learning rate: a linear warm-up, then cosine decay or constant (:mod:`optim`).
 
-Speed: the cohort lives on the device when it takes < 40% of free device memory (else it
-stays in pinned host memory and each batch is copied); augmentation runs on the device with
-its parameters drawn on a seeded CPU generator; autocast (bf16, or fp16 with a grad
-scaler) and channels_last_3d on CUDA; cudnn.benchmark; the loss and collapse metric are the
+Speed: placement, precision and layout are in :mod:`devices`; augmentation runs on the device
+with its parameters drawn on a seeded CPU generator; the loss and collapse metric are the
 only values read back per step.
 
 Reproducibility: every random draw comes from state the checkpoint holds (model init from
 ``seed``; the augmentation generator; the sampler's numpy generator, permutation and
-position; k-means seeded from (seed, iteration); python/numpy/torch global states). On CPU
+position (:mod:`sampler`); k-means seeded from (seed, iteration); python/numpy/torch global
+states; the monitors' counters, :mod:`monitors`). On CPU
 an interrupted and resumed run gives bit-identical losses to an uninterrupted one.
 """
 
@@ -88,7 +73,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -98,27 +83,29 @@ from ..config import RECIPE_FIELDS as RECIPE_FIELDS  # the recipes live with the
 from ..config import RECIPES as RECIPES
 from ..config import AugmentConfig, TrainConfig, from_dict, resolve_recipe, to_dict
 from .augment import augment as augment_batch
-from .cache import PreparedCohort, StreamedCrops, is_streamed, load_for_training
+from .cache import PreparedCohort, is_streamed, load_for_training
+from .devices import TrainingCrops, resolve_precision, set_cpu_threads
+from .devices import resolve_device as resolve_device  # re-exported: embed, benchmarks
 from .distributed import augment_seed
 from .distributed import context as distributed_context
-from .events import drive
+from .events import Level, drive
 from .health import HEALTH_CSV, Health, HealthMonitor, measure, probe_set, usable_labels
-from .imbalance import default_pool, plan_batch
+from .imbalance import plan_batch
 from .lock import folder_lock
 from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, weighted_mean
-from .utils import atomic_path, cpu_count, provenance, write_csv, write_json
+from .monitors import CollapseMonitor
+from .optim import make_optimizer, set_lr
+from .sampler import Sampler, se_pool, step_seed
+from .utils import atomic_path, provenance, write_csv, write_json
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG_JSON = "config.json"
 HISTORY_CSV = "history.csv"
-CHECKPOINT_FORMAT = 2
+#: 3: the monitors' state under "health" and "collapse" (2 kept the collapse counters at the top level)
+CHECKPOINT_FORMAT = 3
 #: settings that may differ when resuming: they do not change the trajectory on one device
 #: (``iterations`` may only grow; ``device`` lets a run move between machines)
 RESUMABLE = ("iterations", "checkpoint_every", "embed_batch_size", "device")
-COLLAPSE_FRACTION = 0.1
-COLLAPSE_STEPS = 50
-#: the cohort is kept on a CUDA device when it needs less than this share of free memory
-DEVICE_COHORT_SHARE = 0.4
 
 
 @dataclass
@@ -151,6 +138,10 @@ class HistoryRow:
 HISTORY_COLUMNS = [f.name for f in fields(HistoryRow)]
 
 
+#: what a :class:`TrainEvent` reports
+TrainKind = Literal["step", "health", "checkpoint", "warning", "done", "stopped"]
+
+
 @dataclass
 class TrainEvent:
     """One report from :func:`train`.
@@ -159,26 +150,17 @@ class TrainEvent:
     comes first, as ``iteration`` 0; a resumed run first yields its earlier checks again, once
     each and in order, for a consumer that starts fresh: one that already holds them, e.g.
     from health.csv, keys them by iteration), "checkpoint" (after a checkpoint was written),
-    "warning" (``message`` says what, in plain words), "done" or "stopped". The step fields
-    are :class:`HistoryRow`'s (the last step's for the other kinds). ``health`` holds the
-    figures of a "health" event (:meth:`health.Health.figures`: ``effective_rank``,
-    ``top_pc_share``, ``norm_std``, and with labels ``probe_auc``,
-    ``probe_balanced_accuracy``); empty for the other kinds.
+    "warning" (``message`` says what, in plain words; ``level`` is "warning"), "done" or
+    "stopped". ``row`` is the step's :class:`HistoryRow` (the last step's for the other kinds;
+    None before the first step). ``health`` holds the figures of a "health" event
+    (:meth:`health.Health.figures`: ``effective_rank``, ``top_pc_share``, ``norm_std``, and
+    with labels ``probe_auc``, ``probe_balanced_accuracy``); empty for the other kinds.
     """
 
-    kind: str
+    kind: TrainKind
     iteration: int
     total: int
-    epoch: int = 0
-    phase: str = "vanilla"
-    loss: float = float("nan")
-    collapse: float = float("nan")
-    lr: float = 0.0
-    cluster_sizes: list[int] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-    selected_ids: list[str] = field(default_factory=list)
-    samples_per_s: float = 0.0
-    elapsed_s: float = 0.0
+    row: HistoryRow | None = None
     message: str = ""
     health: dict[str, float] = field(default_factory=dict)
 
@@ -186,6 +168,10 @@ class TrainEvent:
     def index(self) -> int:
         """Steps done (the event protocol's counter)."""
         return self.iteration
+
+    @property
+    def level(self) -> Level:
+        return "warning" if self.kind == "warning" else "info"
 
 
 @dataclass
@@ -200,143 +186,6 @@ class TrainResult:
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
-
-
-# --- devices ------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; check that a requested CUDA device exists."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu or auto")
-    return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: fp32, no autocast)."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def place_cohort(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """The cohort (N,C,S,S,S) float32 as a tensor on ``device`` when it fits, else pinned on the host."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    if device.type != "cuda":
-        return tensor
-    free, _total = torch.cuda.mem_get_info(device)
-    if tensor.nbytes < DEVICE_COHORT_SHARE * free:
-        return tensor.to(device)
-    return tensor.pin_memory()
-
-
-def _set_cpu_threads() -> None:
-    # torch defaults to the machine's physical cores, which oversubscribes a container or
-    # a job limited to fewer cores; never use more threads than this process may run on.
-    wanted = max(1, min(torch.get_num_threads(), cpu_count()))
-    if torch.get_num_threads() != wanted:
-        torch.set_num_threads(wanted)
-
-
-# --- sampling -----------------------------------------------------------------------------
-
-
-class Sampler:
-    """Case positions for each step, from one seeded numpy generator (state checkpointed).
-
-    ``batch(m)`` takes the next m positions of a stream of permutations (each case once per
-    epoch; a batch that crosses an epoch's end continues in the next permutation).
-    ``pool(N)`` draws N distinct positions at random (SE's candidate pool).
-    """
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n = n
-        self.rng = np.random.default_rng(seed)
-        self.perm = self.rng.permutation(n)
-        self.pos = 0
-
-    def batch(self, m: int) -> np.ndarray:
-        out: list[int] = []
-        while len(out) < m:
-            if self.pos == self.n:
-                self.perm = self.rng.permutation(self.n)
-                self.pos = 0
-            take = min(m - len(out), self.n - self.pos)
-            out.extend(int(i) for i in self.perm[self.pos : self.pos + take])
-            self.pos += take
-        return np.asarray(out, dtype=np.int64)
-
-    def pool(self, size: int) -> np.ndarray:
-        return self.rng.choice(self.n, size=min(size, self.n), replace=False).astype(np.int64)
-
-    def state(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "perm": self.perm.tolist(), "pos": self.pos}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.perm = np.asarray(state["perm"], dtype=np.int64)
-        self.pos = int(state["pos"])
-
-
-def se_pool(cfg: TrainConfig, m: int, n: int, world: int = 1) -> int:
-    """SE's candidate pool size for a global batch of ``m`` cases out of ``n``.
-
-    Parameters
-    ----------
-    cfg
-        The run's settings: ``pool`` (0: :func:`imbalance.default_pool` of ``clusters``
-        and ``m``), ``mode``, ``batch_size``.
-    m
-        The global batch (``batch_size`` x processes, at most ``n``).
-    n
-        Prepared cases in the cohort (the pool is at most all of them).
-    world
-        Number of training processes (for the message only).
-
-    Returns
-    -------
-    int
-        The pool size, ``min(pool or default, n)``.
-
-    Raises
-    ------
-    ValueError
-        When ``mode`` is "se" and the pool is no larger than ``m``: SE would train on the
-        whole pool and select nothing. The message names both numbers and what to change.
-    """
-    pool = min(cfg.pool or default_pool(cfg.clusters, m), n)
-    if cfg.mode != "se" or pool > m:
-        return pool
-    batch = f"the batch of {m}"
-    if world > 1:
-        batch = f"the global batch of {m} ({cfg.batch_size} per process x {world} processes)"
-    if cfg.pool and cfg.pool <= m:
-        raise ValueError(
-            f"TrainConfig.pool (--pool) = {cfg.pool} is no larger than {batch}: SE would train on the whole "
-            f"pool and select nothing; give a --pool larger than {m}, or 0 for the default "
-            f"({default_pool(cfg.clusters, m)} here)"
-        )
-    largest = (n - 1) // world  # the largest per-process batch that leaves SE a choice
-    smaller = f"a --batch-size of {largest} or less, " if largest >= 2 else ""
-    raise ValueError(
-        f"SE's candidate pool is cut to the cohort's {n} prepared cases, no larger than {batch}: SE would "
-        f"train on every case and select nothing; use {smaller}--mode re or none, or prepare more cases"
-    )
-
-
-def step_seed(seed: int, iteration: int) -> int:
-    """The k-means seed of a step: a function of (seed, iteration), so nothing to checkpoint."""
-    return int(np.random.SeedSequence([abs(int(seed)), int(iteration)]).generate_state(1)[0])
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -387,10 +236,25 @@ def saved_config(run: str | Path) -> tuple[TrainConfig, AugmentConfig]:
 
 
 class _Run:
-    """The state of one training run; :func:`train` drives it one step at a time."""
+    """The state of one training run; :func:`train` drives it one step at a time.
+
+    Built in one step: the model, optimiser, sampler, generators and monitors are ready on
+    return, and restored from ``checkpoint`` (a :func:`read_checkpoint` content) when given.
+    The monitors (``health``, ``collapse``) are the loop's plug-ins: the run feeds them and
+    checkpoints their ``state()``.
+    """
 
     def __init__(
-        self, data: PreparedCohort, out: Path, cfg: TrainConfig, aug: AugmentConfig, stop_gradient: bool = True
+        self,
+        data: PreparedCohort,
+        out: Path,
+        cfg: TrainConfig,
+        aug: AugmentConfig,
+        checkpoint: dict[str, Any] | None = None,
+        *,
+        augment_on: str = "device",
+        channels_last: bool | None = None,
+        stop_gradient: bool = True,
     ) -> None:
         self.data, self.out, self.cfg, self.aug = data, out, cfg, aug
         self.dist = distributed_context()
@@ -404,49 +268,33 @@ class _Run:
         self.warmup_steps = math.ceil(cfg.warmup_epochs * self.n / self.m)
         self.iteration = 0
         self.history: list[HistoryRow] = []
-        self.collapse_run = 0
-        self.warned = False
         self.saved_iteration = 0
         # the fixed probe set of the health checks; labels only when every case has one
         labels = data.labels or []
         self.probe = probe_set(labels or [""] * self.n, cfg.health_cases, cfg.seed) if cfg.health_cases else None
         chosen = [labels[i] for i in self.probe] if self.probe is not None and usable_labels(labels) else []
         self.probe_labels = chosen if usable_labels(chosen) else None
-        self.monitor = HealthMonitor()
-
-    def build(self, augment_on: str, channels_last: bool | None) -> None:
-        cfg, device = self.cfg, self.device
+        self.health = HealthMonitor()
+        self.collapse = CollapseMonitor()
+        device = self.device
         if device.type == "cpu":
-            _set_cpu_threads()
+            set_cpu_threads()
         else:
             torch.backends.cudnn.benchmark = True
-        self.channels_last = device.type == "cuda" if channels_last is None else channels_last
-        self.augment_on = augment_on
-        if is_streamed(self.data):  # beyond the memory budget: batches from the memory map, read ahead
-            self.cohort: Any = StreamedCrops(self.data.images, pin=device.type == "cuda")
-        else:
-            self.cohort = place_cohort(self.data.images, device if augment_on == "device" else torch.device("cpu"))
+        self.crops = TrainingCrops(data, device, self.amp_dtype, augment_on, channels_last)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         self.model = SimSiam3D(**self.model_args()).to(device)
-        if self.channels_last:
+        if self.crops.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.net = self.dist.wrap(self.model, device)  # DDP under torchrun, else the model itself
-        groups = [
-            {"params": list(self.model.encoder.parameters()), "fixed_lr": False},
-            {"params": list(self.model.predictor.parameters()), "fixed_lr": cfg.fix_pred_lr},
-        ]
-        fused = device.type == "cuda"
-        if cfg.optimizer == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused or None
-            )
-        else:
-            self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        self.optimizer = make_optimizer(self.model, cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.aug_gen = torch.Generator().manual_seed(augment_seed(cfg.seed, self.dist.rank))
         self.sampler = Sampler(self.n, cfg.seed)
+        if checkpoint is not None:
+            self._restore(checkpoint)
 
     def model_args(self) -> dict[str, Any]:
         """The SimSiam3D arguments of this run (kept in the checkpoint for :func:`load_model`)."""
@@ -458,21 +306,8 @@ class _Run:
             "export": cfg.export,
         }
 
-    def lr_factor(self, iteration: int) -> float:
-        """The scheduled share of ``lr`` at (1-based) step ``iteration``."""
-        cfg = self.cfg
-        warmup = min(cfg.lr_warmup, cfg.iterations // 4)  # a short run is not all warm-up
-        if iteration <= warmup:
-            return iteration / warmup
-        if cfg.schedule == "constant":
-            return 1.0
-        span = max(1, cfg.iterations - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration - warmup) / span)))
-
     def set_lr(self, iteration: int) -> None:
-        factor = self.lr_factor(iteration)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr if group["fixed_lr"] else self.cfg.lr * factor
+        set_lr(self.optimizer, self.cfg, iteration)
 
     # -- health --
 
@@ -523,19 +358,18 @@ class _Run:
             "augment": to_dict(self.aug),
             "ids": list(self.data.ids),
             "history": [asdict(row) for row in self.history],
-            "collapse_run": self.collapse_run,
-            "warned": self.warned,
-            "health": self.monitor.state(),
+            "health": self.health.state(),
+            "collapse": self.collapse.state(),
         }
         with atomic_path(self.checkpoint_path()) as tmp:
             torch.save(payload, tmp)
         write_csv(self.out / HISTORY_CSV, history_frame(self.history))
-        if self.monitor.checks:
-            write_csv(self.out / HEALTH_CSV, self.monitor.frame())
+        if self.health.checks:
+            write_csv(self.out / HEALTH_CSV, self.health.frame())
         self.saved_iteration = self.iteration
         self.dist.barrier()  # no rank runs ahead of the files (it could find no checkpoint yet)
 
-    def load(self, ckpt: dict[str, Any]) -> None:
+    def _restore(self, ckpt: dict[str, Any]) -> None:
         _check_world(self.out, ckpt, self.dist.world)
         for section, saved, given in (
             ("train", ckpt["train"], to_dict(self.cfg)),
@@ -569,9 +403,8 @@ class _Run:
         self.sampler.load(rng["sampler"])
         self.iteration = self.saved_iteration = int(ckpt["iteration"])
         self.history = [HistoryRow(**row) for row in ckpt["history"]]
-        self.collapse_run = int(ckpt["collapse_run"])
-        self.warned = bool(ckpt["warned"])
-        self.monitor = HealthMonitor.from_state(ckpt.get("health"))
+        self.health = HealthMonitor.from_state(ckpt.get("health"))
+        self.collapse = CollapseMonitor.from_checkpoint(ckpt)
 
     # -- one step --
 
@@ -579,28 +412,6 @@ class _Run:
         if self.cfg.mode == "none" or iteration <= self.warmup_steps:
             return "vanilla"
         return self.cfg.mode
-
-    def fetch(self, positions: np.ndarray) -> torch.Tensor:
-        """Crops at ``positions`` on the training device, (B,C,S,S,S) float32."""
-        if isinstance(self.cohort, StreamedCrops):
-            x = self.cohort.take(positions)
-            return x if self.augment_on == "host" else x.to(self.device, non_blocking=True)
-        index = torch.from_numpy(positions)
-        if self.cohort.device == self.device:
-            return self.cohort[index.to(self.device, non_blocking=True)]
-        x = self.cohort[index]
-        if self.augment_on == "host":
-            return x
-        return x.to(self.device, non_blocking=True)
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
-
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        )
 
     @torch.no_grad()
     def features(self, positions: np.ndarray, exported: bool = False) -> np.ndarray:
@@ -610,8 +421,8 @@ class _Run:
         """
         self.model.eval()
         try:
-            with self._autocast():
-                x = self._layout(self.fetch(positions))
+            with self.crops.autocast():
+                x = self.crops.layout(self.crops.fetch(positions))
                 z = self.model.encoder.represent(x) if exported else self.model.encoder(x)
             return z.float().cpu().numpy()
         finally:
@@ -643,13 +454,12 @@ class _Run:
         positions, weights, sizes = self.plan(phase, iteration)
         self.dist.check_same("the selected cases", positions.tolist())
         mine = self.dist.share(len(positions))  # this process's share of the global batch
-        x = self.fetch(positions[mine])
-        if isinstance(self.cohort, StreamedCrops):
-            self.cohort.prefetch(self.upcoming(iteration + 1))
-        v1 = self._layout(augment_batch(x, self.aug, self.aug_gen))
-        v2 = self._layout(augment_batch(x, self.aug, self.aug_gen))
+        x = self.crops.fetch(positions[mine])
+        self.crops.prefetch(lambda: self.upcoming(iteration + 1))
+        v1 = self.crops.layout(augment_batch(x, self.aug, self.aug_gen))
+        v2 = self.crops.layout(augment_batch(x, self.aug, self.aug_gen))
         w = None if weights is None else torch.from_numpy(weights[mine]).to(self.device, non_blocking=True)
-        with self._autocast():
+        with self.crops.autocast():
             p1, p2, z1, z2 = self.net(v1, v2)
         losses = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float(), self.stop_gradient)
         if self.dist.active:  # DDP averages the gradients: scale so that they are the global batch's
@@ -692,11 +502,10 @@ def history_frame(history: list[HistoryRow]) -> pd.DataFrame:
 
 
 def _event(
-    kind: str, row: HistoryRow | None, total: int, message: str = "", iteration: int = 0, **extra: Any
+    kind: TrainKind, row: HistoryRow | None, total: int, message: str = "", iteration: int = 0, **extra: Any
 ) -> TrainEvent:
-    """An event of ``kind`` carrying ``row``'s fields (or only ``iteration`` when there is no row yet)."""
-    values = asdict(row) if row is not None else {"iteration": iteration}
-    return TrainEvent(kind=kind, total=total, message=message, **values, **extra)
+    """An event of ``kind`` carrying ``row`` (its iteration; ``iteration`` when there is no row yet)."""
+    return TrainEvent(kind, row.iteration if row is not None else iteration, total, row, message, **extra)
 
 
 def train(
@@ -787,10 +596,9 @@ def _train_locked(
     ckpt = read_checkpoint(ckpt_path) if resume else None
     if ckpt is not None:  # first: another number of processes also makes another batch and pool
         _check_world(out, ckpt, distributed_context().world)
-    run = _Run(data, out, cfg, augment, stop_gradient)
-    run.build(augment_on, channels_last)
-    if ckpt is not None:
-        run.load(ckpt)
+    run = _Run(
+        data, out, cfg, augment, ckpt, augment_on=augment_on, channels_last=channels_last, stop_gradient=stop_gradient
+    )
     out.mkdir(parents=True, exist_ok=True)
     if run.dist.is_main:  # rank 0 alone writes the run folder (core/distributed.py)
         write_json(
@@ -835,11 +643,11 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
 
     try:
         # a resumed run shows its earlier checks again; a new one measures the untrained encoder
-        for check in run.monitor.checks:
+        for check in run.health.checks:
             yield _health_event(run, check, total)
-        if not run.monitor.checks:
+        if not run.health.checks:
             yield from _check(run, total)
-        elif run.iteration % cfg.checkpoint_every == 0 and run.monitor.checks[-1]["iteration"] != run.iteration:
+        elif run.iteration % cfg.checkpoint_every == 0 and run.health.checks[-1]["iteration"] != run.iteration:
             yield from _check(run, total)  # stopped between the step and its check: do it now
         while run.iteration < total:
             if run.dist.any(stop is not None and stop()):  # every process stops at the same step
@@ -864,19 +672,8 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
             last_finite = (row.iteration, row.loss)
             run.history.append(row)
             yield _event("step", row, total, _step_message(run, row))
-            run.collapse_run = run.collapse_run + 1 if row.collapse < COLLAPSE_FRACTION / math.sqrt(256) else 0
-            if run.collapse_run >= COLLAPSE_STEPS and not run.warned:
-                run.warned = True
-                yield _event(
-                    "warning",
-                    row,
-                    total,
-                    (
-                        f"the representation may be collapsing: the std of the normalised output has been below "
-                        f"{COLLAPSE_FRACTION / math.sqrt(256):.4f} for {COLLAPSE_STEPS} steps (healthy: about 0.0625); "
-                        "try stronger augmentation or a lower --lr"
-                    ),
-                )
+            for text in run.collapse.update(row.collapse):
+                yield _event("warning", row, total, text)
             if run.iteration % cfg.checkpoint_every == 0 or run.iteration == total:
                 yield from _check(run, total)
                 run.save()
@@ -905,7 +702,7 @@ def _check(run: _Run, total: int) -> Generator[TrainEvent, None, None]:
     measured = run.check_health()
     if measured is None:
         return
-    warnings = run.monitor.update(measured)
+    warnings = run.health.update(measured)
     yield _health_event(run, asdict(measured), total)
     for text in warnings:
         yield _event("warning", run.history[-1] if run.history else None, total, text, iteration=run.iteration)
@@ -924,8 +721,8 @@ def _health_event(run: _Run, check: dict[str, Any], total: int) -> TrainEvent:
 
 def _step_message(run: _Run, row: HistoryRow) -> str:
     text = f"loss {row.loss:.3f}"
-    if run.monitor.checks:
-        text += f", rank {run.monitor.checks[-1]['effective_rank']:.1f}"
+    if run.health.checks:
+        text += f", rank {run.health.checks[-1]['effective_rank']:.1f}"
     return text
 
 

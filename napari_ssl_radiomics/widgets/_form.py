@@ -5,11 +5,12 @@ into one magicgui widget, with the range the field's metadata gives (``min``, ``
 ``gt``: the same bounds :func:`napari_ssl_radiomics.config.validate` checks for the CLI
 and the YAML file):
 
-- ``int`` → ``SpinBox``, ``float`` → ``FloatSpinBox`` (bounded by the field's range);
-- ``bool`` → ``CheckBox``; ``str`` with ``choices`` → ``ComboBox``; other ``str`` →
-  ``LineEdit`` (with suggested values offered as completions);
-- ``tuple[float, float]`` → ``TupleEdit`` of two bounded spin boxes;
-- ``tuple[float, ...]`` → a ``LineEdit`` of comma-separated numbers (checked on read).
+magicgui's ``create_widget`` picks each widget from the field's type: ``int`` → ``SpinBox``,
+``float`` → ``FloatSpinBox``, ``bool`` → ``CheckBox``, ``str`` with ``choices`` →
+``ComboBox``, other ``str`` → ``LineEdit``, ``tuple[float, float]`` → ``TupleEdit``. This
+module adds what the type does not say: the field's range on every spin box (both of a
+``TupleEdit``'s), completions for free text, and a ``LineEdit`` of comma-separated values
+for ``tuple[float, ...]`` (checked on read).
 
 The field's help (and its range in words) becomes the tool tip. :meth:`ConfigForm.value`
 builds the dataclass back and validates it.
@@ -29,7 +30,7 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox, TupleEdit, Widget
+from magicgui.widgets import Container, FloatSpinBox, LineEdit, TupleEdit, Widget, create_widget
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QAbstractSpinBox, QCompleter, QVBoxLayout, QWidget
 
@@ -82,31 +83,33 @@ def _bound_float(box: FloatSpinBox, value: float, f: dataclasses.Field) -> Float
 
 
 def make_widget(f: dataclasses.Field, hint: Any, value: Any, suggestions: tuple | None = None) -> Widget:
-    """The magicgui widget of one config field, holding ``value``."""
-    choices = f.metadata.get("choices")
+    """The magicgui widget of one config field, holding ``value``.
+
+    magicgui's :func:`~magicgui.widgets.create_widget` picks the widget from the type (and
+    ``choices``); this adds the field's range, the float decimals, a comma-separated line for
+    a variable-length tuple, and completions for free text.
+    """
     name = f.name
+    choices = f.metadata.get("choices")
+    variable = typing.get_origin(hint) is tuple and Ellipsis in typing.get_args(hint)
     if choices and typing.get_origin(hint) is not tuple:
-        return ComboBox(name=name, value=value, choices=list(choices))
-    if hint is bool:
-        return CheckBox(name=name, value=bool(value))
+        return create_widget(value, annotation=hint, name=name, options={"choices": list(choices)})
+    if variable:  # a list of numbers or names: one line, checked on read
+        return create_widget(", ".join(str(v) for v in value), annotation=str, name=name)
     if hint is int:
         low, high = bounds(f, int)
-        return SpinBox(name=name, value=int(value), min=int(low), max=int(high))
-    if hint is float:
-        return _bound_float(FloatSpinBox(name=name, value=float(value)), value, f)
+        return create_widget(int(value), annotation=int, name=name, options={"min": int(low), "max": int(high)})
     if typing.get_origin(hint) is tuple:
-        args = typing.get_args(hint)
-        if len(args) == 2 and args[1] is not Ellipsis and args[0] is float:
-            pair = TupleEdit(name=name, value=tuple(float(v) for v in value))
-            for box, v in zip(pair, value):  # one bounded spin box per end of the range
-                _bound_float(box, v, f)
-            return pair
-        return LineEdit(name=name, value=", ".join(str(v) for v in value))
-    edit = LineEdit(name=name, value=str(value))
-    if suggestions:
-        completer = QCompleter([str(s) for s in suggestions], edit.native)
-        edit.native.setCompleter(completer)
-    return edit
+        value = tuple(float(v) for v in value)
+    widget = create_widget(value, annotation=hint, name=name)
+    if isinstance(widget, FloatSpinBox):
+        _bound_float(widget, value, f)
+    elif isinstance(widget, TupleEdit):
+        for box, v in zip(widget, value):  # one bounded spin box per end of the range
+            _bound_float(box, v, f)
+    elif isinstance(widget, LineEdit) and suggestions:
+        widget.native.setCompleter(QCompleter([str(s) for s in suggestions], widget.native))
+    return widget
 
 
 def _read(widget: Widget, hint: Any, where: str) -> Any:

@@ -1,8 +1,11 @@
 """The state the dock widgets of one viewer share (cohort, cache, run, case, features).
 
 napari creates each dock widget on its own, with the viewer as only argument; the widgets
-meet through :func:`get_state`, one :class:`State` per viewer. Widgets write fields through
-the ``set_*`` methods, which emit the matching signal so that the other widgets follow.
+meet through :func:`get_state`, one :class:`State` per viewer. It is a pull object: a widget
+reads the fields when it needs them, and writes them through the ``set_*`` methods, which
+keep the fields consistent (a new cohort clears its cases and case). Two changes are pushed,
+because a widget follows them at once: ``case_changed`` (the Cohort dock shows the case) and
+``run_changed`` (the Training dock's Resume button).
 """
 
 from __future__ import annotations
@@ -51,12 +54,8 @@ class State:
     features: pd.DataFrame | None = None
     _prepared: Any = None
 
-    cohort_changed = Signal()
-    prepared_changed = Signal()
     case_changed = Signal(str)
-    augment_changed = Signal()
     run_changed = Signal()
-    features_changed = Signal()
 
     @property
     def cache_dir(self) -> Path:
@@ -68,13 +67,11 @@ class State:
         self.cases = None
         self._prepared = None
         self.case_id = None
-        self.cohort_changed.emit()
 
     def set_cases(self, cases: pd.DataFrame, prepare: PrepareConfig) -> None:
         self.cases = cases
         self.prepare = prepare
         self._prepared = None
-        self.prepared_changed.emit()
 
     def prepared(self) -> Any:
         """The :class:`~napari_ssl_radiomics.core.cache.PreparedCohort` of the cache (loaded once).
@@ -106,7 +103,6 @@ class State:
 
     def set_augment(self, cfg: AugmentConfig) -> None:
         self.augment = cfg
-        self.augment_changed.emit()
 
     def set_run(self, run_dir: Path | None) -> None:
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -114,7 +110,6 @@ class State:
 
     def set_features(self, table: pd.DataFrame) -> None:
         self.features = table
-        self.features_changed.emit()
 
 
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

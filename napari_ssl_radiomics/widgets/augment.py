@@ -22,24 +22,21 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox
 
 from ..config import AugmentConfig
 from . import _workers
+from ._dock import Dock
 from ._form import ConfigForm
 from ._layers import _zyx, put_layer
-from ._plots import ScrollDock
-from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, get_state
+from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS
 
 GAP = 4  # voxels between the case and the views, and between the two views
 #: layers hidden while previewing (they would share the views' world space or cover them)
 HIDDEN_WHILE_PREVIEWING = (IMAGE_LAYER, MASK_LAYER, "cohort images", COHORT_MASKS)
 
 
-class AugmentWidget(ScrollDock):
+class AugmentWidget(Dock):
     """Set and preview the training augmentations (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.state = get_state(napari_viewer)
-        self._worker: Any = None
+        super().__init__(napari_viewer)
         labels = {f.name: "  probability" for f in dataclasses.fields(AugmentConfig) if f.name.endswith("_p")}
         self.form = ConfigForm(self.state.augment, labels=labels)
         self.form.changed.connect(self._changed)

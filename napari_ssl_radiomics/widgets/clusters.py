@@ -51,10 +51,11 @@ from qtpy.QtWidgets import (
 
 from ..config import TrainConfig
 from . import _workers
+from ._dock import Dock
 from ._form import ConfigForm
 from ._layers import put_layer
-from ._plots import ScrollDock, ThemedFigure
-from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, get_state
+from ._plots import ThemedFigure
+from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS
 
 COHORT_IMAGES = "cohort images"
 BY_CLUSTER, BY_LABEL = "k-means cluster", "label"
@@ -212,10 +213,11 @@ class ClusterPlot(ThemedFigure):
     def on_theme(self) -> None:
         self._make_axes()
         if self.table is not None:
-            self.show(self.table, self._colour_by, self._batches)
+            self.render(self.table, self._colour_by, self._batches)
         self.canvas.draw_idle()
 
-    def show(self, table: pd.DataFrame, colour_by: str, batches: pd.DataFrame) -> None:  # noqa: D102
+    def render(self, table: pd.DataFrame, colour_by: str, batches: pd.DataFrame) -> None:
+        """Draw ``table`` (UMAP, cluster sizes, minority share of ``batches``); not QWidget.show."""
         self.table, self._colour_by, self._batches = table, colour_by, batches
         self.themed(lambda: self._scatter(table, colour_by))
         self.themed(lambda: self._bars(table))
@@ -302,14 +304,11 @@ class ClusterPlot(ThemedFigure):
         self.canvas.draw_idle()
 
 
-class ClustersWidget(ScrollDock):
+class ClustersWidget(Dock):
     """UMAP and k-means of the SSL representations, linked to the viewer (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.state = get_state(napari_viewer)
-        self._worker: Any = None
+        super().__init__(napari_viewer)
         self.table: pd.DataFrame | None = None
         self.batches = module_batches(None)
         self.label_names: dict[str, list[str]] = {}
@@ -445,7 +444,7 @@ class ClustersWidget(ScrollDock):
 
     def _redraw(self, *_: Any) -> None:
         if self.table is not None:
-            self.plot.show(self.table, self.colour.currentText(), self.batches)
+            self.plot.render(self.table, self.colour.currentText(), self.batches)
             # clearing the axes removed the lasso's line: attach a fresh selector
             self.lasso.disconnect_events()
             self.lasso = self._new_lasso()

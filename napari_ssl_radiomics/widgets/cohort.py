@@ -31,10 +31,9 @@ from qtpy.QtWidgets import (
 
 from ..config import PrepareConfig, SampleConfig
 from . import _workers
+from ._dock import Dock
 from ._form import ConfigForm
 from ._layers import show_case
-from ._plots import ScrollDock
-from ._state import get_state
 
 SAMPLE, FILES = "built-in sample cohort", "manifest CSV or folder"
 COLUMNS = ["ID", "Label", "Group", "status"]
@@ -46,14 +45,11 @@ def _group(title: str, widget: QWidget) -> QGroupBox:
     return box
 
 
-class CohortWidget(ScrollDock):
+class CohortWidget(Dock):
     """Choose, prepare and browse a cohort (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.state = get_state(napari_viewer)
-        self._worker: Any = None
+        super().__init__(napari_viewer)
         self._rows: dict[str, int] = {}
 
         self.source = QComboBox()

@@ -36,9 +36,9 @@ from qtpy.QtWidgets import (
 from ..config import EvaluateConfig, RadiomicsConfig
 from ..core.tables import common_cases, table2_sets
 from . import _workers
+from ._dock import Dock
 from ._form import ConfigForm
-from ._plots import ScrollDock, ThemedFigure
-from ._state import get_state
+from ._plots import ThemedFigure
 
 #: what the two views of the evaluation show (they are different quantities)
 TABLE_NOTE = "Table: mean ± sd over the test folds (and repeats): the fold mean."
@@ -136,14 +136,11 @@ class RocPlot(ThemedFigure):
         ax.legend(loc="lower right", fontsize=7, framealpha=0.3)
 
 
-class FeaturesWidget(ScrollDock):
+class FeaturesWidget(Dock):
     """Extract, combine, evaluate and export features (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.state = get_state(napari_viewer)
-        self._worker: Any = None
+        super().__init__(napari_viewer)
         self._bar: Any = None
         self.sets: dict[str, pd.DataFrame] = {}
         self.result: Any = None

@@ -31,9 +31,9 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton
 from ..config import TrainConfig
 from ..core.health import PROBE_CAVEAT
 from . import _workers
+from ._dock import Dock
 from ._form import ConfigForm
-from ._plots import ScrollDock, ThemedFigure
-from ._state import get_state
+from ._plots import ThemedFigure
 
 REDRAW_S = 0.3  # shortest time between two redraws of the live plot, seconds
 #: at most this share of the GUI thread's time goes to redrawing the live plot: on a loaded
@@ -163,14 +163,11 @@ def describe_health(figures: dict[str, float], first: dict[str, float] | None) -
     return ", ".join(parts)
 
 
-class TrainWidget(ScrollDock):
+class TrainWidget(Dock):
     """Train 3DSiam (none / RE / SE) on the prepared cohort (dock widget)."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.state = get_state(napari_viewer)
-        self._worker: Any = None
+        super().__init__(napari_viewer)
         self._stop = threading.Event()
         self._bar: Any = None
         self._dirty = False
@@ -329,19 +326,22 @@ class TrainWidget(ScrollDock):
 
     def _event(self, ev: Any) -> None:
         self.events.append(ev)
-        kind = getattr(ev, "kind", "")
-        if kind == "step":
-            self.plot.add(ev.iteration, ev.loss, ev.collapse)
+        kind = ev.kind
+        if ev.level == "warning":
+            show_warning(ev.message)
+        elif kind == "step":
+            row = ev.row
+            self.plot.add(ev.iteration, row.loss, row.collapse)
             self._dirty = True
             if self._bar is not None:
                 self._bar.update(max(0, ev.iteration - self._bar.n))
-            sizes = f", clusters {ev.cluster_sizes}" if ev.cluster_sizes else ""
+            sizes = f", clusters {row.cluster_sizes}" if row.cluster_sizes else ""
             self._say(
-                f"iteration {ev.index} of {ev.total} ({ev.phase}): loss {ev.loss:.4f}, "
-                f"collapse {ev.collapse:.4f}, {ev.samples_per_s:.1f} samples/s{sizes}"
+                f"iteration {ev.index} of {ev.total} ({row.phase}): loss {row.loss:.4f}, "
+                f"collapse {row.collapse:.4f}, {row.samples_per_s:.1f} samples/s{sizes}"
             )
         elif kind == "health":
-            figures = dict(getattr(ev, "health", {}) or {})
+            figures = dict(ev.health)
             if figures:
                 self.plot.add_health(ev.iteration, figures)
                 self._dirty = True
@@ -349,8 +349,6 @@ class TrainWidget(ScrollDock):
                 what = "untrained encoder" if ev.iteration == 0 else f"iteration {ev.iteration}"
                 self.health_info.setText(f"Health ({what}): {describe_health(figures, first)}")
                 self.probe_caveat.setVisible("probe_auc" in figures)
-        elif kind == "warning":
-            show_warning(ev.message)
         elif kind == "checkpoint":
             self._say(f"checkpoint at iteration {ev.iteration} of {ev.total}")
         elif kind == "stopped":
