@@ -189,8 +189,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ..core.evaluate import evaluate_iter, labels_of, write_outputs
+    from ..core.evaluate import evaluate_iter
     from ..core.events import drive
+    from ..core.folds import labels_of
+    from ..core.summary import write_outputs
     from ..core.tables import labels_from_cohort
     from ..core.utils import check_output_folder, read_table_csv
 

@@ -182,7 +182,7 @@ def _check_labels(cfg: PipelineConfig, out: Path) -> None:
     would refuse (e.g. fewer groups than folds) stops the run before training."""
     import warnings
 
-    from .evaluate import labels_of
+    from .folds import labels_of
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its notes come again, with the evaluation's results
@@ -316,7 +316,7 @@ def _radiomics_stage(
 
 def _folds_stage(cfg: PipelineConfig, out: Path, ids: list[str]) -> Path:
     """Fix the cross-validation folds once, so the SVMs and the supervised baseline share them."""
-    from .evaluate import make_folds
+    from .folds import make_folds
     from .utils import write_csv
 
     labels = _labels(out, cfg)
@@ -377,7 +377,8 @@ def _evaluate_stage(
     out: Path,
     state: _State,
 ) -> Generator[StageEvent, None, pd.DataFrame]:
-    from .evaluate import evaluate_iter, write_outputs
+    from .evaluate import evaluate_iter
+    from .summary import write_outputs
     from .tables import combine, table2_sets
     from .utils import write_csv
 

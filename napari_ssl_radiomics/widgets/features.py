@@ -78,7 +78,7 @@ def check_labels(sets: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> None:
     """Raise ``ValueError`` (the evaluation's own message) for labels or groups it would refuse."""
     import warnings
 
-    from ..core.evaluate import labels_of
+    from ..core.folds import labels_of
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its notes come again, with the result
@@ -311,7 +311,8 @@ class FeaturesWidget(ScrollDock):
         sets, out = dict(self.sets), self.state.workdir / "results"
 
         def work() -> Any:
-            from ..core.evaluate import evaluate_iter, write_outputs
+            from ..core.evaluate import evaluate_iter
+            from ..core.summary import write_outputs
 
             result = yield from evaluate_iter(sets, cfg)
             return result, write_outputs(result, out)
@@ -363,7 +364,7 @@ class FeaturesWidget(ScrollDock):
 
     def export(self, folder: str | Path) -> list[Path]:
         """Write features.csv and the evaluation's outputs (results, predictions, summary, plots)."""
-        from ..core.evaluate import write_outputs
+        from ..core.summary import write_outputs
         from ..core.utils import write_csv
 
         if self.result is None or self.state.features is None:
