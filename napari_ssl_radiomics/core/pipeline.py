@@ -379,7 +379,7 @@ def _evaluate_stage(
 ) -> Generator[StageEvent, None, pd.DataFrame]:
     from .evaluate import evaluate_iter
     from .summary import write_outputs
-    from .tables import combine, table2_sets
+    from .tables import combine, feature_sets
     from .utils import write_csv
 
     folder = out / "evaluation"
@@ -396,7 +396,7 @@ def _evaluate_stage(
     labels = labels[labels["ID"].isin(ids)]
     trad_table = _read(trad)[lambda t: t["ID"].isin(ids)]
     ssl = {mode: _read(p)[lambda t: t["ID"].isin(ids)] for mode, p in ssl_tables.items()}
-    tables = table2_sets(labels, trad_table, {MODE_NAMES.get(m, m): t for m, t in ssl.items()})
+    tables, _ = feature_sets(labels, trad_table, {MODE_NAMES.get(m, m): t for m, t in ssl.items()})
     # One table with every mode: each mode's columns get its name (ssl_se_000, ...).
     renamed = [
         t.rename(columns=lambda c, m=m: c.replace("ssl_", f"ssl_{m}_", 1) if c.startswith("ssl_") else c)
@@ -418,11 +418,11 @@ def _evaluate_stage(
 def _labels(out: Path, cfg: PipelineConfig) -> pd.DataFrame:
     """ID, Label, Group of every prepared case (from the cache's cases.csv)."""
     from .cache import read_cases
+    from .tables import label_columns
 
     cases = read_cases(out / "cache")
     cases = cases[cases["status"] == "ok"]
-    columns = ["ID"] + [c for c in ("Label", "Group") if c in cases and (cases[c] != "").any()]
-    return cases[columns].reset_index(drop=True)
+    return label_columns(cases)
 
 
 def _report_stage(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, Path]:

@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..config import EvaluateConfig, RadiomicsConfig
-from ..core.tables import common_cases, table2_sets
+from ..core.tables import feature_sets, label_columns
 from . import _workers
 from ._form import ConfigForm
 from ._plots import ScrollDock, ThemedFigure
@@ -242,15 +242,13 @@ class FeaturesWidget(ScrollDock):
         def on_return(out: tuple[dict[str, pd.DataFrame], pd.DataFrame]) -> None:
             tables, failures = out
             ok = cases[cases["status"] == "ok"]
-            labels = ok[["ID"] + [c for c in ("Label", "Group") if c in ok and (ok[c] != "").any()]]
-            tables["labels"] = labels
-            tables, dropped = common_cases(tables)
             ssl = {name: tables["ssl"]} if "ssl" in tables else {}
-            self.sets = table2_sets(tables["labels"], tables.get("trad"), ssl)
+            self.sets, dropped = feature_sets(ok, tables.get("trad"), ssl)
             widest = max(self.sets.values(), key=lambda t: t.shape[1])
             state.set_features(widest)
+            meta = len(label_columns(ok).columns)
             text = f"{len(widest)} cases, " + ", ".join(
-                f"{k}: {t.shape[1] - len(labels.columns)} features" for k, t in self.sets.items()
+                f"{k}: {t.shape[1] - meta} features" for k, t in self.sets.items()
             )
             if dropped:
                 text += f"; left out {len(dropped)} case(s) missing from a table: {', '.join(dropped[:5])}"
