@@ -3,8 +3,9 @@
 Compute encodes every prepared case with the checkpoint of the current run (or a chosen
 one), clusters the representations with the same seeded k-means the RE/SE module uses,
 and embeds them in 2D with UMAP (umap-learn, imported lazily in the worker: its first
-import compiles with numba); both are :mod:`..core.clusters`', as the report's. The scatter is coloured by cluster or by label. The bars show
-each cluster's size split by label, so imbalance is seen at a glance.
+import compiles with numba). Both come from :mod:`..core.clusters`, as the report's. The
+scatter is coloured by cluster or by label. The bars show each cluster's size split by
+label, so imbalance is seen at a glance.
 
 The batches the imbalance module chose are read from the run's ``history.csv``, counting
 only RE- and SE-phase steps (the vanilla warm-up draws batches at random). A slider walks
