@@ -113,7 +113,7 @@ def test_yaml_keys_beat_the_recipe_even_at_the_default_value(tmp_path):
 
 
 def test_a_yaml_choice_is_what_the_engine_trains(tmp_path):
-    """The pipeline's path (core/pipeline.py `_train_stage`): the YAML's train section, one mode, train()."""
+    """The pipeline's path (core/pipeline.py `train_stage`): the YAML's train section, one mode, train()."""
     import json
 
     import torch

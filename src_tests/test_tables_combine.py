@@ -143,3 +143,24 @@ def test_table2_sets_are_trad_each_ssl_method_then_trad_plus_each():
     assert list(both.columns) == ["ID", "Label", "original_x", "ssl_000"]
     assert both.set_index("ID").loc["a", ["original_x", "ssl_000"]].tolist() == [1.0, 0.3]
     assert list(table2_sets(labels, None, ssl)) == ["3DSiam", "3DSiam+SE"]
+
+
+def test_feature_sets_carry_id_and_the_non_empty_label_and_group_of_the_common_cases():
+    from napari_ssl_radiomics.core.tables import feature_sets, label_columns
+
+    cases = pd.DataFrame(
+        {"ID": ["a", "b", "c"], "Label": ["0", "1", "1"], "Group": ["", " ", ""], "status": ["ok"] * 3}
+    )
+    assert list(label_columns(cases).columns) == ["ID", "Label"]  # a blank Group is left out
+    assert list(label_columns(cases.assign(Group=["g1", "", "g2"])).columns) == ["ID", "Label", "Group"]
+    assert list(label_columns(cases.drop(columns=["Label", "Group"])).columns) == ["ID"]
+
+    trad = pd.DataFrame({"ID": ["b", "a", "c"], "original_x": [2.0, 1.0, 3.0]})
+    ssl = {"3DSiam": pd.DataFrame({"ID": ["a", "b"], "ssl_000": [0.1, 0.2]})}  # c failed to encode
+    sets, dropped = feature_sets(cases, trad, ssl)
+    assert list(sets) == ["Trad.", "3DSiam", "Trad.+3DSiam"]
+    assert dropped == ["c"]
+    assert all(set(t["ID"]) == {"a", "b"} for t in sets.values())
+    assert list(sets["Trad.+3DSiam"].columns) == ["ID", "Label", "original_x", "ssl_000"]
+    only_trad, none_dropped = feature_sets(cases, trad, {})
+    assert list(only_trad) == ["Trad."] and none_dropped == []

@@ -89,7 +89,7 @@ def run_radiomics(args: argparse.Namespace) -> int:
     from ..core import radiomics as rad
     from ..core.cohort import load_cohort
     from ..core.events import drive
-    from ..core.tables import labels_from_cohort, write_table
+    from ..core.tables import label_columns, labels_from_cohort, write_table
     from ..core.utils import check_output_file, write_csv
 
     cfg = from_arguments(RadiomicsConfig(), args)
@@ -113,9 +113,8 @@ def run_radiomics(args: argparse.Namespace) -> int:
 
         cluster = from_arguments(ClusterConfig(), args)
         features, failures = drive(rad.extract(cohort, cfg, cache, cluster, checks=checks), show)
-    labels = labels_from_cohort(cohort)
-    meta = [c for c in ("Label", "Group") if (labels[c].astype(str).str.strip() != "").any()]
-    table = labels[["ID", *meta]].merge(features, on="ID", how="inner") if meta and not features.empty else features
+    labels = label_columns(labels_from_cohort(cohort))
+    table = labels.merge(features, on="ID", how="inner") if labels.shape[1] > 1 and not features.empty else features
     failures_path = out.with_name(out.stem + "_failures.csv")
     if not failures.empty:
         write_csv(failures_path, failures)
@@ -181,8 +180,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ..core.evaluate import evaluate_iter, labels_of, write_outputs
+    from ..core.evaluate import evaluate_iter
     from ..core.events import drive
+    from ..core.folds import labels_of
+    from ..core.summary import write_outputs
     from ..core.tables import labels_from_cohort
     from ..core.utils import check_output_folder, read_table_csv
 

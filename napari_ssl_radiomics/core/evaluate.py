@@ -40,6 +40,10 @@ Choices the paper leaves open, made here:
   all (repeat, fold) pairs. ``pooled`` scores all out-of-fold predictions of a repeat
   together (the paper's "all testing samples"), then averages over repeats.
 - Feature sets, repeats and folds run in parallel (``EvaluateConfig.jobs`` processes).
+
+This module holds the classifier, the metrics and the fitting. The labels, folds, splits
+and label subsampling are :mod:`.folds`' (shared with the supervised baseline); the
+summary and the evaluation's files are :mod:`.summary`'s. Their names stay importable from here.
 """
 
 from __future__ import annotations
@@ -47,9 +51,8 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -59,14 +62,25 @@ from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from ..config import EvaluateConfig
 from .events import Level
-from .tables import ID, _some, check_ids, clean_features, feature_columns
+from .folds import (  # noqa: F401  (EvaluationWarning, too_few_groups, subsample: importable from here too)
+    EvaluationWarning,
+    Labels,
+    Split,
+    labels_of,
+    make_folds,
+    splits,
+    subsample,
+    too_few_groups,
+)
+from .summary import aggregate, summary_markdown, write_outputs  # noqa: F401  (the presentation, importable here)
+from .tables import ID, check_ids, clean_features, feature_columns
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 VALIDATION_SPLITS = 5  # one fold of five = the paper's 20% of the training part
@@ -80,10 +94,6 @@ SEARCH_TOL = 1e-3
 FINAL_TOL = 1e-4  # liblinear's default, for the model that is scored
 BINARY_METRICS = ("sensitivity", "specificity", "auc", "balanced_accuracy", "minor_recall", "major_recall")
 MULTI_METRICS = ("overall_accuracy", "minor_accuracy", "balanced_accuracy", "auc")
-
-
-class EvaluationWarning(UserWarning):
-    """The evaluation changed something to go on (fewer folds, dropped cases)."""
 
 
 # --- the classifier ----------------------------------------------------------------------
@@ -241,225 +251,6 @@ def _auc(y: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> float:
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     """Mean recall over the classes present in ``y`` (as sklearn's balanced_accuracy_score)."""
     return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
-
-
-# --- labels and folds --------------------------------------------------------------------
-
-
-@dataclass
-class Labels:
-    """Class, group and class roles of the evaluated cases (index: ID)."""
-
-    y: pd.Series
-    groups: pd.Series | None
-    classes: list[str]
-    positive: str  # binary: the positive class; multi-class: the minor class
-    folds: int
-    warnings: list[str] = field(default_factory=list)
-    minor: str = ""  # the least frequent class
-    major: str = ""  # the most frequent class
-
-    @property
-    def binary(self) -> bool:
-        return len(self.classes) == 2
-
-
-def labels_of(tables: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> Labels:
-    """Collect labels (and groups) from the tables and check they allow the evaluation.
-
-    Raises
-    ------
-    ValueError
-        No label column, one class only, a class with fewer than 2 cases, fewer groups than
-        folds, a class in one group only, or tables that disagree (each message says what
-        to do).
-    """
-    label, group = cfg.label, cfg.group
-    y = _column(tables, label)
-    if y is None:
-        raise ValueError(
-            f"no '{label}' column in any feature table ({', '.join(tables)}); add the classes with "
-            "`ssl-radiomics combine TABLE --manifest MANIFEST --out features.csv`, or name the column with --label"
-        )
-    notes = []
-    unlabelled = y.index[y.str.strip() == ""].tolist()
-    if unlabelled:
-        notes.append(f"{len(unlabelled)} case(s) without a {label} were left out ({_some(unlabelled, 5)})")
-        y = y.drop(unlabelled)
-    counts = y.value_counts()
-    if len(counts) < 2:
-        raise ValueError(
-            f"'{label}' holds one class only ({counts.index[0] if len(counts) else 'none'}, {len(y)} cases); "
-            "the evaluation needs at least two classes"
-        )
-    if counts.min() < 2:
-        small = counts[counts < 2].index.tolist()
-        raise ValueError(
-            f"class(es) {small} of '{label}' have fewer than 2 cases; cross-validation needs at least 2 per class "
-            "(add cases or merge the class with another)"
-        )
-    groups = _column(tables, group) if group else None
-    if groups is not None:
-        groups = groups.reindex(y.index)
-        if (groups.str.strip() == "").all():
-            groups = None
-        else:
-            # A case without a group is its own group.
-            groups = groups.where(groups.str.strip() != "", "__case__" + groups.index.to_series())
-    if groups is not None:
-        _check_groups(y, groups, label, group)
-    folds = cfg.folds
-    if counts.min() < folds:
-        notes.append(
-            f"the smallest class ({counts.idxmin()}) has {counts.min()} cases, fewer than {folds} folds: "
-            f"using {counts.min()} folds instead (add cases for {folds}-fold cross-validation)"
-        )
-        folds = int(counts.min())
-    if groups is not None and groups.nunique() < folds:
-        raise ValueError(too_few_groups(group, int(groups.nunique()), folds))
-    classes = sorted(counts.index.tolist())
-    # A tie goes to the first class in sorted order.
-    minor = str(counts.sort_index().idxmin())
-    major = next(c for c in classes if c != minor) if len(classes) == 2 else str(counts.sort_index().idxmax())
-    if cfg.positive:
-        if cfg.positive not in classes:
-            raise ValueError(
-                f"positive class {cfg.positive!r} is not among the classes {classes}; set EvaluateConfig.positive to one of them"
-            )
-        positive = cfg.positive
-    else:
-        positive = minor if cfg.convention == "minority" or len(classes) > 2 else major
-    for n in notes:
-        warnings.warn(n, EvaluationWarning, stacklevel=3)
-    return Labels(y, groups, classes, positive, folds, notes, minor=minor, major=major)
-
-
-def too_few_groups(group: str, n_groups: int, folds: int) -> str:
-    """The refusal of grouped cross-validation with fewer groups than folds: what, why, and the way out."""
-    what = "a single group" if n_groups == 1 else f"only {n_groups} groups"
-    independent = (
-        f"if the cases are independent ('{group}' is a site or a centre, not the patient), evaluate without "
-        "grouping (--group ''; in a config file, evaluate.folds and evaluate.group)"
-    )
-    way_out = (
-        f"Use {n_groups} folds or fewer (--folds {n_groups}; {n_groups} folds is leave-one-group-out, another "
-        f"question than {folds}-fold CV), or, {independent}"
-        if n_groups > 1
-        else independent[0].upper() + independent[1:]
-    )
-    return (
-        f"'{group}' holds {what}, fewer than the {folds} folds: grouped folds keep each group whole, so they cannot "
-        f"make {folds} folds. {way_out}"
-    )
-
-
-def _check_groups(y: pd.Series, groups: pd.Series, label: str, group: str) -> None:
-    """Raise when a class lies in one group only: grouped folds could never train on it."""
-    per_class = groups.groupby(y).nunique()
-    single = per_class[per_class < 2]
-    if len(single):
-        cls = single.index[0]
-        where = groups[y == cls].iloc[0]
-        raise ValueError(
-            f"class {cls!r} of '{label}' lies in a single group of '{group}' ({where!r}, {int((y == cls).sum())} "
-            f"cases): grouped folds keep a group on one side, so no training part would hold class {cls!r}. "
-            f"Add cases of {cls!r} from other groups, or, if the cases are independent, evaluate without "
-            f"grouping (--group '' or EvaluateConfig.group = '')"
-        )
-
-
-def _column(tables: dict[str, pd.DataFrame], col: str) -> pd.Series | None:
-    out = None
-    for t in tables.values():
-        if col not in t.columns:
-            continue
-        s = t.set_index(t[ID].astype(str))[col].fillna("").astype(str)
-        if out is None:
-            out = s
-            continue
-        other = out.reindex(s.index)
-        differ = s.index[(s != other) & (s != "") & (other != "")].tolist()
-        if differ:
-            raise ValueError(
-                f"'{col}' differs between the tables for {len(differ)} case(s) ({_some(differ, 5)}); fix the tables"
-            )
-    return out
-
-
-def make_folds(labels: Labels | pd.DataFrame, cfg: EvaluateConfig) -> pd.DataFrame:
-    """Test-fold assignment of every case, once per repeat.
-
-    Parameters
-    ----------
-    labels : :class:`Labels`, or a table with ``ID`` and the label (and group) columns
-    cfg : folds, repeats, seed (repeat r uses seed + r)
-
-    Returns
-    -------
-    DataFrame with columns ``ID, repeat, fold`` (one row per case and repeat, IDs sorted).
-    """
-    if isinstance(labels, pd.DataFrame):
-        labels = labels_of({"labels": labels}, cfg)
-    # Sorted by ID, so that tables listing the same cases in another order (a manifest, a
-    # prepared cache) get the same folds.
-    y_sorted = labels.y.sort_index()
-    ids = y_sorted.index.to_numpy()
-    y = y_sorted.to_numpy()
-    groups = labels.groups.loc[ids] if labels.groups is not None else None
-    rows = []
-    for r in range(cfg.repeats):
-        seed = cfg.seed + r
-        if groups is not None:
-            cv = StratifiedGroupKFold(labels.folds, shuffle=True, random_state=seed)
-            splits = cv.split(ids, y, groups.to_numpy())
-        else:
-            splits = StratifiedKFold(labels.folds, shuffle=True, random_state=seed).split(ids, y)
-        fold = np.empty(len(ids), dtype=int)
-        for k, (_, test) in enumerate(splits):
-            fold[test] = k
-        rows.append(pd.DataFrame({ID: ids, "repeat": r, "fold": fold}))
-    return pd.concat(rows, ignore_index=True)
-
-
-@dataclass
-class Split:
-    """One training/test split: the training IDs already reduced to the label fraction."""
-
-    repeat: int
-    fold: int
-    fraction: float
-    train: list[str]
-    test: list[str]
-
-
-def splits(folds: pd.DataFrame, labels: Labels, fractions: tuple[float, ...], seed: int) -> Iterator[Split]:
-    """Every (repeat, fold, label fraction) split, identical for all feature sets."""
-    for (r, k), _ in folds.groupby(["repeat", "fold"], sort=True):
-        in_repeat = folds[folds["repeat"] == r]
-        test = in_repeat.loc[in_repeat["fold"] == k, ID].tolist()
-        train_all = in_repeat.loc[in_repeat["fold"] != k, ID].tolist()
-        for frac in fractions:
-            yield Split(
-                int(r), int(k), float(frac), subsample(train_all, labels.y, frac, (seed, int(r), int(k), frac)), test
-            )
-
-
-def subsample(ids: list[str], y: pd.Series, fraction: float, key: tuple) -> list[str]:
-    """A stratified ``fraction`` of ``ids`` (at least one case per class), reproducible from ``key``."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"label fraction {fraction} must be in (0, 1]")
-    if fraction >= 1:
-        return list(ids)
-    seed = int(
-        np.random.SeedSequence([int(key[0]), int(key[1]), int(key[2]), int(round(key[3] * 1e6))]).generate_state(1)[0]
-    )
-    labels = y.loc[ids].to_numpy()
-    n_classes = len(np.unique(labels))
-    keep = max(int(round(fraction * len(ids))), n_classes)
-    if keep >= len(ids):
-        return list(ids)
-    kept, _ = train_test_split(np.asarray(ids), train_size=keep, stratify=labels, random_state=seed % (2**32))
-    return sorted(kept.tolist(), key=list(ids).index)
 
 
 # --- metrics -----------------------------------------------------------------------------
@@ -847,162 +638,6 @@ def pooled_scores(
 def _score(g: pd.DataFrame, classes: list[str], positive: str, minor: str | None, major: str | None) -> dict:
     scores = g["score"].to_numpy(float) if len(classes) == 2 else g[[f"score_{c}" for c in classes]].to_numpy(float)
     return metrics(g["y_true"].to_numpy(), g["y_pred"].to_numpy(), scores, classes, positive, minor, major)
-
-
-# --- reporting ---------------------------------------------------------------------------
-
-
-def aggregate(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sd and count of each metric over all (repeat, fold) pairs (or repeats, for pooled)."""
-    grouped = results.groupby(["feature_set", "label_fraction", "metric"], sort=False)["value"]
-    out = grouped.agg(mean="mean", sd="std", n="count").reset_index()
-    return out
-
-
-def _grouping(result: EvalResult) -> str:
-    """How the folds were grouped, in words (the summary says what the evaluation did)."""
-    group = result.config.group
-    if result.grouped:
-        return f"grouped by '{group}' ({result.n_groups} groups, each kept whole in one test fold)"
-    return f"not grouped (no '{group}' column, or an empty one)" if group else "not grouped"
-
-
-def summary_markdown(result: EvalResult) -> str:
-    """Tables like the paper's Table 2: rows = feature sets, columns = label fractions.
-
-    Fold-mean tables first (mean ± sd over folds and repeats), then the pooled metrics
-    (all test samples of a repeat together), then the paired comparisons.
-    """
-    from .compare import comparison_markdown
-
-    names = list(dict.fromkeys(result.results["feature_set"]))
-    fractions = sorted(set(result.results["label_fraction"]), reverse=True)
-    cfg = result.config
-    folds = f"{result.n_folds} folds × {cfg.repeats} repeat(s)"
-    fold_mean = f"fold mean ± sd over {folds}"
-    if result.binary:
-        why = "named" if cfg.positive else f"the {cfg.convention} class"
-        main = ("sensitivity", "specificity")
-        title = f"Sensitivity / Specificity (positive class: {result.positive}, {why}), {fold_mean}"
-        recalls = ("minor_recall", "major_recall")
-        recall_title = f"Minor-class recall ({result.minor}) / major-class recall ({result.major}), {fold_mean}"
-    else:
-        main = ("overall_accuracy", "minor_accuracy")
-        title = f"Overall / Minor-class accuracy (minor class: {result.positive}), {fold_mean}"
-        recalls = ()
-        recall_title = ""
-    pooled_note = "one value" if cfg.repeats == 1 else f"mean ± sd over {cfg.repeats} repeats"
-    lines = [
-        "# Evaluation",
-        "",
-        f"Linear SVM, stratified {result.n_folds}-fold cross-validation, {_grouping(result)}; "
-        f"C from {', '.join(f'{c:g}' for c in C_GRID)} on 20% of each training fold; "
-        f"{cfg.repeats} repeat(s), seed {cfg.seed}. Classes: {', '.join(result.classes)}. "
-        "*Fold mean*: each metric computed on each test fold, then mean ± sd over the folds. "
-        f"*Pooled*: computed once over all test samples of a repeat together (as the paper's Table 2), {pooled_note}.",
-        "",
-    ]
-    agg = aggregate(result.results)
-    lines += _table(title, main, agg, names, fractions)
-    if recalls:
-        lines += _table(recall_title, recalls, agg, names, fractions)
-    lines += _table(
-        "AUC" + (" (macro one-vs-rest)" if not result.binary else "") + f", {fold_mean}",
-        ("auc",),
-        agg,
-        names,
-        fractions,
-    )
-    lines += _table(f"Balanced accuracy, {fold_mean}", ("balanced_accuracy",), agg, names, fractions)
-    if result.pooled is not None and not result.pooled.empty:
-        pooled = aggregate(result.pooled)
-        shown = (
-            ("sensitivity", "specificity", "auc") if result.binary else ("overall_accuracy", "minor_accuracy", "auc")
-        )
-        heading = " / ".join(m.replace("_", " ") for m in shown)
-        lines += _table(f"Pooled over all test samples: {heading} ({pooled_note})", shown, pooled, names, fractions)
-    compared = comparison_markdown(result.comparisons, result.minor) if result.comparisons is not None else ""
-    if compared:
-        lines += [compared, ""]
-    if result.warnings:
-        lines += ["### Notes", ""] + [f"- {w}" for w in result.warnings] + [""]
-    return "\n".join(lines)
-
-
-def _table(
-    heading: str, metrics_: tuple[str, ...], agg: pd.DataFrame, names: list[str], fractions: list[float]
-) -> list[str]:
-    """One markdown table: a row per feature set, a column per label fraction."""
-    agg = agg.set_index(["feature_set", "label_fraction", "metric"])
-
-    def cell(name: str, frac: float, metric: str) -> str:
-        key = (name, frac, metric)
-        if key not in agg.index:
-            return "–"
-        m, s = agg.loc[key, "mean"], agg.loc[key, "sd"]
-        return f"{m:.3f} ± {0.0 if np.isnan(s) else s:.3f}"
-
-    head = "| Feature set | " + " | ".join(f"{f:.0%} labels" for f in fractions) + " |"
-    lines = [f"### {heading}", "", head, "|" + "---|" * (len(fractions) + 1)]
-    for name in names:
-        cells = [" / ".join(cell(name, f, m) for m in metrics_) for f in fractions]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def write_outputs(result: EvalResult, out: str | Path, **extra: Any) -> list[Path]:
-    """Write the evaluation's files to ``out``; return their paths.
-
-    results.csv (per fold), results_pooled.csv, comparisons.csv, predictions.csv,
-    folds.csv, chosen_C.csv, summary.md, evaluate.json and PNG plots. Each file is written
-    whole or not at all. ``extra`` goes into evaluate.json.
-    """
-    from . import plots
-    from .utils import provenance, write_csv, write_json, write_text
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tables = {
-        "results.csv": result.results,
-        "results_pooled.csv": result.pooled,
-        "comparisons.csv": result.comparisons,
-        "predictions.csv": result.predictions,
-        "folds.csv": result.folds,
-        "chosen_C.csv": result.chosen_C,
-    }
-    paths = []
-    for name, table in tables.items():
-        if table is not None:
-            write_csv(out / name, table)
-            paths.append(out / name)
-    write_text(out / "summary.md", result.summary)
-    write_json(
-        out / "evaluate.json",
-        provenance(
-            result.config,
-            classes=result.classes,
-            positive=result.positive,
-            minor=result.minor,
-            major=result.major,
-            feature_sets={k: {"n_features": len(v), "columns": v} for k, v in result.feature_sets.items()},
-            warnings=result.warnings,
-            C_grid=list(C_GRID),
-            **extra,
-        ),
-    )
-    paths += [out / "summary.md", out / "evaluate.json"]
-    for frac in sorted(set(result.predictions["label_fraction"]), reverse=True):
-        paths.append(
-            plots.roc_curves(
-                result.predictions, out / f"roc_{_frac_name(frac)}.png", frac, result.classes, result.positive
-            )
-        )
-    paths.append(plots.metric_bars(result.results, out / "metrics.png"))
-    return paths
-
-
-def _frac_name(frac: float) -> str:
-    return f"{int(round(frac * 100))}pct"
 
 
 def config_with(cfg: EvaluateConfig, **changes: Any) -> EvaluateConfig:

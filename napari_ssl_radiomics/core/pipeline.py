@@ -94,7 +94,7 @@ def demo_config(out: str | Path = "results", full: bool = False) -> PipelineConf
 # --- stage bookkeeping ------------------------------------------------------------------
 
 
-class _State:
+class StageState:
     """The keys of finished stages, kept in ``pipeline_state.json`` (written atomically)."""
 
     def __init__(self, out: Path):
@@ -132,7 +132,7 @@ def run(cfg: PipelineConfig) -> Generator[StageEvent, None, PipelineResult]:
 def _run_locked(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, PipelineResult]:
     write_text(out / "config.yaml", commented_yaml(cfg))
     write_json(out / "versions.json", provenance())
-    state = _State(out)
+    state = StageState(out)
     paths: dict[str, Path] = {}
 
     _check_columns(cfg)
@@ -142,8 +142,8 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, P
     ssl_tables: dict[str, Path] = {}
     for mode in cfg.modes:
         train_cfg = dataclasses.replace(cfg.train, mode=mode)
-        run_dir = yield from _train_stage(train_cfg, cfg, cache, out / "runs" / mode, state, f"train:{mode}")
-        ssl_tables[mode] = yield from _embed_stage(
+        run_dir = yield from train_stage(train_cfg, cfg, cache, out / "runs" / mode, state, f"train:{mode}")
+        ssl_tables[mode] = yield from embed_stage(
             cfg, run_dir, cache, out / "features" / f"ssl_{mode}.csv", state, f"embed:{mode}"
         )
         paths[f"run_{mode}"] = run_dir
@@ -187,14 +187,14 @@ def _check_labels(cfg: PipelineConfig, out: Path) -> None:
     would refuse (e.g. fewer groups than folds) stops the run before training."""
     import warnings
 
-    from .evaluate import labels_of
+    from .folds import labels_of
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its notes come again, with the evaluation's results
-        labels_of({"cases": _labels(out, cfg)}, cfg.evaluate)
+        labels_of({"cases": case_labels(out, cfg)}, cfg.evaluate)
 
 
-def _forward(stage: str, gen: Generator) -> Generator[StageEvent, None, Any]:
+def forward(stage: str, gen: Generator) -> Generator[StageEvent, None, Any]:
     """Re-yield a core generator's events (the :mod:`.events` protocol) as StageEvents."""
     try:
         while True:
@@ -205,7 +205,7 @@ def _forward(stage: str, gen: Generator) -> Generator[StageEvent, None, Any]:
         return stop.value
 
 
-def _cohort_stage(cfg: PipelineConfig, out: Path, state: _State) -> Generator[StageEvent, None, Path]:
+def _cohort_stage(cfg: PipelineConfig, out: Path, state: StageState) -> Generator[StageEvent, None, Path]:
     if cfg.cohort:
         source = Path(cfg.cohort)
         if not source.exists():
@@ -228,7 +228,9 @@ def _cohort_stage(cfg: PipelineConfig, out: Path, state: _State) -> Generator[St
     return manifest
 
 
-def _prepare_stage(cfg: PipelineConfig, manifest: Path, out: Path, state: _State) -> Generator[StageEvent, None, Path]:
+def _prepare_stage(
+    cfg: PipelineConfig, manifest: Path, out: Path, state: StageState
+) -> Generator[StageEvent, None, Path]:
     from .cache import CASES_CSV
     from .preprocess import prepare
 
@@ -239,7 +241,7 @@ def _prepare_stage(cfg: PipelineConfig, manifest: Path, out: Path, state: _State
         yield StageEvent("prepare", "cached", message=str(cache))
         return cache
     yield StageEvent("prepare", "start")
-    table = yield from _forward("prepare", prepare(manifest, cfg.prepare, cache, cfg.cluster))
+    table = yield from forward("prepare", prepare(manifest, cfg.prepare, cache, cfg.cluster))
     ok = int((table["status"] == "ok").sum())
     if ok == 0:
         raise ValueError(f"no case of {manifest} could be prepared; see {cache / CASES_CSV} for each case's reason")
@@ -248,9 +250,13 @@ def _prepare_stage(cfg: PipelineConfig, manifest: Path, out: Path, state: _State
     return cache
 
 
-def _train_stage(
-    train_cfg: TrainConfig, cfg: PipelineConfig, cache: Path, run_dir: Path, state: _State, stage: str
+def train_stage(
+    train_cfg: TrainConfig, cfg: PipelineConfig, cache: Path, run_dir: Path, state: StageState, stage: str
 ) -> Generator[StageEvent, None, Path]:
+    """Train one run into ``run_dir`` (reused when ``state`` says it is fresh, resumed when it was cut short).
+
+    Used by :func:`run` (one per mode) and by :mod:`.sweep` (one per swept value); returns ``run_dir``.
+    """
     from .train import train
 
     key = config_hash([to_dict(train_cfg), to_dict(cfg.augment), _file_key(cache / "cases.csv")])
@@ -266,7 +272,7 @@ def _train_stage(
         )
     state.mark(stage + ":started", key)
     yield StageEvent(stage, "start", total=train_cfg.iterations, message="resuming" if resume else "")
-    result = yield from _forward(stage, train(cache, run_dir, train_cfg, cfg.augment, resume=resume))
+    result = yield from forward(stage, train(cache, run_dir, train_cfg, cfg.augment, resume=resume))
     if getattr(result, "stopped", False):
         raise RuntimeError(f"{stage} stopped before the end; run again to resume from {checkpoint}")
     state.mark(stage, key)
@@ -274,9 +280,10 @@ def _train_stage(
     return run_dir
 
 
-def _embed_stage(
-    cfg: PipelineConfig, run_dir: Path, cache: Path, path: Path, state: _State, stage: str
+def embed_stage(
+    cfg: PipelineConfig, run_dir: Path, cache: Path, path: Path, state: StageState, stage: str
 ) -> Generator[StageEvent, None, Path]:
+    """Write the run's representation of every prepared case to ``path`` (reused when fresh); returns ``path``."""
     from .embed import embed_iter
     from .utils import write_csv
 
@@ -285,7 +292,7 @@ def _embed_stage(
         yield StageEvent(stage, "cached", message=str(path))
         return path
     yield StageEvent(stage, "start")
-    table = yield from _forward(
+    table = yield from forward(
         stage, embed_iter(run_dir, cache, device=cfg.train.device, batch_size=cfg.train.embed_batch_size)
     )
     write_csv(path, table)
@@ -295,7 +302,7 @@ def _embed_stage(
 
 
 def _radiomics_stage(
-    cfg: PipelineConfig, manifest: Path, out: Path, state: _State
+    cfg: PipelineConfig, manifest: Path, out: Path, state: StageState
 ) -> Generator[StageEvent, None, Path]:
     from .radiomics import extract
     from .utils import write_csv
@@ -307,7 +314,7 @@ def _radiomics_stage(
         yield StageEvent("radiomics", "cached", message=str(path))
         return path
     yield StageEvent("radiomics", "start")
-    features, failures = yield from _forward(
+    features, failures = yield from forward(
         "radiomics", extract(manifest, cfg.radiomics, out / "radiomics_cache", cfg.cluster, checks=cfg.prepare)
     )
     write_csv(path, features)
@@ -321,10 +328,10 @@ def _radiomics_stage(
 
 def _folds_stage(cfg: PipelineConfig, out: Path, ids: list[str]) -> Path:
     """Fix the cross-validation folds once, so the SVMs and the supervised baseline share them."""
-    from .evaluate import make_folds
+    from .folds import make_folds
     from .utils import write_csv
 
-    labels = _labels(out, cfg)
+    labels = case_labels(out, cfg)
     labels = labels[labels["ID"].isin(ids)]
     path = out / "evaluation" / "folds.csv"
     write_csv(path, make_folds(labels, cfg.evaluate))
@@ -332,7 +339,7 @@ def _folds_stage(cfg: PipelineConfig, out: Path, ids: list[str]) -> Path:
 
 
 def _supervised_stage(
-    cfg: PipelineConfig, cache: Path, folds: Path, out: Path, state: _State
+    cfg: PipelineConfig, cache: Path, folds: Path, out: Path, state: StageState
 ) -> Generator[StageEvent, None, Path]:
     from . import supervised
     from .utils import write_csv
@@ -347,7 +354,7 @@ def _supervised_stage(
         return path
     yield StageEvent("supervised", "start")
     fold_table = read_table_csv(folds)
-    fit = yield from _forward(
+    fit = yield from forward(
         "supervised", supervised.cross_validate(cache, fold_table, cfg.evaluate, train_cfg, cfg.augment)
     )
     # Loss per step and the per-split convergence checks, beside the predictions.
@@ -366,7 +373,7 @@ def _read(path: Path) -> pd.DataFrame:
 
 def common_ids(out: Path, cfg: PipelineConfig, tables: list[Path]) -> tuple[list[str], list[str]]:
     """IDs every table holds (prepared cases first), and the prepared IDs some table lacks."""
-    ids = list(_labels(out, cfg)["ID"])
+    ids = list(case_labels(out, cfg)["ID"])
     keep = set(ids)
     for path in tables:
         keep &= set(_read(path)["ID"])
@@ -380,10 +387,11 @@ def _evaluate_stage(
     supervised: Path | None,
     folds: Path,
     out: Path,
-    state: _State,
+    state: StageState,
 ) -> Generator[StageEvent, None, pd.DataFrame]:
-    from .evaluate import evaluate_iter, write_outputs
-    from .tables import combine, table2_sets
+    from .evaluate import evaluate_iter
+    from .summary import write_outputs
+    from .tables import combine, feature_sets
     from .utils import write_csv
 
     folder = out / "evaluation"
@@ -396,11 +404,11 @@ def _evaluate_stage(
     yield StageEvent("evaluate", "start")
     fold_table = read_table_csv(folds)
     ids = set(fold_table["ID"])
-    labels = _labels(out, cfg)
+    labels = case_labels(out, cfg)
     labels = labels[labels["ID"].isin(ids)]
     trad_table = _read(trad)[lambda t: t["ID"].isin(ids)]
     ssl = {mode: _read(p)[lambda t: t["ID"].isin(ids)] for mode, p in ssl_tables.items()}
-    tables = table2_sets(labels, trad_table, {MODE_NAMES.get(m, m): t for m, t in ssl.items()})
+    tables, _ = feature_sets(labels, trad_table, {MODE_NAMES.get(m, m): t for m, t in ssl.items()})
     # One table with every mode: each mode's columns get its name (ssl_se_000, ...).
     renamed = [
         t.rename(columns=lambda c, m=m: c.replace("ssl_", f"ssl_{m}_", 1) if c.startswith("ssl_") else c)
@@ -408,9 +416,7 @@ def _evaluate_stage(
     ]
     write_csv(out / "features" / "features.csv", combine([labels, trad_table, *renamed]))
     external = {"Supervised": _read(supervised)} if supervised else None
-    result = yield from _forward(
-        "evaluate", evaluate_iter(tables, cfg.evaluate, predictions=external, folds=fold_table)
-    )
+    result = yield from forward("evaluate", evaluate_iter(tables, cfg.evaluate, predictions=external, folds=fold_table))
     for note in result.warnings:
         yield StageEvent("evaluate", "warning", message=note)
     write_outputs(result, folder)
@@ -419,14 +425,14 @@ def _evaluate_stage(
     return result.results
 
 
-def _labels(out: Path, cfg: PipelineConfig) -> pd.DataFrame:
+def case_labels(out: Path, cfg: PipelineConfig) -> pd.DataFrame:
     """ID, Label, Group of every prepared case (from the cache's cases.csv)."""
     from .cache import read_cases
+    from .tables import label_columns
 
     cases = read_cases(out / "cache")
     cases = cases[cases["status"] == "ok"]
-    columns = ["ID"] + [c for c in ("Label", "Group") if c in cases and (cases[c] != "").any()]
-    return cases[columns].reset_index(drop=True)
+    return label_columns(cases)
 
 
 def _report_stage(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, Path]:

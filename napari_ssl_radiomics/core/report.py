@@ -123,19 +123,21 @@ def balance_figure(balance: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def representation_clusters(tables: dict[str, pd.DataFrame], k: int = 3, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """``ID, UMAP_0, UMAP_1, cluster`` of each SSL table: :func:`.clusters.cluster_frame`, as the Clusters dock's."""
+    from .clusters import cluster_frame
+
+    return {name: cluster_frame(table, k, seed) for name, table in tables.items()}
+
+
 def umap_figure(tables: dict[str, pd.DataFrame], labels: pd.Series, path: Path, k: int = 3, seed: int = 0) -> Path:
     """UMAP of each SSL table coloured by k-means cluster (left) and by label (right)."""
-    import umap  # lazily: its first import compiles with numba
-    from sklearn.cluster import KMeans
-    from sklearn.preprocessing import StandardScaler
-
+    frames = representation_clusters(tables, k, seed)
     plt = _pyplot()
     fig, axes = plt.subplots(len(tables), 2, figsize=(7, 3.2 * len(tables)), squeeze=False)
-    for row, (name, table) in enumerate(tables.items()):
-        x = StandardScaler().fit_transform(table.filter(like="ssl_").to_numpy(float))
-        xy = umap.UMAP(n_neighbors=min(15, len(x) - 1), random_state=seed, n_jobs=1).fit_transform(x)
-        clusters = KMeans(k, n_init=10, random_state=seed).fit_predict(x)
-        y = table["ID"].map(labels).astype(str)
+    for row, (name, frame) in enumerate(frames.items()):
+        xy, clusters = frame[["UMAP_0", "UMAP_1"]].to_numpy(), frame["cluster"].to_numpy()
+        y = frame["ID"].map(labels).astype(str)
         for ax, colour, title in ((axes[row, 0], clusters, "k-means cluster"), (axes[row, 1], y, "label")):
             for value in sorted(set(colour)):
                 sel = np.asarray(colour) == value
@@ -146,6 +148,12 @@ def umap_figure(tables: dict[str, pd.DataFrame], labels: pd.Series, path: Path, 
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def report_clusters_settings(cfg: Any = None) -> tuple[int, int]:
+    """The report's k and seed: the run's ``train.clusters`` (at least 2; 3 when unset) and ``train.seed``."""
+    train = getattr(cfg, "train", None)
+    return max(2, getattr(train, "clusters", 3) or 3), int(getattr(train, "seed", 0) or 0)
 
 
 def supervised_section(out: Path) -> tuple[str, str, list[Path], pd.DataFrame | None] | None:
@@ -242,8 +250,8 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
         for p in sorted((out / "features").glob("ssl_*.csv"))
     }
     if ssl:
-        k = getattr(getattr(cfg, "train", None), "clusters", 3) or 3
-        umap_png = umap_figure(ssl, labels, figures / "umap.png", k=max(2, k))
+        k, seed = report_clusters_settings(cfg)
+        umap_png = umap_figure(ssl, labels, figures / "umap.png", k=k, seed=seed)
         named = {f"3DSiam ({m})": t.drop(columns="ID") for m, t in ssl.items()}
         corr = correlation_density(named, figures / "correlation_density.png")
         sections.append(("Representations: UMAP by k-means cluster and by label", "", [umap_png], None))

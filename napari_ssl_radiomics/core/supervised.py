@@ -3,7 +3,7 @@
 "The same encoder backbone with a weighted cross-entropy loss" (paper, section 4): the 3D
 encoder of :mod:`.model` with a linear classification head, trained from scratch on each
 training fold of the prepared cache and scored on its test fold. It uses the evaluation's
-folds and label fractions (:func:`.evaluate.make_folds`, :func:`.evaluate.splits`), so its
+folds and label fractions (:func:`.folds.make_folds`, :func:`.folds.splits`), so its
 out-of-fold predictions can be scored by :func:`.evaluate.evaluate` as the feature set
 ``supervised`` (``predictions={"supervised": frame}``).
 
@@ -42,8 +42,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import AugmentConfig, EvaluateConfig, TrainConfig
-from .evaluate import Labels, binary_auc, labels_of, make_folds, splits
+from .evaluate import binary_auc
 from .events import Level
+from .folds import Labels, labels_of, make_folds, splits
 
 LOSS_FALL = 0.9  # the last tenth's mean loss must be below this share of the first tenth's
 STILL_FALLING = 0.05  # relative fall between the last two tenths that means "not done yet"

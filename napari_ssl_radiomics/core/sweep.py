@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import PipelineConfig
-from .pipeline import StageEvent, _embed_stage, _forward, _labels, _State, _train_stage
+from .pipeline import StageEvent, StageState, case_labels, embed_stage, forward, train_stage
 from .utils import read_table_csv, write_csv
 
 
@@ -48,16 +48,16 @@ def sweep(cfg: PipelineConfig, name: str, values: list[int]) -> Generator[StageE
     out = Path(cfg.out)
     cache = out / "cache"
     folder = out / "sweep" / name
-    state = _State(out)
-    labels = _labels(out, cfg)
+    state = StageState(out)
+    labels = case_labels(out, cfg)
     eval_cfg = dataclasses.replace(cfg.evaluate, label_fractions=(1.0,))
     rows = []
     for value, train_cfg in sweep_configs(cfg, name, values).items():
         tag = f"sweep:{name}={value}"
-        run_dir = yield from _train_stage(train_cfg, cfg, cache, folder / f"{value}", state, tag)
-        table = yield from _embed_stage(cfg, run_dir, cache, folder / f"ssl_{value}.csv", state, tag + ":embed")
+        run_dir = yield from train_stage(train_cfg, cfg, cache, folder / f"{value}", state, tag)
+        table = yield from embed_stage(cfg, run_dir, cache, folder / f"ssl_{value}.csv", state, tag + ":embed")
         tables = {"3DSiam": combine([labels, read_table_csv(table)])}  # IDs as text: "NA" is a case
-        result = yield from _forward(tag + ":evaluate", evaluate_iter(tables, eval_cfg))
+        result = yield from forward(tag + ":evaluate", evaluate_iter(tables, eval_cfg))
         auc = result.results[result.results["metric"] == "auc"]["value"]
         rows.append({"name": name, "value": value, "auc_mean": auc.mean(), "auc_sd": auc.std(ddof=0)})
         yield StageEvent(tag, "done", message=f"AUC {auc.mean():.3f}")

@@ -215,6 +215,39 @@ def labels_from_cohort(cohort: Any) -> pd.DataFrame:
     )
 
 
+def label_columns(cases: pd.DataFrame) -> pd.DataFrame:
+    """``ID`` plus ``Label`` and ``Group`` where they are not empty: what a feature set carries of its cases.
+
+    ``cases`` is e.g. a prepared cache's ``cases.csv`` (the ``ok`` rows) or :func:`labels_from_cohort`.
+    A column that is missing, or blank in every row, is left out.
+    """
+    meta = [c for c in ("Label", "Group") if c in cases and (cases[c].astype(str).str.strip() != "").any()]
+    return cases[[ID, *meta]].reset_index(drop=True)
+
+
+def feature_sets(
+    cases: pd.DataFrame, trad: pd.DataFrame | None, ssl: dict[str, pd.DataFrame]
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The feature sets to evaluate (:func:`table2_sets`) of the cases every table holds.
+
+    Parameters
+    ----------
+    cases : ``ID`` with ``Label`` (and ``Group``) of the cases (:func:`label_columns` keeps the non-empty ones)
+    trad : pyradiomics' features, or None
+    ssl : method name (e.g. ``3DSiam+SE``) -> its SSL feature table
+
+    Returns
+    -------
+    The sets (``Trad.``, each SSL method, then ``Trad.+<method>``), and the IDs left out
+    because some table lacks them.
+    """
+    tables = {"labels": label_columns(cases), **({"trad": trad} if trad is not None else {})}
+    tables.update({f"ssl:{name}": t for name, t in ssl.items()})
+    tables, dropped = common_cases(tables)
+    kept = {name: tables[f"ssl:{name}"] for name in ssl}
+    return table2_sets(tables["labels"], tables.get("trad"), kept), dropped
+
+
 def write_table(table: pd.DataFrame, path: str | Path, config: Any = None, **extra: Any) -> tuple[Path, Path]:
     """Write a feature table as CSV and its provenance as ``<name>.json``, each whole or not at all.
 

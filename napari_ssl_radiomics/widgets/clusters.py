@@ -3,8 +3,9 @@
 Compute encodes every prepared case with the checkpoint of the current run (or a chosen
 one), clusters the representations with the same seeded k-means the RE/SE module uses,
 and embeds them in 2D with UMAP (umap-learn, imported lazily in the worker: its first
-import compiles with numba). The scatter is coloured by cluster or by label. The bars show
-each cluster's size split by label, so imbalance is seen at a glance.
+import compiles with numba). Both come from :mod:`..core.clusters`, as the report's. The
+scatter is coloured by cluster or by label. The bars show each cluster's size split by
+label, so imbalance is seen at a glance.
 
 The batches the imbalance module chose are read from the run's ``history.csv``, counting
 only RE- and SE-phase steps (the vanilla warm-up draws batches at random). A slider walks
@@ -98,54 +99,28 @@ def module_batches(run_dir: Path | None) -> pd.DataFrame:
     )
 
 
-def umap_2d(features: np.ndarray, neighbours: int, seed: int) -> np.ndarray:
-    """(N, 2) UMAP of standardised (N, d) features; ``neighbours`` is capped at N - 1.
-
-    The spectral initialisation needs more points than neighbours; tiny cohorts start
-    from a random layout instead.
-    """
-    import umap  # lazily: the first import compiles with numba (~15 s)
-    from sklearn.preprocessing import StandardScaler
-
-    x = StandardScaler().fit_transform(features)
-    n = len(x)
-    nn = max(2, min(neighbours, n - 1))
-    init = "spectral" if n > nn + 2 else "random"
-    return umap.UMAP(n_neighbors=nn, n_components=2, random_state=seed, init=init, n_jobs=1).fit_transform(x)
-
-
 def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int) -> Generator[Any, None, pd.DataFrame]:
     """Encode, cluster and embed every prepared case: one row per case, in the cohort's order.
 
     A generator: it yields the encoder's progress (:class:`~..core.embed.EmbedEvent`, cases
     encoded of all) and returns the table. Columns: ``ID, Label, Group, UMAP_0, UMAP_1,
-    cluster, se_selected_count`` (how many RE/SE-phase batches held the case), ``selected``
-    (the lasso, False).
+    cluster`` (:func:`..core.clusters.cluster_frame`, as the report's), ``se_selected_count``
+    (how many RE/SE-phase batches held the case), ``selected`` (the lasso, False).
     """
+    from ..core.clusters import cluster_frame
     from ..core.embed import EmbedEvent, embed_iter
-    from ..core.imbalance import kmeans
 
     ssl = yield from embed_iter(run, prepared, device="cpu")
     yield EmbedEvent(len(ssl), len(ssl), "k-means and UMAP (the first UMAP fit compiles; allow ~20 s) …")
     ids = [str(i) for i in prepared.ids]
-    ssl = ssl.set_index(ssl["ID"].astype(str)).loc[ids]
-    feats = ssl.filter(like="ssl_").to_numpy(np.float64)
-    clusters, _ = kmeans(feats, k, seed)
-    xy = umap_2d(feats, neighbours, seed)
+    frame = cluster_frame(ssl.set_index(ssl["ID"].astype(str)).loc[ids].reset_index(drop=True), k, seed, neighbours)
     batches = module_batches(run if Path(run).is_dir() else Path(run).parent)
     counts = pd.Series([i for batch in batches["ids"] for i in batch], dtype=object).value_counts()
-    return pd.DataFrame(
-        {
-            "ID": ids,
-            "Label": [str(v) for v in prepared.labels] if len(prepared.labels) else [""] * len(ids),
-            "Group": [str(v) for v in prepared.groups] if len(prepared.groups) else [""] * len(ids),
-            "UMAP_0": xy[:, 0],
-            "UMAP_1": xy[:, 1],
-            "cluster": np.asarray(clusters, dtype=int),
-            "se_selected_count": [int(counts.get(i, 0)) for i in ids],
-            "selected": False,
-        }
-    )
+    frame.insert(1, "Label", [str(v) for v in prepared.labels] if len(prepared.labels) else [""] * len(ids))
+    frame.insert(2, "Group", [str(v) for v in prepared.groups] if len(prepared.groups) else [""] * len(ids))
+    frame["se_selected_count"] = [int(counts.get(i, 0)) for i in ids]
+    frame["selected"] = False
+    return frame
 
 
 def _coded(values: pd.Series) -> tuple[pd.Categorical, list[str]]:

@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..config import EvaluateConfig, RadiomicsConfig
-from ..core.tables import common_cases, table2_sets
+from ..core.tables import feature_sets, label_columns
 from . import _workers
 from ._dock import Dock
 from ._form import ConfigForm
@@ -78,7 +78,7 @@ def check_labels(sets: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> None:
     """Raise ``ValueError`` (the evaluation's own message) for labels or groups it would refuse."""
     import warnings
 
-    from ..core.evaluate import labels_of
+    from ..core.folds import labels_of
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its notes come again, with the result
@@ -239,15 +239,13 @@ class FeaturesWidget(Dock):
         def on_return(out: tuple[dict[str, pd.DataFrame], pd.DataFrame]) -> None:
             tables, failures = out
             ok = cases[cases["status"] == "ok"]
-            labels = ok[["ID"] + [c for c in ("Label", "Group") if c in ok and (ok[c] != "").any()]]
-            tables["labels"] = labels
-            tables, dropped = common_cases(tables)
             ssl = {name: tables["ssl"]} if "ssl" in tables else {}
-            self.sets = table2_sets(tables["labels"], tables.get("trad"), ssl)
+            self.sets, dropped = feature_sets(ok, tables.get("trad"), ssl)
             widest = max(self.sets.values(), key=lambda t: t.shape[1])
             state.set_features(widest)
+            meta = len(label_columns(ok).columns)
             text = f"{len(widest)} cases, " + ", ".join(
-                f"{k}: {t.shape[1] - len(labels.columns)} features" for k, t in self.sets.items()
+                f"{k}: {t.shape[1] - meta} features" for k, t in self.sets.items()
             )
             if dropped:
                 text += f"; left out {len(dropped)} case(s) missing from a table: {', '.join(dropped[:5])}"
@@ -308,7 +306,8 @@ class FeaturesWidget(Dock):
         sets, out = dict(self.sets), self.state.workdir / "results"
 
         def work() -> Any:
-            from ..core.evaluate import evaluate_iter, write_outputs
+            from ..core.evaluate import evaluate_iter
+            from ..core.summary import write_outputs
 
             result = yield from evaluate_iter(sets, cfg)
             return result, write_outputs(result, out)
@@ -360,7 +359,7 @@ class FeaturesWidget(Dock):
 
     def export(self, folder: str | Path) -> list[Path]:
         """Write features.csv and the evaluation's outputs (results, predictions, summary, plots)."""
-        from ..core.evaluate import write_outputs
+        from ..core.summary import write_outputs
         from ..core.utils import write_csv
 
         if self.result is None or self.state.features is None:
