@@ -131,7 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
             bar.close()
     if result.stopped:
         print(
-            f"stopped at step {len(result.history)} of {cfg.iterations}; checkpoint saved to {RunFolder(out).checkpoint}.\n"
+            f"stopped at step {len(result.history)} of {cfg.iterations}; checkpoint saved to {out / CHECKPOINT}.\n"
             f"Resume with: ssl-radiomics train {args.cache} --out {out} --resume",
             file=sys.stderr,
         )
