@@ -190,14 +190,15 @@ def train_run(cache: Path, out: Path, cfg) -> tuple[dict[str, np.ndarray], pd.Da
     from napari_ssl_radiomics.config import AugmentConfig
     from napari_ssl_radiomics.core.cache import load_prepared
     from napari_ssl_radiomics.core.events import drive
-    from napari_ssl_radiomics.core.health import read_health
+    from napari_ssl_radiomics.core.runs import RunFolder
     from napari_ssl_radiomics.core.train import load_model, train
 
     cohort = load_prepared(cache)
     start = time.perf_counter()
-    done = (out / "history.csv").exists() and len(pd.read_csv(out / "history.csv")) >= cfg.iterations
+    run = RunFolder(out)
+    done = run.steps_done() >= cfg.iterations
     if not done:
-        resume = (out / "checkpoint.pt").exists()
+        resume = run.has_checkpoint
 
         def show(ev) -> None:
             if ev.kind == "health" or ev.level == "warning":
@@ -218,7 +219,7 @@ def train_run(cache: Path, out: Path, cfg) -> tuple[dict[str, np.ndarray], pd.Da
     else:
         feats = embed_layers(load_model(out), cohort.images)
         np.savez(saved, **feats)
-    return feats, read_health(out), seconds
+    return feats, run.health(), seconds
 
 
 def parse_sets(items: list[str]):

@@ -120,7 +120,8 @@ def test_a_yaml_choice_is_what_the_engine_trains(tmp_path):
     from test_train_engine import make_cache
 
     from napari_ssl_radiomics.core.events import drive
-    from napari_ssl_radiomics.core.train import CHECKPOINT, CONFIG_JSON, train
+    from napari_ssl_radiomics.core.runs import CHECKPOINT, CONFIG_JSON
+    from napari_ssl_radiomics.core.train import train
 
     path = tmp_path / "c.yaml"
     settings = {"recipe": "paper", "optimizer": "sgd", "iterations": 1, "batch_size": 4, "device": "cpu"}

@@ -19,7 +19,6 @@ from napari_ssl_radiomics.core import health
 from napari_ssl_radiomics.core.events import drive
 from napari_ssl_radiomics.core.health import (
     HEALTH_COLUMNS,
-    HEALTH_CSV,
     PATIENCE,
     PROBE_CAVEAT,
     Health,
@@ -30,6 +29,7 @@ from napari_ssl_radiomics.core.health import (
     probe_set,
     top_pc_share,
 )
+from napari_ssl_radiomics.core.runs import HEALTH_CSV
 from napari_ssl_radiomics.core.train import train
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import AugmentConfig, TrainConfig, add_arguments, from_arguments
+from ..core.runs import CHECKPOINT, CONFIG_JSON, HEALTH_CSV, HISTORY_CSV, RunFolder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train 3DSiam (with the RE/SE imbalance module) on a prepared cache",
         description=(
-            "Train the 3D Siamese network on the crops of CACHE and write RUN/checkpoint.pt, "
-            "RUN/config.json, RUN/history.csv and RUN/health.csv. Ctrl-C saves a checkpoint; --resume "
+            f"Train the 3D Siamese network on the crops of CACHE and write RUN/{CHECKPOINT}, "
+            f"RUN/{CONFIG_JSON}, RUN/{HISTORY_CSV} and RUN/{HEALTH_CSV}. Ctrl-C saves a checkpoint; --resume "
             "continues the run. At step 0 and every --checkpoint-every steps a fixed probe set of "
             "--health-cases cases is embedded and checked for collapse (effective rank, first-PC share, "
             "spread: only these warn); when cases.csv has a Label column a linear probe of it is also reported. "
@@ -80,16 +81,15 @@ def run_train(args: argparse.Namespace) -> int:
 
     from ..core.distributed import context
     from ..core.events import drive
-    from ..core.train import CHECKPOINT, HISTORY_CSV, TrainingDiverged, saved_config, train
+    from ..core.train import TrainingDiverged, saved_config, train
     from . import CommandError
 
     out = Path(args.out)
     base_train, base_aug = saved_config(out) if args.resume else (TrainConfig(), AugmentConfig())
     cfg = from_arguments(base_train, args)
     aug = from_arguments(base_aug, args)
-    done_before = 0
-    if args.resume and (out / HISTORY_CSV).exists():  # history.csv is written with each checkpoint
-        done_before = sum(1 for _ in open(out / HISTORY_CSV, encoding="utf-8")) - 1
+    # the history is written with each checkpoint
+    done_before = RunFolder(out).steps_done() if args.resume else 0
     bar = tqdm(
         total=cfg.iterations,
         initial=max(0, done_before),

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .runs import HEALTH_CSV, RunFolder
+
 #: a check is "low rank" below this effective rank (of at most min(n, 256))
 LOW_RANK = 4.0
 #: or below this share of the untrained encoder's rank
@@ -52,7 +54,6 @@ PATIENCE = 3
 #: probe folds and the inverse L2 strength of its logistic regression (standardised inputs)
 PROBE_FOLDS = 5
 PROBE_C = 0.1
-HEALTH_CSV = "health.csv"
 #: said wherever the probe is shown (report, CLI, Training widget): it must not steer tuning
 PROBE_CAVEAT = (
     "The linear probe uses every case's label, the test folds of the cross-validation included: it "
@@ -285,12 +286,6 @@ class HealthMonitor:
 # --- the report ---------------------------------------------------------------------------
 
 
-def read_health(run_dir: str | Path) -> pd.DataFrame | None:
-    """A run's ``health.csv``, or None when the run has none."""
-    path = Path(run_dir) / HEALTH_CSV
-    return pd.read_csv(path) if path.exists() else None
-
-
 def health_table(runs: dict[str, Path], names: dict[str, str] | None = None) -> pd.DataFrame | None:
     """One row per run: the untrained encoder's (step 0) figures beside the last check's.
 
@@ -308,7 +303,7 @@ def health_table(runs: dict[str, Path], names: dict[str, str] | None = None) -> 
     names = names or {}
     rows = []
     for name, run_dir in runs.items():
-        frame = read_health(run_dir)
+        frame = RunFolder(run_dir).health()
         if frame is None or frame.empty:
             continue
         first, last = frame.iloc[0], frame.iloc[-1]
@@ -332,7 +327,7 @@ REPORT_TEXT = (
     "really vary in (near 1 means collapse). First-PC share: the variance on the first principal direction. "
     "Probe AUC: a cross-validated linear probe of the labels (labels used only for this check, never for "
     "training). Training should keep the rank up and the first-PC share from reaching 1; the whole history "
-    "is in each run's health.csv. " + PROBE_CAVEAT
+    f"is in each run's {HEALTH_CSV}. " + PROBE_CAVEAT
 )
 
 

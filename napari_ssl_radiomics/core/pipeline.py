@@ -30,12 +30,10 @@ import pandas as pd
 from ..config import PipelineConfig, TrainConfig, commented_yaml, to_dict
 from .events import Level
 from .lock import folder_lock
+from .runs import MODE_NAMES, RUNS_DIR, RunFolder
 from .utils import check_output_folder, config_hash, provenance, read_table_csv, sha256, write_json, write_text
 
 STATE_JSON = "pipeline_state.json"
-
-# The paper's names of Table 2's 3DSiam rows, by training mode.
-MODE_NAMES = {"none": "3DSiam", "se": "3DSiam+SE", "re": "3DSiam+RE"}
 
 
 @dataclass
@@ -142,7 +140,7 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, P
     ssl_tables: dict[str, Path] = {}
     for mode in cfg.modes:
         train_cfg = dataclasses.replace(cfg.train, mode=mode)
-        run_dir = yield from train_stage(train_cfg, cfg, cache, out / "runs" / mode, state, f"train:{mode}")
+        run_dir = yield from train_stage(train_cfg, cfg, cache, out / RUNS_DIR / mode, state, f"train:{mode}")
         ssl_tables[mode] = yield from embed_stage(
             cfg, run_dir, cache, out / "features" / f"ssl_{mode}.csv", state, f"embed:{mode}"
         )
@@ -260,7 +258,7 @@ def train_stage(
     from .train import train
 
     key = config_hash([to_dict(train_cfg), to_dict(cfg.augment), _file_key(cache / "cases.csv")])
-    checkpoint = run_dir / "checkpoint.pt"
+    checkpoint = RunFolder(run_dir).checkpoint
     if state.fresh(stage, key, checkpoint):
         yield StageEvent(stage, "cached", message=str(run_dir))
         return run_dir
@@ -287,7 +285,7 @@ def embed_stage(
     from .embed import embed_iter
     from .utils import write_csv
 
-    key = config_hash([_file_key(run_dir / "checkpoint.pt", cache / "cases.csv")])
+    key = config_hash([_file_key(RunFolder(run_dir).checkpoint, cache / "cases.csv")])
     if state.fresh(stage, key, path):
         yield StageEvent(stage, "cached", message=str(path))
         return path

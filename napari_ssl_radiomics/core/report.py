@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .runs import MODE_NAMES, RUNS_DIR, RunFolder, runs_in
+from .runs import parse_ids as parse_ids  # the history's cells; re-exported where they were
 from .utils import read_table_csv, write_text
 
 FIGURES = "figures"
@@ -31,27 +33,12 @@ def _pyplot():
     return plt
 
 
-def parse_ids(value: Any) -> list[str]:
-    """Case IDs from a history cell (a JSON list, or IDs separated by ';')."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
-        return []
-    text = str(value)
-    if text.startswith("["):
-        return [str(v) for v in json.loads(text)]
-    return [v for v in text.replace(",", ";").split(";") if v]
-
-
-def read_history(run_dir: Path) -> pd.DataFrame:
-    """A run's ``history.csv`` (one row per step)."""
-    return pd.read_csv(run_dir / "history.csv")
-
-
 def training_curves(runs: dict[str, Path], path: Path) -> Path:
     """Loss and collapse metric against the step, one line per run; saved as PNG."""
     plt = _pyplot()
     fig, (ax_loss, ax_col) = plt.subplots(1, 2, figsize=(9, 3.2))
     for name, run_dir in runs.items():
-        hist = read_history(run_dir)
+        hist = RunFolder(run_dir).history()
         ax_loss.plot(hist["iteration"], hist["loss"].rolling(10, min_periods=1).mean(), label=name)
         ax_col.plot(hist["iteration"], hist["collapse"], label=name)
     ax_loss.set(xlabel="step", ylabel="loss (Eq. 2, 10-step mean)", title="3DSiam loss")
@@ -84,7 +71,7 @@ def batch_balance(runs: dict[str, Path], labels: pd.Series) -> pd.DataFrame:
     minority = counts.idxmin()
     rows = []
     for name, run_dir in runs.items():
-        hist = read_history(run_dir)
+        hist = RunFolder(run_dir).history()
         if "phase" in hist:
             hist = hist[hist["phase"] != "vanilla"] if (hist["phase"] != "vanilla").any() else hist
         hit = total = 0.0
@@ -205,7 +192,6 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
     """Write ``report.md`` and ``report.html`` from a pipeline output folder; return the md path."""
     from .cache import read_cases
     from .health import report_section as health_report_section
-    from .pipeline import MODE_NAMES
     from .plots import correlation_density
 
     out = Path(out)
@@ -222,7 +208,7 @@ def write_report(out: str | Path, cfg: Any = None) -> Path:
     cases = read_cases(out / "cache")
     cases = cases[cases["status"] == "ok"]
     labels = pd.Series(cases["Label"].to_numpy(), index=cases["ID"].to_numpy())
-    runs = {p.name: p for p in sorted((out / "runs").glob("*")) if (p / "history.csv").exists()}
+    runs = runs_in(out / RUNS_DIR)
     # the health of each 3DSiam row's encoder goes right under Table 2, before its figures
     health = health_report_section(runs, MODE_NAMES)
     health_table = None

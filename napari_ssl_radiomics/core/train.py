@@ -89,18 +89,16 @@ from .devices import resolve_device as resolve_device  # re-exported: embed, ben
 from .distributed import augment_seed
 from .distributed import context as distributed_context
 from .events import Level, drive
-from .health import HEALTH_CSV, Health, HealthMonitor, measure, probe_set, usable_labels
+from .health import Health, HealthMonitor, measure, probe_set, usable_labels
 from .imbalance import plan_batch
 from .lock import folder_lock
 from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, weighted_mean
 from .monitors import CollapseMonitor
 from .optim import make_optimizer, set_lr
+from .runs import CHECKPOINT, CONFIG_JSON, HEALTH_CSV, HISTORY_CSV, RunFolder
 from .sampler import Sampler, se_pool, step_seed
 from .utils import atomic_path, provenance, write_csv, write_json
 
-CHECKPOINT = "checkpoint.pt"
-CONFIG_JSON = "config.json"
-HISTORY_CSV = "history.csv"
 #: 3: the monitors' state under "health" and "collapse" (2 kept the collapse counters at the top level)
 CHECKPOINT_FORMAT = 3
 #: settings that may differ when resuming: they do not change the trajectory on one device
@@ -228,10 +226,7 @@ def _check_world(out: Path, ckpt: dict[str, Any], world: int) -> None:
 
 def saved_config(run: str | Path) -> tuple[TrainConfig, AugmentConfig]:
     """The train and augment settings a run folder was started with (from config.json)."""
-    path = Path(run) / CONFIG_JSON
-    if not path.exists():
-        raise FileNotFoundError(f"{run} holds no training run ({CONFIG_JSON} is missing)")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = RunFolder(Path(run)).config()
     return from_dict(TrainConfig, data["config"]["train"]), from_dict(AugmentConfig, data["config"]["augment"])
 
 
@@ -743,7 +738,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             "use a complete checkpoint (ssl-radiomics train --resume continues from the last one) or train again"
         )
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
-        raise ValueError(f"{path} is not a checkpoint of ssl-radiomics train; give a run folder or its checkpoint.pt")
+        raise ValueError(f"{path} is not a checkpoint of ssl-radiomics train; give a run folder or its {CHECKPOINT}")
     return ckpt
 
 

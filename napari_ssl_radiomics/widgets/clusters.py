@@ -51,6 +51,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..config import TrainConfig
+from ..core.runs import RunFolder, empty_batches
 from . import _workers
 from ._dock import Dock
 from ._form import ConfigForm
@@ -62,8 +63,6 @@ COHORT_IMAGES = "cohort images"
 BY_CLUSTER, BY_LABEL = "k-means cluster", "label"
 #: labels get colours apart from the clusters' (tab10), so the bars never mix the two up
 LABEL_COLOURS = ("0.55", "tab:red", "tab:purple", "tab:olive", "tab:cyan", "tab:pink")
-#: the phases whose batches the imbalance module chose (history.csv's ``phase``)
-MODULE_PHASES = ("re", "se")
 HIGHLIGHT = "#ffd400"  # rings of the inspected batch and the lasso: visible on dark and light themes
 
 
@@ -72,31 +71,6 @@ def _palette(values: pd.Series, labels: bool) -> dict[str, str]:
     if labels:
         return {v: LABEL_COLOURS[i % len(LABEL_COLOURS)] for i, v in enumerate(keys)}
     return {v: f"C{i % 10}" for i, v in enumerate(keys)}
-
-
-def module_batches(run_dir: Path | None) -> pd.DataFrame:
-    """The batches the RE/SE module trained on: ``iteration, phase, ids`` (one row per step).
-
-    Only RE- and SE-phase steps of the run's ``history.csv`` count: the vanilla warm-up's
-    batches are random draws, not the module's choice. Empty when there is no history.
-    """
-    from ..core.report import parse_ids
-
-    path = Path(run_dir) / "history.csv" if run_dir else None
-    empty = pd.DataFrame({"iteration": pd.Series(dtype=int), "phase": pd.Series(dtype=str), "ids": []})
-    if path is None or not path.exists():
-        return empty
-    history = pd.read_csv(path)
-    if not {"selected_ids", "phase", "iteration"} <= set(history.columns):
-        return empty
-    steps = history[history["phase"].astype(str).isin(MODULE_PHASES)]
-    return pd.DataFrame(
-        {
-            "iteration": steps["iteration"].astype(int).to_numpy(),
-            "phase": steps["phase"].astype(str).to_numpy(),
-            "ids": [parse_ids(cell) for cell in steps["selected_ids"]],
-        }
-    )
 
 
 def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int) -> Generator[Any, None, pd.DataFrame]:
@@ -114,7 +88,7 @@ def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int) 
     yield EmbedEvent(len(ssl), len(ssl), "k-means and UMAP (the first UMAP fit compiles; allow ~20 s) …")
     ids = [str(i) for i in prepared.ids]
     frame = cluster_frame(ssl.set_index(ssl["ID"].astype(str)).loc[ids].reset_index(drop=True), k, seed, neighbours)
-    batches = module_batches(run if Path(run).is_dir() else Path(run).parent)
+    batches = RunFolder.of(run).selected_batches()
     counts = pd.Series([i for batch in batches["ids"] for i in batch], dtype=object).value_counts()
     frame.insert(1, "Label", [str(v) for v in prepared.labels] if len(prepared.labels) else [""] * len(ids))
     frame.insert(2, "Group", [str(v) for v in prepared.groups] if len(prepared.groups) else [""] * len(ids))
@@ -285,7 +259,7 @@ class ClustersWidget(Dock):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.table: pd.DataFrame | None = None
-        self.batches = module_batches(None)
+        self.batches = empty_batches()
         self.label_names: dict[str, list[str]] = {}
 
         self.checkpoint = QLineEdit()
@@ -379,8 +353,7 @@ class ClustersWidget(Dock):
 
     def _computed(self, table: pd.DataFrame) -> None:
         self.table = table
-        run = Path(self._run)
-        self.batches = module_batches(run if run.is_dir() else run.parent)
+        self.batches = RunFolder.of(self._run).selected_batches()
         self._layers(table)
         self._redraw()
         sizes = table["cluster"].value_counts().sort_index().tolist()

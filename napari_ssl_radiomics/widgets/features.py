@@ -12,7 +12,6 @@ the plots into a chosen folder.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..config import EvaluateConfig, RadiomicsConfig
+from ..core.runs import RunFolder
 from ..core.tables import feature_sets, label_columns
 from . import _workers
 from ._dock import Dock
@@ -47,19 +47,6 @@ ROC_NOTE = (
     "legend gives that pooled AUC beside the fold-mean AUC of the table. The two differ: a "
     "fold's AUC ranks only its own cases, the pooled curve ranks every case against every other."
 )
-
-
-def run_name(run: Path) -> str:
-    """The paper's name of a run's method (3DSiam, 3DSiam+RE, 3DSiam+SE) from its config.json."""
-    from ..core.pipeline import MODE_NAMES
-
-    folder = run if run.is_dir() else run.parent
-    try:
-        record = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        mode = record.get("config", record)["train"]["mode"]  # provenance() nests it under "config"
-    except (OSError, KeyError, ValueError):
-        return "SSL"
-    return MODE_NAMES.get(mode, mode)
 
 
 def fold_mean_auc(results: pd.DataFrame, name: str, fraction: float) -> float:
@@ -221,7 +208,7 @@ class FeaturesWidget(Dock):
             return None
         cohort, cache, rad_cache = state.cohort, state.cache_dir, state.workdir / "radiomics_cache"
         cases = state.cases
-        name = run_name(run) if ssl and run is not None else "SSL"
+        name = RunFolder.of(run).display_name if ssl and run is not None else "SSL"
         self._bar = progress(total=len(cohort.cases), desc="pyradiomics features") if trad else None
 
         def work() -> Any:

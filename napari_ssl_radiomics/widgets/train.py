@@ -30,6 +30,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton
 
 from ..config import TrainConfig
 from ..core.health import PROBE_CAVEAT
+from ..core.runs import CHECKPOINT, CONFIG_JSON, HEALTH_CSV, HISTORY_CSV, RUNS_DIR, RunFolder
 from . import _workers
 from ._dock import Dock
 from ._form import ConfigForm
@@ -188,7 +189,7 @@ class TrainWidget(Dock):
         )
         self.out = QLineEdit()
         self.out.setPlaceholderText("run folder (default: WORK/runs/MODE)")
-        self.out.setToolTip("folder of the run: checkpoint.pt, history.csv, health.csv, config.json")
+        self.out.setToolTip(f"folder of the run: {CHECKPOINT}, {HISTORY_CSV}, {HEALTH_CSV}, {CONFIG_JSON}")
         self.out.textChanged.connect(lambda _: self._buttons())
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("start a new run (Stop while it runs)")
@@ -233,7 +234,7 @@ class TrainWidget(Dock):
     def _resumable(self) -> Path | None:
         text = self.out.text().strip()
         folder = Path(text).expanduser() if text else self.state.run_dir
-        return folder if folder is not None and (folder / "checkpoint.pt").exists() else None
+        return folder if folder is not None and RunFolder(folder).has_checkpoint else None
 
     def _buttons(self) -> None:
         self.resume_button.setEnabled(not self.running and self._resumable() is not None)
@@ -245,13 +246,7 @@ class TrainWidget(Dock):
             return Path(text).expanduser()
         if resume and self.state.run_dir is not None:
             return self.state.run_dir
-        base = self.state.workdir / "runs" / cfg.mode
-        n = 1
-        out = base
-        while (out / "checkpoint.pt").exists():
-            n += 1
-            out = base.with_name(f"{cfg.mode}-{n}")
-        return out
+        return RunFolder.next_free(self.state.workdir / RUNS_DIR, cfg.mode).path
 
     def _toggle(self) -> None:
         if self.running:
@@ -305,14 +300,13 @@ class TrainWidget(Dock):
         )
 
     def _load_curves(self, out: Path) -> None:
-        """Continue the curves of the run being resumed (history.csv, health.csv)."""
-        import pandas as pd
-
-        if (out / "history.csv").exists():
-            for row in pd.read_csv(out / "history.csv").itertuples():
+        """Continue the curves of the run being resumed (its history and health checks)."""
+        run = RunFolder(out)
+        if run.has_history:
+            for row in run.history().itertuples():
                 self.plot.add(int(row.iteration), float(row.loss), float(row.collapse))
-        if (out / "health.csv").exists():
-            health = pd.read_csv(out / "health.csv")
+        health = run.health()
+        if health is not None:
             keys = [c for c in health.columns if c not in ("iteration", "cases")]
             for row in health.to_dict("records"):
                 self.plot.add_health(int(row["iteration"]), {k: float(row[k]) for k in keys})
