@@ -294,6 +294,10 @@ class ClusterConfig:
     timeout: float = option(30.0, "seconds to wait for the scheduler and its first worker", gt=0)
 
 
+#: the SVM's C values the validation part of each training fold chooses from (the protocol's, not a setting)
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
 @dataclass
 class EvaluateConfig:
     """The paper's evaluation: a linear SVM under stratified 5-fold cross-validation."""

@@ -6,7 +6,8 @@ Both checks read the source with :mod:`ast`; nothing is imported or run.
   ``health.csv``) are spelled in :mod:`napari_ssl_radiomics.core.runs` alone: everyone else
   uses its constants or its :class:`~napari_ssl_radiomics.core.runs.RunFolder`.
 - The import graph (every ``import``, at module level or inside a function, relative imports
-  resolved) has no cycle; ``core/`` imports nothing from ``widgets/`` or ``cli/``; and
+  resolved; not the annotations-only imports under ``if TYPE_CHECKING:``, which never run)
+  has no cycle; ``core/`` imports nothing from ``widgets/`` or ``cli/``; and
   ``widgets/`` imports nothing from the pipeline module (``core/pipeline.py``).
 """
 
@@ -70,13 +71,25 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside ``if TYPE_CHECKING:`` blocks (imports for annotations only)."""
+    inside = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            inside.update(id(child) for stmt in node.body for child in ast.walk(stmt))
+    return inside
+
+
 def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
-    """Module -> the package's modules it imports (anywhere in its source)."""
+    """Module -> the package's modules it imports at run time (anywhere in its source)."""
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets: set[str] = set()
         tree = ast.parse(path.read_text(encoding="utf-8"))
+        annotations_only = _type_checking_only(tree)
         for node in ast.walk(tree):
+            if id(node) in annotations_only:
+                continue
             if isinstance(node, ast.Import):
                 targets.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom):

@@ -67,7 +67,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from ..config import EvaluateConfig
+from ..config import C_GRID, EvaluateConfig
 from .events import Level
 from .folds import (  # noqa: F401  (EvaluationWarning, too_few_groups, subsample: importable from here too)
     EvaluationWarning,
@@ -82,7 +82,6 @@ from .folds import (  # noqa: F401  (EvaluationWarning, too_few_groups, subsampl
 from .summary import aggregate, summary_markdown, write_outputs  # noqa: F401  (the presentation, importable here)
 from .tables import ID, check_ids, clean_features, feature_columns
 
-C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 VALIDATION_SPLITS = 5  # one fold of five = the paper's 20% of the training part
 # Stop the C search after this many grid values in a row without a better validation score.
 PATIENCE = 2

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..config import C_GRID
+
 if TYPE_CHECKING:
     from .evaluate import EvalResult
 
@@ -38,7 +40,6 @@ def summary_markdown(result: EvalResult) -> str:
     (all test samples of a repeat together), then the paired comparisons.
     """
     from .compare import comparison_markdown
-    from .evaluate import C_GRID
 
     names = list(dict.fromkeys(result.results["feature_set"]))
     fractions = sorted(set(result.results["label_fraction"]), reverse=True)
@@ -123,7 +124,6 @@ def write_outputs(result: EvalResult, out: str | Path, **extra: Any) -> list[Pat
     whole or not at all. ``extra`` goes into evaluate.json.
     """
     from . import plots
-    from .evaluate import C_GRID
     from .utils import provenance, write_csv, write_json, write_text
 
     out = Path(out)
