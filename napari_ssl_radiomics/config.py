@@ -9,7 +9,7 @@ says otherwise.
 Recipes (:data:`RECIPES`, :func:`resolve_recipe`) are presets of TrainConfig's optimisation
 settings. A setting the user chose explicitly beats the preset, even when it equals the
 default: each face says which settings were given (:func:`from_arguments`: the flags on
-the command line; :func:`from_dict`: the keys of the YAML file or config.json; the widget
+the command line; :func:`from_dict`: the keys of the YAML file or the run's recorded config; the widget
 form writes the preset into its controls, so every control is given) and resolves the recipe
 there. The resolved config is marked (``TrainConfig.recipe_applied``), so the training
 engine, which resolves too (for library calls), does not apply the preset a second time.
@@ -125,7 +125,7 @@ class TrainConfig:
     this class's defaults; "paper" is the paper's literal recipe (Adam, lr 1e-2, constant,
     batch 6, dense8 exported). :func:`resolve_recipe` applies it: a setting given explicitly
     (flag, YAML key, widget control) or set to another value than its default keeps its value.
-    ``recipe_applied`` is internal (no flag, YAML key or control; not in config.json): the
+    ``recipe_applied`` is internal (no flag, YAML key or control; not in the run's recorded config): the
     recipe whose preset the values already hold, '' before resolution.
     """
 
@@ -253,7 +253,7 @@ def resolve_recipe(cfg: TrainConfig, given: Iterable[str] | None = None) -> Trai
         paper's recipe with SGD, and ``TrainConfig(recipe="paper")`` the paper's recipe. The
         result is marked as resolved (``recipe_applied``): resolving it again, as the
         training engine does, changes nothing, so a face's explicit choice survives the
-        engine and a resumed run keeps the values its config.json recorded.
+        engine and a resumed run keeps the values its recorded config holds.
     """
     if cfg.recipe_applied == cfg.recipe:
         return cfg

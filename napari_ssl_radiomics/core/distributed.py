@@ -33,7 +33,7 @@ How a step is shared (the choices, and why):
 - **Augmentation** draws come from a generator seeded with (seed, rank), so ranks augment
   their shares independently; the checkpoint keeps every rank's generator state, so a
   resume with the same N continues each rank's stream.
-- **Rank 0 alone writes** the checkpoint, history.csv, config.json and the progress bar;
+- **Rank 0 alone writes** the checkpoint, the history table, the run's recorded config and the progress bar;
   the others wait at a barrier, so no rank runs ahead of a checkpoint being written.
 - **Stopping.** A stop request (Ctrl-C) on any rank stops every rank at the same step
   (:meth:`Context.any`), or the ranks would wait on each other for ever.

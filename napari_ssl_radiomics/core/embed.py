@@ -114,7 +114,7 @@ def embed(
 
     Parameters
     ----------
-    run : a run folder (or its checkpoint.pt) written by :func:`train.train`
+    run : a run folder (or its checkpoint) written by :func:`train.train`
     cohort : a loaded cohort or the folder of a prepared cache
     device, batch_size : see :func:`encode`
 

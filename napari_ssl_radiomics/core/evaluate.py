@@ -48,7 +48,6 @@ summary and the evaluation's files are :mod:`.summary`'s. Their names stay impor
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections.abc import Generator
@@ -91,8 +90,6 @@ PATIENCE = 2
 # table unchanged to 4 decimals and cuts the dual's epochs by about a third.
 SEARCH_TOL = 1e-3
 FINAL_TOL = 1e-4  # liblinear's default, for the model that is scored
-BINARY_METRICS = ("sensitivity", "specificity", "auc", "balanced_accuracy", "minor_recall", "major_recall")
-MULTI_METRICS = ("overall_accuracy", "minor_accuracy", "balanced_accuracy", "auc")
 
 
 # --- the classifier ----------------------------------------------------------------------
@@ -175,19 +172,19 @@ class LinearSVMCV(ClassifierMixin, BaseEstimator):
 
     def _select(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> float:
         smallest = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
-        splits = min(VALIDATION_SPLITS, smallest)
-        if len(self.Cs) == 1 or splits < 2:
+        parts = min(VALIDATION_SPLITS, smallest)
+        if len(self.Cs) == 1 or parts < 2:
             # Too few cases of a class to hold some out: keep the middle of the grid.
             return float(sorted(self.Cs)[len(self.Cs) // 2])
         if groups is not None:
             # A group is never split between training and validation: with fewer groups than splits, one
             # group (or so) is the validation part; with a single group, nothing can be held out.
-            splits = min(splits, len(np.unique(groups)))
-            if splits < 2:
+            parts = min(parts, len(np.unique(groups)))
+            if parts < 2:
                 return float(sorted(self.Cs)[len(self.Cs) // 2])
-            cv = StratifiedGroupKFold(splits, shuffle=True, random_state=self.random_state)
+            cv = StratifiedGroupKFold(parts, shuffle=True, random_state=self.random_state)
         else:
-            cv = StratifiedKFold(splits, shuffle=True, random_state=self.random_state)
+            cv = StratifiedKFold(parts, shuffle=True, random_state=self.random_state)
         train, val = next(cv.split(X, y, groups))
         self.validation_ = val
         if len(np.unique(y[train])) < len(self.classes_) or len(np.unique(y[val])) < len(self.classes_):
@@ -637,8 +634,3 @@ def pooled_scores(
 def _score(g: pd.DataFrame, classes: list[str], positive: str, minor: str | None, major: str | None) -> dict:
     scores = g["score"].to_numpy(float) if len(classes) == 2 else g[[f"score_{c}" for c in classes]].to_numpy(float)
     return metrics(g["y_true"].to_numpy(), g["y_pred"].to_numpy(), scores, classes, positive, minor, major)
-
-
-def config_with(cfg: EvaluateConfig, **changes: Any) -> EvaluateConfig:
-    """A copy of ``cfg`` with some fields changed."""
-    return dataclasses.replace(cfg, **changes)

@@ -190,11 +190,11 @@ def make_folds(labels: Labels | pd.DataFrame, cfg: EvaluateConfig) -> pd.DataFra
         seed = cfg.seed + r
         if groups is not None:
             cv = StratifiedGroupKFold(labels.folds, shuffle=True, random_state=seed)
-            splits = cv.split(ids, y, groups.to_numpy())
+            parts = cv.split(ids, y, groups.to_numpy())
         else:
-            splits = StratifiedKFold(labels.folds, shuffle=True, random_state=seed).split(ids, y)
+            parts = StratifiedKFold(labels.folds, shuffle=True, random_state=seed).split(ids, y)
         fold = np.empty(len(ids), dtype=int)
-        for k, (_, test) in enumerate(splits):
+        for k, (_, test) in enumerate(parts):
             fold[test] = k
         rows.append(pd.DataFrame({ID: ids, "repeat": r, "fold": fold}))
     return pd.concat(rows, ignore_index=True)

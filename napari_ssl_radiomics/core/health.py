@@ -20,7 +20,7 @@ fixed, seeded probe set (up to ``TrainConfig.health_cases`` cases) in eval mode 
 representation collapses for ``PATIENCE`` checks in a row: the rank stays low, the first
 principal direction takes nearly all the variance, or the spread falls to a fraction of the
 untrained encoder's. Only these label-free figures can warn. The probe is recorded
-(health.csv, the progress bar, the widget, the report) but never triggers a warning: it
+(the health table, the progress bar, the widget, the report) but never triggers a warning: it
 uses every case's label, the test folds of the later cross-validation included, so choosing
 ``lr``, ``iterations`` or the recipe by it would tune on the test labels and make the
 cross-validated figures (Table 2) optimistic. :data:`PROBE_CAVEAT` says so wherever the
@@ -296,7 +296,7 @@ def health_table(runs: dict[str, Path], names: dict[str, str] | None = None) -> 
 
     Returns
     -------
-    None when no run has a ``health.csv``; else columns ``3DSiam row, steps, rank untrained,
+    None when no run has a health table; else columns ``3DSiam row, steps, rank untrained,
     rank trained, first-PC share trained, probe AUC untrained, probe AUC trained`` (the
     probe's columns are NaN without labels).
     """

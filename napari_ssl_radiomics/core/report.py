@@ -58,7 +58,7 @@ def batch_balance(runs: dict[str, Path], labels: pd.Series) -> pd.DataFrame:
 
     Parameters
     ----------
-    runs : mode name -> run folder (with ``history.csv`` holding ``selected_ids`` and ``weights``)
+    runs : mode name -> run folder (with the run's history table holding ``selected_ids`` and ``weights``)
     labels : class per case ID
 
     Returns

@@ -2,26 +2,18 @@
 
 :func:`train` yields a :class:`TrainEvent` after every step (and on checkpoints, warnings,
 the end and a stop); the CLI's progress bar, the napari widget and the tests all consume
-the same generator. A run folder holds::
-
-    RUN/
-      checkpoint.pt   model, optimiser, grad scaler, every RNG state, configs, history
-      config.json     train + augment config (recipe resolved), cohort, device, processes,
-                      global batch, SE's resolved pool, provenance
-      history.csv     one row per step: the fields of :class:`HistoryRow`, in order
-      health.csv      one row per health check (step 0 = the untrained encoder, every
-                      checkpoint, the end): the fields of :class:`health.Health`
+the same generator. What a run folder holds, and who reads it, is :mod:`.runs`'s to say.
 
 Recipes. ``TrainConfig.recipe`` names a preset of the optimisation settings: ``RECIPES`` and
 :func:`resolve_recipe` live with the settings in ``config.py`` (why "default" is the default:
 benchmarks/README.md, "Representation quality"). :func:`train` resolves a library call's
-recipe; a config a face resolved keeps its explicit choices. config.json and the checkpoint
+recipe; a config a face resolved keeps its explicit choices. The run's recorded config and the checkpoint
 record the resolved settings.
 
 Health. At step 0 (the untrained encoder), at every checkpoint and at the end, a fixed,
 seeded probe set of up to ``health_cases`` cases is embedded in eval mode and measured
 (:mod:`health`); each check is a "health" event (``TrainEvent.health``) and a row of
-health.csv, and :class:`health.HealthMonitor` gives the warnings. The cache's labels serve
+the health table, and :class:`health.HealthMonitor` gives the warnings. The cache's labels serve
 only this monitoring: never the loss, the sampler or RE/SE.
 
 Method choices the paper leaves open:
@@ -108,7 +100,7 @@ RESUMABLE = ("iterations", "checkpoint_every", "embed_batch_size", "device")
 
 @dataclass
 class HistoryRow:
-    """One step of history.csv (the single schema of its columns, in this order).
+    """One step of the history table (the single schema of its columns, in this order).
 
     ``iteration`` 1-based step; ``epoch`` 0-based epoch of the step; ``phase`` vanilla, re or
     se; ``loss`` weighted symmetric negative cosine similarity in [-1, 1]; ``collapse`` the
@@ -147,7 +139,7 @@ class TrainEvent:
     ``kind`` is "step" (after each optimisation step), "health" (after a health check: step 0
     comes first, as ``iteration`` 0; a resumed run first yields its earlier checks again, once
     each and in order, for a consumer that starts fresh: one that already holds them, e.g.
-    from health.csv, keys them by iteration), "checkpoint" (after a checkpoint was written),
+    from the health table, keys them by iteration), "checkpoint" (after a checkpoint was written),
     "warning" (``message`` says what, in plain words; ``level`` is "warning"), "done" or
     "stopped". ``row`` is the step's :class:`HistoryRow` (the last step's for the other kinds;
     None before the first step). ``health`` holds the figures of a "health" event
@@ -225,7 +217,7 @@ def _check_world(out: Path, ckpt: dict[str, Any], world: int) -> None:
 
 
 def saved_config(run: str | Path) -> tuple[TrainConfig, AugmentConfig]:
-    """The train and augment settings a run folder was started with (from config.json)."""
+    """The train and augment settings a run folder was started with (from the run's recorded config)."""
     data = RunFolder(Path(run)).config()
     return from_dict(TrainConfig, data["config"]["train"]), from_dict(AugmentConfig, data["config"]["augment"])
 
@@ -321,7 +313,7 @@ class _Run:
         return self.out / CHECKPOINT
 
     def save(self) -> None:
-        """Write checkpoint.pt and history.csv whole; refuse to store non-finite weights."""
+        """Write the checkpoint and the history table whole; refuse to store non-finite weights."""
         if not _finite(self.model):
             raise TrainingDiverged(
                 f"training diverged: the weights became NaN or infinite by step {self.iteration}; the last good checkpoint "
@@ -544,7 +536,7 @@ def train(
     Raises
     ------
     TrainingDiverged
-        When the loss or the weights become NaN/infinite; checkpoint.pt keeps the last good state.
+        When the loss or the weights become NaN/infinite; the checkpoint keeps the last good state.
     ValueError, FileNotFoundError
         For a bad cohort, settings that differ from a resumed run's, or a run folder in the way.
     """
@@ -578,7 +570,7 @@ def _train_locked(
     stop_gradient: bool,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """The body of :func:`train`, run while it holds the run folder's lock."""
-    if cfg.batch_size > len(data):  # refused, not cut: config.json must say what ran
+    if cfg.batch_size > len(data):  # refused, not cut: the run's recorded config must say what ran
         raise ValueError(
             f"TrainConfig.batch_size (--batch-size) = {cfg.batch_size} is larger than the cohort "
             f"({len(data)} prepared cases); give {len(data)} or less"

@@ -39,7 +39,7 @@ class State:
     cases : the cache's ``cases.csv`` table after ``prepare`` (ID, Label, Group, status, reason, file)
     prepare : the preparation settings used for the cache
     augment : the augmentation settings, shared by the preview and the training widget
-    run_dir : the current training run folder (checkpoint.pt, history.csv, config.json)
+    run_dir : the current training run folder (its files: :mod:`..core.runs`)
     case_id : the selected case
     features : the last combined feature table (ID, Label, Group, features...)
     """

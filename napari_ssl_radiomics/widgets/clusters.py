@@ -7,7 +7,7 @@ import compiles with numba). Both come from :mod:`..core.clusters`, as the repor
 scatter is coloured by cluster or by label. The bars show each cluster's size split by
 label, so imbalance is seen at a glance.
 
-The batches the imbalance module chose are read from the run's ``history.csv``, counting
+The batches the imbalance module chose are read from the run's history (:meth:`RunFolder.selected_batches`), counting
 only RE- and SE-phase steps (the vanilla warm-up draws batches at random). A slider walks
 through those steps and rings the cases of one batch on the UMAP; the lower panel shows the
 share of the minority label in each selected batch over training, against the cohort's

@@ -119,7 +119,7 @@ class LossPlot(ThemedFigure):
         """Add the check at ``iteration``, or replace the one held there; the series stays in order.
 
         A resumed run yields its earlier checks again (for a consumer that starts fresh),
-        while the widget has already read them from health.csv: appending them would draw
+        while the widget has already read them from the health table: appending them would draw
         a false line back to iteration 0.
         """
         self.health = [(i, f) for i, f in self.health if i != iteration]
