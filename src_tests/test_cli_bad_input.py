@@ -9,6 +9,7 @@ changed (no half-made output folder, no file touched).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +37,7 @@ def work(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli_bad")
     manifest = write_sample_cohort(root / "cohort", SampleConfig(cases=6, size=32, seed=1))
     prepare_all(manifest, PrepareConfig(size=28), root / "cache")
+    prepare_all(manifest, PrepareConfig(size=32), root / "cache32")  # the same cases, another crop size
     (root / "run").mkdir()
     (root / "run" / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a kill during a write
     drive(
@@ -107,6 +109,13 @@ BAD = [
     ("embed a truncated checkpoint", ["embed", "broken.pt", "cache", "--out", "e.csv"], ["broken.pt", "truncated"]),
     # the output is checked before the checkpoint is even read, so no encoding is wasted
     ("embed --out is a folder", ["embed", "broken.pt", "cache", "--out", "adir"], ["adir", "is a folder"]),
+    # a run knows what it was trained on: another preparation is refused, naming both values
+    ("embed a cache of another size", ["embed", "run", "cache32", "--out", "e.csv"], ["cache32", "size = 32", "28"]),
+    (
+        "resume on a cache of another size",
+        ["train", "cache32", "--out", "run", "--resume", "--iterations", "2"],
+        ["cache32", "size = 32", "size = 28", "resume with the cache"],
+    ),
 ]
 
 
@@ -133,6 +142,16 @@ def test_bad_input_gives_one_clear_line_and_changes_nothing(work, name, args, wo
     for word in words:
         assert word in line, f"{name}: {word!r} not in {line!r}"
     assert snapshot(work) == before, f"{name}: the folder changed"
+
+
+@pytest.mark.slow
+def test_embed_on_the_runs_preparation_records_the_checkpoint_step(work, tmp_path):
+    done = run_cli(work, ["embed", "run", "cache", "--out", str(tmp_path / "e.csv"), "--no-progress"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    sidecar = json.loads((tmp_path / "e.json").read_text(encoding="utf-8"))
+    assert sidecar["checkpoint_step"] == 1  # the one-step run of the fixture
+    assert sidecar["checkpoint"].endswith("checkpoint.pt") and len(sidecar["checkpoint_sha256"]) == 64
+    assert sidecar["table"]["rows"] == 6
 
 
 @pytest.mark.slow

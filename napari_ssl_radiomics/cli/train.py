@@ -45,7 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "embed",
         help="write the learnt 256-d representation of every case as a CSV",
-        description="Encode every prepared case of CACHE with the encoder of RUN; columns ID, ssl_000 ... ssl_255.",
+        description=(
+            "Encode every prepared case of CACHE with the encoder of RUN; columns ID, ssl_000 ... ssl_255. "
+            "CACHE must be prepared with the settings of the cache RUN was trained on. A <name>.json sidecar "
+            "records the run, its checkpoint and the step it was saved at."
+        ),
     )
     e.add_argument("run", help="run folder written by `ssl-radiomics train`")
     e.add_argument("cache", help="prepared cache folder")
@@ -167,9 +171,9 @@ def health_summary(first: dict[str, float], last: dict[str, float]) -> str:
 def run_embed(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..core.embed import embed_iter
+    from ..core.embed import embed_iter, write_embedding
     from ..core.events import drive
-    from ..core.utils import check_output_file, write_csv
+    from ..core.utils import check_output_file
 
     cfg = from_arguments(TrainConfig(), args)
     check_output_file(args.out)  # before the encoding, not after it
@@ -180,6 +184,6 @@ def run_embed(args: argparse.Namespace) -> int:
             bar.update(event.index - bar.n)
 
         table = drive(embed_iter(args.run, args.cache, device=cfg.device, batch_size=cfg.embed_batch_size), show)
-    write_csv(args.out, table)
-    print(f"wrote {len(table)} cases x {table.shape[1] - 1} features to {args.out}")
+    _, sidecar = write_embedding(table, args.out, args.run, args.cache)
+    print(f"wrote {len(table)} cases x {table.shape[1] - 1} features to {args.out} (provenance: {sidecar})")
     return 0

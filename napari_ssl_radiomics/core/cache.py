@@ -150,6 +150,55 @@ def load_prepared(cache_dir: str | Path) -> PreparedCohort:
     )
 
 
+#: the prepare settings a run records and a cache must match (``jobs`` changes no crop)
+PREPARATION_SKIP = ("jobs",)
+
+
+def preparation(data: PreparedCohort) -> dict[str, Any]:
+    """How the crops of a loaded cohort were made: the settings of its ``prepare.json`` (when
+    the cache has one) and the crops' ``size`` and ``channels`` (always, read off the arrays)."""
+    settings: dict[str, Any] = {}
+    path = Path(data.root) / PREPARE_JSON
+    if path.is_file():
+        try:
+            settings = dict(json.loads(path.read_text(encoding="utf-8")).get("config") or {})
+        except (OSError, ValueError, AttributeError):
+            settings = {}
+    for key in PREPARATION_SKIP:
+        settings.pop(key, None)
+    settings.update(size=data.size, channels=data.channels)
+    return settings
+
+
+def check_preparation(trained: dict[str, Any] | None, given: dict[str, Any], run: Any, cache: Any, fix: str) -> None:
+    """Refuse a cache prepared otherwise than the one a run was trained on.
+
+    Parameters
+    ----------
+    trained : the run's record (:meth:`.runs.RunFolder.preparation`); None: the run recorded none
+    given : :func:`preparation` of the cache in hand
+    run, cache : the run folder and the cache, for the message
+    fix : what to do instead (the end of the message)
+
+    Raises
+    ------
+    ValueError
+        Naming the first setting that differs, both values and ``fix``. Only settings both
+        sides record are compared (a cache without ``prepare.json`` still has a size).
+    """
+    if not trained:
+        return
+    for key in sorted(set(trained) & set(given)):
+        then, now = trained[key], given[key]
+        if isinstance(then, list | tuple) and isinstance(now, list | tuple):
+            then, now = list(then), list(now)
+        if then != now:
+            raise ValueError(
+                f"{cache} was prepared with {key} = {given[key]!r} but the run {run} was trained on a cache with "
+                f"{key} = {trained[key]!r}; {fix}"
+            )
+
+
 # --- streaming: a memory-mapped uint8 copy of the cache, for cohorts beyond memory ------------
 
 STREAM = "stream"

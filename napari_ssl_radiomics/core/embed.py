@@ -19,13 +19,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .cache import PreparedCohort, load_prepared
+from .cache import PreparedCohort, check_preparation, load_prepared, preparation
 from .devices import resolve_device
 from .events import Level, drive
 from .model import Encoder, SimSiam3D
-from .train import load_model
+from .runs import RunFolder
+from .train import load_model_step
 
 PREFIX = "ssl_"
+#: ``DataFrame.attrs`` key of :func:`embed`'s table: the checkpoint step the vectors came from
+STEP_ATTR = "checkpoint_step"
 
 
 def feature_columns(dim: int = 256) -> list[str]:
@@ -121,7 +124,13 @@ def embed(
     Returns
     -------
     DataFrame with columns ``ID``, ``ssl_000`` ... ``ssl_255``, one row per case in the
-    cache's order.
+    cache's order; ``attrs["checkpoint_step"]`` is the step of the checkpoint used.
+
+    Raises
+    ------
+    ValueError
+        When the cache was prepared otherwise than the one the run was trained on
+        (:func:`.cache.check_preparation`: size, spacing, crop, intensity, channels ...).
     """
     return drive(embed_iter(run, cohort, device, batch_size))
 
@@ -134,7 +143,14 @@ def embed_iter(
 ) -> Generator[EmbedEvent, None, pd.DataFrame]:
     """:func:`embed` as a generator of :class:`EmbedEvent` (cases encoded); returns the table."""
     data = cohort if isinstance(cohort, PreparedCohort) else load_prepared(cohort)
-    model = load_model(run, device="cpu")
+    check_preparation(
+        RunFolder.of(run).preparation(),
+        preparation(data),
+        run,
+        data.root,
+        "embed a cache prepared with the run's settings (ssl-radiomics prepare with them), or train a run on this one",
+    )
+    model, step = load_model_step(run, device="cpu")
     if model.encoder.in_channels != data.channels:
         raise ValueError(
             f"the model of {run} takes {model.encoder.in_channels} channel(s) but the cohort {data.root} has "
@@ -143,4 +159,27 @@ def embed_iter(
     feats = yield from encode_iter(model, data.images, device=device, batch_size=batch_size)
     table = pd.DataFrame(feats, columns=feature_columns(feats.shape[1]))
     table.insert(0, "ID", list(data.ids))
+    table.attrs[STEP_ATTR] = step
     return table
+
+
+def write_embedding(table: pd.DataFrame, path: str | Path, run: str | Path, cache: str | Path) -> tuple[Path, Path]:
+    """Write an :func:`embed` table as CSV with its ``<name>.json`` sidecar, each whole or not at all.
+
+    The sidecar records the run, its checkpoint (path, SHA-256 and the step it was saved at:
+    ``checkpoint_step``) and the cache, beside the usual provenance (date, versions).
+    """
+    from .tables import write_table
+    from .utils import sha256
+
+    folder = RunFolder.of(run)
+    checkpoint = Path(run) if Path(run).is_file() else folder.checkpoint
+    return write_table(
+        table,
+        path,
+        run=str(folder.path),
+        checkpoint=str(checkpoint),
+        checkpoint_sha256=sha256(checkpoint),
+        checkpoint_step=table.attrs.get(STEP_ATTR),
+        cache=str(cache),
+    )

@@ -282,8 +282,7 @@ def embed_stage(
     cfg: PipelineConfig, run_dir: Path, cache: Path, path: Path, state: StageState, stage: str
 ) -> Generator[StageEvent, None, Path]:
     """Write the run's representation of every prepared case to ``path`` (reused when fresh); returns ``path``."""
-    from .embed import embed_iter
-    from .utils import write_csv
+    from .embed import embed_iter, write_embedding
 
     key = config_hash([_file_key(RunFolder(run_dir).checkpoint, cache / "cases.csv")])
     if state.fresh(stage, key, path):
@@ -293,7 +292,7 @@ def embed_stage(
     table = yield from forward(
         stage, embed_iter(run_dir, cache, device=cfg.train.device, batch_size=cfg.train.embed_batch_size)
     )
-    write_csv(path, table)
+    write_embedding(table, path, run_dir, cache)
     state.mark(stage, key)
     yield StageEvent(stage, "done", len(table), len(table), str(path))
     return path

@@ -129,6 +129,17 @@ class RunFolder:
             raise FileNotFoundError(f"{self.path} holds no training run ({CONFIG_JSON} is missing)")
         return json.loads(self.config_json.read_text(encoding="utf-8"))
 
+    def preparation(self) -> dict[str, Any] | None:
+        """The prepare settings of the cache the run was trained on (``config.json``'s
+        ``cohort.prepare``; a run of an older version recorded only ``size`` and ``channels``).
+        None when the folder holds no ``config.json``."""
+        if not self.config_json.exists():
+            return None
+        cohort = self.config().get("cohort") or {}
+        if isinstance(cohort.get("prepare"), dict):
+            return dict(cohort["prepare"])
+        return {key: cohort[key] for key in ("size", "channels") if key in cohort} or None
+
     def history(self) -> pd.DataFrame:
         """``history.csv``: one row per step."""
         import pandas as pd

@@ -75,7 +75,7 @@ from ..config import RECIPE_FIELDS as RECIPE_FIELDS  # the recipes live with the
 from ..config import RECIPES as RECIPES
 from ..config import AugmentConfig, TrainConfig, from_dict, resolve_recipe, to_dict
 from .augment import augment as augment_batch
-from .cache import PreparedCohort, is_streamed, load_for_training
+from .cache import PreparedCohort, check_preparation, is_streamed, load_for_training, preparation
 from .devices import TrainingCrops, resolve_precision, set_cpu_threads
 from .devices import resolve_device as resolve_device  # re-exported: embed, benchmarks
 from .distributed import augment_seed
@@ -551,6 +551,14 @@ def train(
     if augment_on not in ("device", "host"):
         raise ValueError(f"augment_on = {augment_on!r}; choose 'device' or 'host'")
     out = Path(out)
+    if resume:  # one run, one preparation: the cases' IDs alone would let two crop sizes mix
+        check_preparation(
+            RunFolder(out).preparation(),
+            preparation(data),
+            out,
+            data.root,
+            "resume with the cache the run was started on, or start a new run in another folder",
+        )
     # One process per run folder (core/lock.py): a second train into it stops at once, and
     # the lock removes the temporary files of a checkpoint write that a kill interrupted.
     with folder_lock(out) if ctx.is_main else contextlib.nullcontext():
@@ -598,6 +606,7 @@ def _train_locked(
                     "channels": data.channels,
                     "size": data.size,
                     "streamed": is_streamed(data),
+                    "prepare": preparation(data),
                 },
                 processes=run.dist.world,
                 global_batch=run.m,
@@ -736,6 +745,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D:
     """The trained SimSiam3D of a run folder or checkpoint file, in eval mode on ``device``."""
+    return load_model_step(run_or_checkpoint, device)[0]
+
+
+def load_model_step(run_or_checkpoint: str | Path, device: str = "cpu") -> tuple[SimSiam3D, int]:
+    """:func:`load_model` and the step (iteration) its checkpoint was saved at."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
         path = path / CHECKPOINT
@@ -744,7 +758,7 @@ def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D:
     ckpt = read_checkpoint(path)
     model = SimSiam3D(**ckpt["model_args"])  # format 1 holds in_channels only: the paper's head
     model.load_state_dict(ckpt["model"])
-    return model.to(resolve_device(device)).eval()
+    return model.to(resolve_device(device)).eval(), int(ckpt.get("iteration", 0))
 
 
 def run_to_end(gen: Generator[TrainEvent, None, TrainResult]) -> TrainResult:
