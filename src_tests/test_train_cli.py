@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -130,3 +132,37 @@ def test_the_probe_caveat_is_printed_with_the_probe(tmp_path, capsys):
         "the test folds of the cross-validation included" in out
         and "cross-validated figures (Table 2) optimistic" in out
     )
+
+
+def test_sigterm_saves_the_steps_done_and_resume_continues(cache, tmp_path):
+    """SIGTERM (``timeout``, SLURM, Kubernetes) is handled like Ctrl-C: the steps since the
+    last checkpoint are saved, the exit says so in one line, and --resume continues."""
+    run = tmp_path / "run"
+    every = 1000  # no periodic checkpoint before the signal: whatever is saved, SIGTERM saved
+    args = ["train", str(cache), "--out", str(run), "--mode", "none", "--iterations", "5000"]
+    args += ["--checkpoint-every", str(every), "--no-progress", *FAST]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_ssl_radiomics", *args], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        for line in proc.stderr:  # the untrained encoder's check comes just before the first step
+            if "health at step 0" in line:
+                break
+        time.sleep(3)  # a few steps
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    assert "stopped by SIGTERM at step" in err and "--resume" in err
+    ckpt = torch.load(run / CHECKPOINT, weights_only=False)
+    done = ckpt["iteration"]
+    assert 0 < done < every  # more than the last checkpoint_every multiple (0)
+    assert len(pd.read_csv(run / HISTORY_CSV)) == done
+    assert (
+        main(["train", str(cache), "--out", str(run), "--resume", "--iterations", str(done + 2), "--no-progress"]) == 0
+    )
+    assert pd.read_csv(run / HISTORY_CSV)["iteration"].tolist() == list(range(1, done + 3))

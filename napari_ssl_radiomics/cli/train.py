@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train 3DSiam (with the RE/SE imbalance module) on a prepared cache",
         description=(
             f"Train the 3D Siamese network on the crops of CACHE and write RUN/{CHECKPOINT}, "
-            f"RUN/{CONFIG_JSON}, RUN/{HISTORY_CSV} and RUN/{HEALTH_CSV}. Ctrl-C saves a checkpoint; --resume "
+            f"RUN/{CONFIG_JSON}, RUN/{HISTORY_CSV} and RUN/{HEALTH_CSV}. Ctrl-C or SIGTERM (timeout, SLURM, Kubernetes) saves a checkpoint after the step (exit 130 or 143); --resume "
             "continues the run. At step 0 and every --checkpoint-every steps a fixed probe set of "
             "--health-cases cases is embedded and checked for collapse (effective rank, first-PC share, "
             "spread: only these warn); when cases.csv has a Label column a linear probe of it is also reported. "
@@ -59,25 +59,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_embed)
 
 
+#: exit status of a run stopped by a signal: 128 + its number (Ctrl-C 130, SIGTERM 143)
+STOP_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
 @contextlib.contextmanager
-def _stop_on_sigint() -> Iterator[list[bool]]:
-    """A flag that the first Ctrl-C sets (the step finishes, then a checkpoint is written);
-    a second Ctrl-C interrupts at once."""
-    flag = [False]
-    previous = None
+def _stop_on_signals() -> Iterator[list[signal.Signals | None]]:
+    """A cell that the first Ctrl-C (SIGINT) or SIGTERM sets to the signal received: the step
+    finishes, then a checkpoint is written. SIGTERM is what ``timeout``, SLURM and Kubernetes
+    send before they kill, so it is handled like Ctrl-C. A second signal interrupts at once
+    (Ctrl-C raises KeyboardInterrupt; SIGTERM terminates)."""
+    received: list[signal.Signals | None] = [None]
+    previous: dict[signal.Signals, object] = {}
+    again = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
     def handler(signum, frame):  # noqa: ARG001
-        flag[0] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        print("\nstopping after this step (Ctrl-C again to abort without saving)...", file=sys.stderr)
+        sig = signal.Signals(signum)
+        received[0] = sig
+        for s in previous:
+            signal.signal(s, again[s])
+        how = "Ctrl-C" if sig == signal.SIGINT else sig.name
+        print(
+            f"\n{sig.name} received: stopping after this step ({how} again to abort without saving)...", file=sys.stderr
+        )
 
-    with contextlib.suppress(ValueError):  # not the main thread: keep Python's default
-        previous = signal.signal(signal.SIGINT, handler)
+    with contextlib.suppress(ValueError):  # not the main thread: keep Python's defaults
+        for sig in again:
+            previous[sig] = signal.signal(sig, handler)
     try:
-        yield flag
+        yield received
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -127,20 +140,22 @@ def run_train(args: argparse.Namespace) -> int:
         elif event.level == "warning":
             bar.write(f"warning: {event.message}", file=sys.stderr)
 
-    with _stop_on_sigint() as flag:
+    with _stop_on_signals() as received:
         try:
-            result = drive(train(args.cache, out, cfg, aug, resume=args.resume, stop=lambda: flag[0]), show)
+            stop = lambda: received[0] is not None  # noqa: E731
+            result = drive(train(args.cache, out, cfg, aug, resume=args.resume, stop=stop), show)
         except TrainingDiverged as exc:
             raise CommandError(str(exc)) from None
         finally:
             bar.close()
     if result.stopped:
+        sig = received[0] or signal.SIGINT
         print(
-            f"stopped at step {len(result.history)} of {cfg.iterations}; checkpoint saved to {out / CHECKPOINT}.\n"
-            f"Resume with: ssl-radiomics train {args.cache} --out {out} --resume",
+            f"stopped by {sig.name} at step {len(result.history)} of {cfg.iterations}; checkpoint saved to "
+            f"{out / CHECKPOINT}.\nResume with: ssl-radiomics train {args.cache} --out {out} --resume",
             file=sys.stderr,
         )
-        return 130
+        return STOP_STATUS.get(sig, 130)
     last = result.history.iloc[-1] if len(result.history) else None
     summary = f" (last loss {last['loss']:.4f}, collapse {last['collapse']:.4f})" if last is not None else ""
     print(f"trained {cfg.iterations} steps{summary}; run folder: {out}")
