@@ -128,3 +128,28 @@ def test_a_holder_on_another_host_is_refused_with_the_file_to_delete(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert "host elsewhere" in str(err.value) and str(path) in str(err.value) and "delete" in str(err.value)
+
+
+def test_a_dead_holder_on_another_host_is_refused_not_taken_over(tmp_path):
+    """Nothing holds the flock, but the lock file names a process of another host: whether it
+    still runs cannot be checked from here, so it is refused (the file to delete is named)."""
+    import json
+
+    path = tmp_path / LOCK_NAME
+    left = json.dumps({"pid": 1, "host": "elsewhere", "command": "ssl-radiomics train"})
+    path.write_text(left, encoding="utf-8")
+    with pytest.raises(LockedError) as err, folder_lock(tmp_path):
+        pass
+    text = str(err.value)
+    assert "host elsewhere" in text and f"delete {path}" in text and "cannot be checked" in text
+    assert path.read_text(encoding="utf-8") == left  # left as it was, for the user to judge
+
+
+def test_a_folder_where_the_lock_file_should_be_gets_its_own_message(tmp_path):
+    from napari_ssl_radiomics.core.lock import LockPathError
+
+    (tmp_path / "run" / LOCK_NAME).mkdir(parents=True)
+    with pytest.raises(LockPathError) as err, folder_lock(tmp_path / "run"):
+        pass
+    text = str(err.value)
+    assert str(tmp_path / "run" / LOCK_NAME) in text and "is a folder" in text and "remove that folder" in text

@@ -56,6 +56,10 @@ class LockedError(RuntimeError):
         super().__init__(f"{folder} is in use by {who}; {advice}")
 
 
+class LockPathError(ValueError):
+    """Something that is not a lock file (a folder) is where the lock file should be."""
+
+
 def describe_holder(holder: dict) -> str:
     """'PID 4242 on host gpu01 (command, since date)' from a lock file's content."""
     text = f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')}"
@@ -109,12 +113,15 @@ def folder_lock(folder: str | Path, clean: tuple[str, ...] = ("",)) -> Iterator[
 
     Yields
     ------
-    The content of a stale lock that was taken over (a dead holder), or None.
+    The content of a stale lock that was taken over (a dead holder of this host), or None.
 
     Raises
     ------
     LockedError
-        When another live process holds the folder.
+        When another live process holds the folder, or a process of another host (which
+        cannot be checked from here) left its lock file.
+    LockPathError
+        When a folder is where the lock file should be.
     OSError
         When the folder cannot be created or written (read-only, full disk, a file in the way).
     """
@@ -122,7 +129,17 @@ def folder_lock(folder: str | Path, clean: tuple[str, ...] = ("",)) -> Iterator[
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
+    if path.is_dir():
+        _drop_if_empty(folder, created)
+        raise LockPathError(
+            f"{path} is a folder, where {folder}'s lock file should be; remove that folder "
+            f"(it is not ssl-radiomics'; move out what it holds first) and start again"
+        )
     left = _read_holder(path)  # a released lock deletes its file: content here is a holder's, live or dead
+    if left and str(left.get("host", "")) not in ("", socket.gethostname()):
+        # a holder on another host of a shared file system: whether it still runs cannot be
+        # checked from here (the README says so), so it is refused, never taken over
+        raise LockedError(folder, left, path, checkable=False)
     lock = FileLock(path, timeout=0, thread_local=False, on_acquired=_write_holder)
     try:
         lock.acquire()
