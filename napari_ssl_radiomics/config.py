@@ -512,6 +512,16 @@ def _commented(cfg: Any, lines: list[str], indent: str) -> None:
 # --- command line -----------------------------------------------------------------------
 
 
+def _boolean(text: str) -> bool:
+    """A boolean flag's value; argparse shows the error after the flag's name."""
+    try:
+        return _convert(text, bool, "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a choice; choose true or false (also yes/no, on/off, 1/0)"
+        ) from None
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -533,7 +543,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, only: list[str] | 
             kw["nargs"] = "+"
             kw["type"] = typing.get_args(hint)[0]
         elif hint is bool:
-            kw["type"] = lambda s, name=f.name: _convert(s, bool, name)
+            kw["type"] = _boolean
             kw["metavar"] = "{true,false}"
         else:
             kw["type"] = hint

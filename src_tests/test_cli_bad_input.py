@@ -109,6 +109,22 @@ BAD = [
     ("embed a truncated checkpoint", ["embed", "broken.pt", "cache", "--out", "e.csv"], ["broken.pt", "truncated"]),
     # the output is checked before the checkpoint is even read, so no encoding is wasted
     ("embed --out is a folder", ["embed", "broken.pt", "cache", "--out", "adir"], ["adir", "is a folder"]),
+    # checked before any work: a swept value, a resume's recipe, a boolean flag's value
+    (
+        "run --sweep batch_size=1",
+        ["run", "ok.yaml", "--out", "o2", "--sweep", "batch_size=1"],
+        ["batch_size=1", "at least 2"],
+    ),
+    (
+        "resume with another recipe",
+        ["train", "cache", "--out", "run", "--resume", "--recipe", "paper"],
+        ["train.recipe", "'default'", "'paper'"],
+    ),
+    (
+        "train --out-bn maybe",
+        ["train", "cache", "--out", "r2", "--out-bn", "maybe"],
+        ["--out-bn", "'maybe'", "true or false"],
+    ),
     # a run knows what it was trained on: another preparation is refused, naming both values
     ("embed a cache of another size", ["embed", "run", "cache32", "--out", "e.csv"], ["cache32", "size = 32", "28"]),
     (

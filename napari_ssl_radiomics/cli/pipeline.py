@@ -130,9 +130,11 @@ def _execute(cfg: PipelineConfig, sweep_items: list[str]) -> int:
     import time
 
     from ..core import pipeline
-    from ..core.sweep import sweep
+    from ..core.sweep import sweep, sweep_configs
 
     sweeps = parse_sweep(sweep_items)
+    for name, values in sweeps:  # every swept value checked before any work
+        sweep_configs(cfg, name, values)
     start = time.perf_counter()
     result = _consume(pipeline.run(cfg))
     for name, values in sweeps:

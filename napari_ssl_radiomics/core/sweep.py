@@ -14,13 +14,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import PipelineConfig
+from ..config import PipelineConfig, validate
 from .pipeline import StageEvent, StageState, case_labels, embed_stage, forward, train_stage
 from .utils import read_table_csv, write_csv
 
 
 def sweep_configs(cfg: PipelineConfig, name: str, values: list[int]) -> dict[int, object]:
-    """The training config of each swept value."""
+    """The training config of each swept value, each checked (:func:`.config.validate`).
+
+    Raises
+    ------
+    ValueError
+        For a name that cannot be swept, or a value its setting refuses (named with the
+        ``--sweep`` it came from), before any work: call it before the pipeline runs.
+    """
     configs = {}
     for value in values:
         if name == "clusters":
@@ -30,6 +37,10 @@ def sweep_configs(cfg: PipelineConfig, name: str, values: list[int]) -> dict[int
             configs[value] = dataclasses.replace(cfg.train, mode="se", batch_size=value)
         else:
             raise ValueError(f"cannot sweep {name!r}; sweep clusters or batch_size")
+        try:
+            validate(configs[value])
+        except ValueError as exc:
+            raise ValueError(f"--sweep {name}={value}: {exc}") from None
     return configs
 
 

@@ -198,12 +198,44 @@ def _check_cohort(data: PreparedCohort) -> None:
 
 
 def _config_mismatch(saved: dict, given: dict, section: str) -> str | None:
-    for key in sorted(set(saved) | set(given)):
+    # the recipe first: another recipe changes its presets too, and the recipe is what was given
+    for key in sorted(set(saved) | set(given), key=lambda k: (k != "recipe", k)):
         if section == "train" and key in RESUMABLE:
             continue
         if saved.get(key) != given.get(key):
             return f"{section}.{key}: the run used {saved.get(key)!r}, this call gives {given.get(key)!r}"
     return None
+
+
+def _settings_problem(out: Path, problem: str) -> ValueError:
+    return ValueError(
+        f"cannot resume {out} with other settings ({problem}); resume with the run's settings "
+        f"(only {', '.join(RESUMABLE)} may change) or start a new run in another folder"
+    )
+
+
+def _check_resume(out: Path, data: PreparedCohort, cfg: TrainConfig, augment: AugmentConfig) -> None:
+    """Before any work: the cache and the settings of a resume against the run's ``config.json``.
+
+    One run, one preparation (the cases' IDs alone would let two crop sizes mix); the checkpoint's
+    own settings are checked again when it is loaded (a run without ``config.json``).
+    """
+    folder = RunFolder(out)
+    check_preparation(
+        folder.preparation(),
+        preparation(data),
+        out,
+        data.root,
+        "resume with the cache the run was started on, or start a new run in another folder",
+    )
+    if not folder.config_json.exists():
+        return
+    saved = folder.config().get("config") or {}
+    for section, given in (("train", to_dict(cfg)), ("augment", to_dict(augment))):
+        if isinstance(saved.get(section), dict):
+            problem = _config_mismatch(saved[section], given, section)
+            if problem:
+                raise _settings_problem(out, problem)
 
 
 def _check_world(out: Path, ckpt: dict[str, Any], world: int) -> None:
@@ -364,10 +396,7 @@ class _Run:
         ):
             problem = _config_mismatch(saved, given, section)
             if problem:
-                raise ValueError(
-                    f"cannot resume {self.out} with other settings ({problem}); resume with the run's settings "
-                    f"(only {', '.join(RESUMABLE)} may change) or start a new run in another folder"
-                )
+                raise _settings_problem(self.out, problem)
         if self.cfg.iterations < ckpt["iteration"]:
             raise ValueError(
                 f"cannot resume {self.out}: it already ran {ckpt['iteration']} steps, more than iterations = {self.cfg.iterations}"
@@ -551,14 +580,8 @@ def train(
     if augment_on not in ("device", "host"):
         raise ValueError(f"augment_on = {augment_on!r}; choose 'device' or 'host'")
     out = Path(out)
-    if resume:  # one run, one preparation: the cases' IDs alone would let two crop sizes mix
-        check_preparation(
-            RunFolder(out).preparation(),
-            preparation(data),
-            out,
-            data.root,
-            "resume with the cache the run was started on, or start a new run in another folder",
-        )
+    if resume:  # refused before the lock is taken: a refused resume leaves the run folder as it was
+        _check_resume(out, data, cfg, augment)
     # One process per run folder (core/lock.py): a second train into it stops at once, and
     # the lock removes the temporary files of a checkpoint write that a kill interrupted.
     with folder_lock(out) if ctx.is_main else contextlib.nullcontext():
