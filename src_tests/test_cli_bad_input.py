@@ -38,6 +38,7 @@ def work(tmp_path_factory) -> Path:
     manifest = write_sample_cohort(root / "cohort", SampleConfig(cases=6, size=32, seed=1))
     prepare_all(manifest, PrepareConfig(size=28), root / "cache")
     prepare_all(manifest, PrepareConfig(size=32), root / "cache32")  # the same cases, another crop size
+    prepare_all(manifest, PrepareConfig(size=28, spacing=1.5), root / "coarse")  # same size, another spacing
     (root / "run").mkdir()
     (root / "run" / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a kill during a write
     drive(
@@ -127,6 +128,7 @@ BAD = [
     ),
     # a run knows what it was trained on: another preparation is refused, naming both values
     ("embed a cache of another size", ["embed", "run", "cache32", "--out", "e.csv"], ["cache32", "size = 32", "28"]),
+    ("embed a cache of another spacing", ["embed", "run", "coarse", "--out", "e.csv"], ["spacing = 1.5", "1.0"]),
     (
         "resume on a cache of another size",
         ["train", "cache32", "--out", "run", "--resume", "--iterations", "2"],
