@@ -114,13 +114,9 @@ def test_yaml_keys_beat_the_recipe_even_at_the_default_value(tmp_path):
 
 def test_a_yaml_choice_is_what_the_engine_trains(tmp_path):
     """The pipeline's path (core/pipeline.py `train_stage`): the YAML's train section, one mode, train()."""
-    import json
-
-    import torch
-    from test_train_engine import make_cache
+    from test_train_engine import assert_ran_paper_with_sgd, make_cache
 
     from napari_ssl_radiomics.core.events import drive
-    from napari_ssl_radiomics.core.runs import CHECKPOINT, CONFIG_JSON
     from napari_ssl_radiomics.core.train import train
 
     path = tmp_path / "c.yaml"
@@ -129,15 +125,7 @@ def test_a_yaml_choice_is_what_the_engine_trains(tmp_path):
     cfg = C.load_yaml(path)
     run = tmp_path / "run"
     drive(train(make_cache(tmp_path / "cache", cases=8), run, dataclasses.replace(cfg.train, mode="none"), cfg.augment))
-    saved = json.loads((run / CONFIG_JSON).read_text(encoding="utf-8"))["config"]["train"]
-    assert (saved["recipe"], saved["optimizer"], saved["schedule"], saved["lr_warmup"]) == (
-        "paper",
-        "sgd",
-        "constant",
-        0,
-    )
-    group = torch.load(run / CHECKPOINT, weights_only=False)["optimizer"]["param_groups"][0]
-    assert "momentum" in group and "betas" not in group  # SGD ran, not the preset's Adam
+    assert_ran_paper_with_sgd(run)
 
 
 def test_cli_flags_beat_the_recipe_even_at_the_default_value():

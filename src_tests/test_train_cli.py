@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_train_engine import make_cache  # the shared synthetic-cache fixture
+from test_train_engine import assert_ran_paper_with_sgd, make_cache  # the shared synthetic-cache fixture
 
 from napari_ssl_radiomics.cli import main
 from napari_ssl_radiomics.core.train import CHECKPOINT, CONFIG_JSON, HISTORY_CSV
@@ -107,15 +107,7 @@ def test_an_explicit_flag_beats_the_recipe_even_at_the_default_value(cache, tmp_
     run = tmp_path / "sgd"
     args = ["train", str(cache), "--out", str(run), "--recipe", "paper", "--optimizer", "sgd", "--no-progress"]
     assert main([*args, "--iterations", "1", "--health-cases", "0", *FAST]) == 0
-    saved = json.loads((run / CONFIG_JSON).read_text(encoding="utf-8"))["config"]["train"]
-    assert (saved["recipe"], saved["optimizer"], saved["schedule"], saved["lr_warmup"]) == (
-        "paper",
-        "sgd",
-        "constant",
-        0,
-    )
-    group = torch.load(run / CHECKPOINT, weights_only=False)["optimizer"]["param_groups"][0]
-    assert "momentum" in group and "betas" not in group  # SGD's state: SGD ran, not the preset's Adam
+    assert_ran_paper_with_sgd(run)
     # the resume reads config.json back (every setting given) and the engine keeps it: no mismatch
     assert main(["train", str(cache), "--out", str(run), "--resume", "--iterations", "2", "--no-progress"]) == 0
     assert len(pd.read_csv(run / HISTORY_CSV)) == 2

@@ -60,6 +60,19 @@ def make_cache(root: Path, cases: int = 12, size: int = SIZE, seed: int = 0) -> 
     return root
 
 
+def assert_ran_paper_with_sgd(run: Path) -> None:
+    """The run recorded the paper's recipe with an explicit SGD, and its optimiser state is SGD's."""
+    saved = json.loads((run / CONFIG_JSON).read_text(encoding="utf-8"))["config"]["train"]
+    assert (saved["recipe"], saved["optimizer"], saved["schedule"], saved["lr_warmup"]) == (
+        "paper",
+        "sgd",
+        "constant",
+        0,
+    )
+    group = torch.load(run / CHECKPOINT, weights_only=False)["optimizer"]["param_groups"][0]
+    assert "momentum" in group and "betas" not in group  # SGD ran, not the preset's Adam
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     return make_cache(tmp_path_factory.mktemp("cache"))
