@@ -2,7 +2,8 @@
 
 Speed: the cohort lives on the device when it takes < ``DEVICE_COHORT_SHARE`` of free device
 memory (else it stays in pinned host memory and each batch is copied); autocast (bf16, or
-fp16 with a grad scaler) and channels_last_3d on CUDA; cudnn.benchmark. A cohort beyond the
+fp16 with a grad scaler) and channels_last_3d on CUDA, and on a CPU with native bf16
+(AVX512-BF16 or AMX: 2.3x faster per step at 32³, see benchmarks/README.md); cudnn.benchmark. A cohort beyond the
 memory budget streams from its memory map, the next batch read ahead (:class:`TrainingCrops`).
 """
 
@@ -34,9 +35,37 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+#: /proc/cpuinfo flags of x86 units that compute in bf16 natively (without them bf16 is emulated, slower than fp32)
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), from ``/proc/cpuinfo``.
+
+    ``cpuinfo``: the text to read instead (tests). False where the file is missing (macOS, Windows),
+    so ``precision: auto`` stays fp32 there.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return any(flag in line.split() for flag in NATIVE_BF16_FLAGS)
+    return False
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: fp32, no autocast)."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+    """The autocast dtype for ``precision`` on ``device`` (None: fp32, no autocast).
+
+    ``auto``: bf16 (or fp16 where bf16 is missing) on CUDA; bf16 on a CPU with native bf16;
+    else fp32.
+    """
+    if precision == "auto" and device.type != "cuda":
+        return torch.bfloat16 if cpu_has_native_bf16() else None
+    if precision == "fp32":
         return None
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -73,7 +102,8 @@ class TrainingCrops:
     In device memory, in pinned host memory (:func:`place_cohort`), or streamed from the
     cache's memory map (:class:`cache.StreamedCrops`). ``augment_on`` "host" keeps the fetched
     crops on the CPU (augmentation there, for benchmarks); ``channels_last`` (default: on
-    CUDA only) lays the views out as channels_last_3d; ``amp_dtype`` is the autocast dtype.
+    CUDA, and on the CPU under bf16 autocast, where it is 1.3x faster; fp32 on the CPU gains
+    nothing) lays the views out as channels_last_3d; ``amp_dtype`` is the autocast dtype.
     """
 
     def __init__(
@@ -85,7 +115,8 @@ class TrainingCrops:
         channels_last: bool | None = None,
     ) -> None:
         self.device, self.amp_dtype, self.augment_on = device, amp_dtype, augment_on
-        self.channels_last = device.type == "cuda" if channels_last is None else channels_last
+        default_layout = device.type == "cuda" or amp_dtype == torch.bfloat16
+        self.channels_last = default_layout if channels_last is None else channels_last
         self.streamed = is_streamed(data)
         if self.streamed:  # beyond the memory budget: batches from the memory map, read ahead
             self.cohort: Any = StreamedCrops(data.images, pin=device.type == "cuda")
