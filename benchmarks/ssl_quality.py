@@ -204,11 +204,12 @@ def train_run(cache: Path, out: Path, cfg) -> tuple[dict[str, np.ndarray], pd.Da
             if ev.kind == "health" or ev.level == "warning":
                 print(f"  [{out.name}] {ev.message}", flush=True)
 
-        from napari_ssl_radiomics.cli.train import _stop_on_sigint
+        from napari_ssl_radiomics.cli.train import _stop_on_signals
 
-        # Ctrl-C (or kill -INT) ends the step, writes a checkpoint and exits; a rerun resumes
-        with _stop_on_sigint() as flag:
-            result = drive(train(cohort, out, cfg, AugmentConfig(), resume=resume, stop=lambda: flag[0]), show)
+        # Ctrl-C or SIGTERM ends the step, writes a checkpoint and exits; a rerun resumes
+        with _stop_on_signals() as flag:
+            stop = lambda: flag[0] is not None  # noqa: E731
+            result = drive(train(cohort, out, cfg, AugmentConfig(), resume=resume, stop=stop), show)
         if result.stopped:
             raise SystemExit(f"stopped at step {len(result.history)}; run the same command again to resume {out}")
     seconds = time.perf_counter() - start
