@@ -1,25 +1,30 @@
-"""Do the learnt features carry information? 3DSiam on AdrenalMNIST3D, none / RE / SE.
+"""Does self-supervision add anything? The study of issue 21 on AdrenalMNIST3D.
 
-Trains 3DSiam with a recipe (default: the project's default recipe) in each mode on the
-pooled AdrenalMNIST3D cohort (train + val + test, 1584 volumes, 28³ or 64³), embeds every
-case and prints, beside the untrained encoder (same architecture and seed, no step) and
-the traditional pyradiomics features alone:
+Trains each method on the pooled AdrenalMNIST3D cohort (train + val + test, 1584 volumes,
+28³ or 64³) with the default recipe, embeds every case and scores, with the paper's protocol
+(linear SVM, C picked on 20% of each training fold, stratified 5-fold CV x ``--repeats``):
 
-- the effective rank of the exported embeddings (exp of the entropy of the normalised
-  singular values of the centred 1584 x 256 matrix);
-- SSL-only AUC: the paper's protocol (linear SVM, C picked on 20% of each training fold,
-  stratified 5-fold CV, ``--repeats`` repeats), mean ± sd over folds and repeats;
-- SSL-only AUC minus the untrained encoder's on the same folds (mean ± fold sd);
-- trad+SSL AUC and its difference to trad alone on the same folds (mean ± fold sd).
+rows
+    traditional (pyradiomics) alone; the untrained encoder at initialisation and with its
+    BatchNorm statistics recalibrated on the cohort (the stronger random baseline); vanilla
+    3DSiam, 3DSiam + RE, 3DSiam + SE; the Rubik's-cube pretext task on the same encoder.
+columns
+    effective rank of the 1584 x 256 embeddings; SSL-only AUC and its paired difference to
+    the better untrained row; trad+X AUC and its paired difference to trad alone; each
+    difference with its 95% interval and p-value from the Nadeau-Bengio corrected
+    resampled t-test (the project's ``core.compare.corrected_t``, k - 1 degrees of freedom);
+    and RE/SE against vanilla on minor-class recall.
 
-Labels are used only to score the features, never in training. The cache, the trad
-features (pyradiomics, minutes) and the runs go under ``--work`` (default
-``results/ssl_quality``, ignored by git) and are reused by later calls.
+Labels are used only to score the features, never in training. Everything is cached under
+``--work`` (default ``results/ssl_quality``, ignored by git): the cache, the pyradiomics
+features, each run (checkpointed; Ctrl-C or SIGTERM stops it, the same command resumes)
+and each row's fold scores, so an interrupted study resumes where it stopped.
 
-    python benchmarks/ssl_quality.py                 # 28³, 2000 steps per mode (CPU: hours)
-    python benchmarks/ssl_quality.py --quick         # 28³, 300 steps per mode
-    python benchmarks/ssl_quality.py --size 64       # on a GPU
-    python benchmarks/ssl_quality.py --modes none --set lr=0.1 --tag lr0.1   # one ablation cell
+    python benchmarks/ssl_quality.py                  # the whole table, 28³, 2000 steps per method
+    python benchmarks/ssl_quality.py --quick          # 300 steps, 1 CV repeat
+    python benchmarks/ssl_quality.py --train-only --methods se   # one run (e.g. one per core)
+    python benchmarks/ssl_quality.py --readme         # also write the table into benchmarks/README.md
+    python benchmarks/ssl_quality.py --methods none --set out_bn=true --tag outbn   # a candidate
 """
 
 from __future__ import annotations
@@ -94,9 +99,20 @@ def trad_features(path: Path, size: int = 28) -> pd.DataFrame:
 
 PROBE = "svm"
 
+#: the rows the study can hold: name in the table, and the training settings of each method
+METHODS = {
+    "untrained": ("untrained encoder (at initialisation)", None),
+    "untrained-bn": ("untrained encoder (BatchNorm recalibrated)", None),
+    "none": ("vanilla 3DSiam", {"mode": "none"}),
+    "re": ("3DSiam + RE", {"mode": "re"}),
+    "se": ("3DSiam + SE", {"mode": "se"}),
+    "rubik": ("Rubik's cube (Zhuang et al. 2019)", {"mode": "none", "method": "rubik"}),
+}
+FOLDS = 5
 
-def fold_aucs(x: np.ndarray, y: np.ndarray, repeats: int) -> np.ndarray:
-    """AUC of each fold (repeats x 5 values) on features ``x`` (n, d).
+
+def fold_scores(x: np.ndarray, y: np.ndarray, repeats: int) -> dict[str, list[float]]:
+    """AUC and minor-class recall (label 1) of each fold, repeats x 5 values, on features ``x`` (n, d).
 
     ``PROBE`` "svm": the paper's protocol (linear SVM, C picked on 20% of the training
     fold); "logistic": the health monitor's probe (standardised, L2 logistic regression,
@@ -110,64 +126,89 @@ def fold_aucs(x: np.ndarray, y: np.ndarray, repeats: int) -> np.ndarray:
     from napari_ssl_radiomics.core.evaluate import LinearSVMCV, binary_auc
     from napari_ssl_radiomics.core.health import PROBE_C
 
-    out = []
+    aucs, recalls = [], []
     for rep in range(repeats):
-        for train, test in StratifiedKFold(5, shuffle=True, random_state=rep).split(x, y):
+        for train, test in StratifiedKFold(FOLDS, shuffle=True, random_state=rep).split(x, y):
             if PROBE == "svm":
                 model = LinearSVMCV(random_state=rep).fit(x[train], y[train])
             else:
                 model = make_pipeline(StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=3000))
                 model.fit(x[train], y[train])
-            out.append(binary_auc(y[test] == 1, model.decision_function(x[test])))
-    return np.asarray(out)
+            score = model.decision_function(x[test])
+            aucs.append(binary_auc(y[test] == 1, score))
+            recalls.append(float((score[y[test] == 1] > 0).mean()))
+    return {"auc": aucs, "minor_recall": recalls}
 
 
-_TRAD_AUCS: dict = {}  # the traditional features' fold AUCs, computed once per call
+def cached(path: Path, compute) -> dict:
+    """``compute()``'s JSON-able result, kept in ``path`` (written whole) and reused."""
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value), encoding="utf-8")
+    tmp.replace(path)
+    return value
 
 
-def score(
-    name: str,
-    ssl: np.ndarray | None,
-    trad: np.ndarray,
-    y: np.ndarray,
-    repeats: int,
-    untrained_aucs: np.ndarray | None = None,
-) -> dict:
-    """One table row: rank, SSL-only AUC, trad+SSL AUC and its difference to trad (fold sd).
-
-    With ``untrained_aucs`` (the untrained encoder's SSL-only fold AUCs, same folds), also
-    the paired difference SSL-only − untrained and its fold sd. The row keeps its fold AUCs
-    under ``ssl_folds``.
-    """
-    key = (id(trad), repeats, PROBE)
-    if key not in _TRAD_AUCS:
-        _TRAD_AUCS[key] = fold_aucs(trad, y, repeats)
-    base = _TRAD_AUCS[key]
-    row: dict = {"setting": name}
-    if ssl is None:
-        row.update(rank=float("nan"), ssl_auc=float("nan"), ssl_sd=float("nan"))
-        row.update(both_auc=base.mean(), both_sd=base.std(), diff=0.0, diff_sd=0.0)
-        return row
-    only = fold_aucs(ssl, y, repeats)
-    both = fold_aucs(np.hstack([trad, ssl]), y, repeats)
+def row_scores(ssl: np.ndarray, trad: np.ndarray, y: np.ndarray, repeats: int) -> dict:
+    """Rank, SSL-only and trad+SSL fold scores of one representation (n, 256)."""
     from napari_ssl_radiomics.core.health import effective_rank
 
-    row.update(rank=effective_rank(ssl), ssl_auc=only.mean(), ssl_sd=only.std(), ssl_folds=only.tolist())
-    row.update(both_auc=both.mean(), both_sd=both.std(), diff=(both - base).mean(), diff_sd=(both - base).std())
-    if untrained_aucs is not None:
-        row.update(gain=(only - untrained_aucs).mean(), gain_sd=(only - untrained_aucs).std())
-    return row
+    return {
+        "rank": float(effective_rank(ssl)),
+        "ssl": fold_scores(ssl, y, repeats),
+        "both": fold_scores(np.hstack([trad, ssl]), y, repeats),
+    }
 
 
-def untrained(cohort, cfg, seed: int) -> dict[str, np.ndarray]:
-    """Head and backbone embeddings of the encoder as initialised with ``seed`` (no step)."""
+def paired(a: list[float], b: list[float]) -> tuple[float, float, float, float]:
+    """Mean difference a - b over the same folds, its 95% interval and p (Nadeau-Bengio)."""
+    from napari_ssl_radiomics.core.compare import corrected_t
+
+    diffs = np.asarray(a) - np.asarray(b)
+    return corrected_t(diffs, 1.0 / (FOLDS - 1), 0.95, df=FOLDS - 1)
+
+
+def recalibrate_bn(model, images: np.ndarray, batch: int = 64):
+    """``model`` with its BatchNorm running statistics re-estimated on ``images`` (no step).
+
+    The stronger random baseline: at initialisation the running statistics are 0 and 1, so
+    eval-mode activations are not normalised; a forward pass in train mode over the cohort
+    with a cumulative average (momentum None) gives them the cohort's statistics.
+    """
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    encoder = getattr(model, "encoder", model)
+    encoder.train()
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            encoder(torch.from_numpy(np.ascontiguousarray(images[start : start + batch], dtype=np.float32)))
+    return model.eval()
+
+
+def untrained_layers(cohort, cfg, seed: int, path: Path, recalibrated: bool) -> dict[str, np.ndarray]:
+    """The untrained encoder's embeddings (:func:`untrained`, or BN-recalibrated), cached in ``path``."""
     import torch
 
     from napari_ssl_radiomics.core.model import SimSiam3D
 
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
     torch.manual_seed(seed)
     model = SimSiam3D(cohort.channels, pred_hidden=cfg.pred_hidden, out_bn=cfg.out_bn).eval()
-    return embed_layers(model, cohort.images)
+    if recalibrated:
+        recalibrate_bn(model, cohort.images)
+    feats = embed_layers(model, cohort.images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **feats)
+    return feats
 
 
 def embed_layers(model, images: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
@@ -175,18 +216,23 @@ def embed_layers(model, images: np.ndarray, batch: int = 64) -> dict[str, np.nda
     import torch
 
     head, pool = [], []
+    encoder = getattr(model, "encoder", model)
     model.eval()
     with torch.no_grad():
         for start in range(0, len(images), batch):
             x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch], dtype=np.float32))
-            p = model.encoder.backbone(x)
+            p = encoder.backbone(x)
             pool.append(p.numpy())
-            head.append(model.encoder.head(p).numpy())
+            head.append(encoder.head(p).numpy())
     return {"head": np.concatenate(head), "backbone": np.concatenate(pool)}
 
 
-def train_run(cache: Path, out: Path, cfg) -> tuple[dict[str, np.ndarray], pd.DataFrame | None, float]:
-    """Train (or reuse a finished run in ``out``), then embed every case; returns seconds trained."""
+def train_run(cache: Path, out: Path, cfg, stop_at: int = 0, partial: bool = False) -> tuple[dict, int]:
+    """Train (resuming the run in ``out``) to ``stop_at`` steps (0: all of ``cfg.iterations``),
+    then embed every case; returns the embeddings per layer and the step they come from.
+
+    ``partial``: no training; embed the run's latest checkpoint as it is (a run cut short).
+    """
     from napari_ssl_radiomics.config import AugmentConfig
     from napari_ssl_radiomics.core.cache import load_prepared
     from napari_ssl_radiomics.core.events import drive
@@ -194,13 +240,14 @@ def train_run(cache: Path, out: Path, cfg) -> tuple[dict[str, np.ndarray], pd.Da
     from napari_ssl_radiomics.core.train import load_model, train
 
     cohort = load_prepared(cache)
-    start = time.perf_counter()
     run = RunFolder(out)
-    done = run.steps_done() >= cfg.iterations
-    if not done:
-        resume = run.has_checkpoint
+    budget = stop_at or cfg.iterations
+    if run.steps_done() < budget and not partial:
+        reached = [0]
 
         def show(ev) -> None:
+            if ev.kind == "step":
+                reached[0] = ev.iteration
             if ev.kind == "health" or ev.level == "warning":
                 print(f"  [{out.name}] {ev.message}", flush=True)
 
@@ -208,19 +255,21 @@ def train_run(cache: Path, out: Path, cfg) -> tuple[dict[str, np.ndarray], pd.Da
 
         # Ctrl-C or SIGTERM ends the step, writes a checkpoint and exits; a rerun resumes
         with _stop_on_signals() as flag:
-            stop = lambda: flag[0] is not None  # noqa: E731
-            result = drive(train(cohort, out, cfg, AugmentConfig(), resume=resume, stop=stop), show)
-        if result.stopped:
-            raise SystemExit(f"stopped at step {len(result.history)}; run the same command again to resume {out}")
-    seconds = time.perf_counter() - start
-    saved = out / "embeddings.npz"
-    if saved.exists() and done:
+            stop = lambda: flag[0] is not None or reached[0] >= budget  # noqa: E731
+            gen = train(cohort, out, cfg, AugmentConfig(), resume=run.has_checkpoint, stop=stop)
+            drive(gen, show)
+        if flag[0] is not None:
+            raise SystemExit(f"stopped at step {run.steps_done()}; run the same command again to resume {out}")
+    step = run.steps_done()
+    if step == 0:
+        raise SystemExit(f"{out} has no checkpoint to embed; train it first (without --partial)")
+    saved = out / f"embeddings-{step}.npz"
+    if saved.exists():
         with np.load(saved) as z:
-            feats = {k: z[k] for k in z.files}
-    else:
-        feats = embed_layers(load_model(out), cohort.images)
-        np.savez(saved, **feats)
-    return feats, run.health(), seconds
+            return {k: z[k] for k in z.files}, step
+    feats = embed_layers(load_model(out), cohort.images)
+    np.savez(saved, **feats)
+    return feats, step
 
 
 def parse_sets(items: list[str]):
@@ -247,23 +296,71 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, {platform.python_version()}"
 
 
-def fmt(row: dict) -> str:
-    def pm(a: float, b: float) -> str:
-        return "—" if a != a else f"{a:.3f} ± {b:.3f}"
-
-    rank = "—" if row["rank"] != row["rank"] else f"{row['rank']:.1f}"
-    diff = f"{row['diff']:+.3f} ± {row['diff_sd']:.3f}"
-    gain = f"{row['gain']:+.3f} ± {row['gain_sd']:.3f}" if "gain" in row else "—"
-    only = pm(row["ssl_auc"], row["ssl_sd"])
-    return f"| {row['setting']} | {rank} | {only} | {gain} | {pm(row['both_auc'], row['both_sd'])} | {diff} |"
+def pm(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
-def main() -> None:
+def diff_cell(a: list[float], b: list[float]) -> str:
+    mean, low, high, p = paired(a, b)
+    if p != p:
+        return f"{mean:+.3f} (no spread)"
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}], p {p:.2g}"
+
+
+def tables(scores: dict[str, dict], trad: dict, names: dict[str, str]) -> list[str]:
+    """The study's two markdown tables from each row's fold scores."""
+    base = [k for k in ("untrained-bn", "untrained") if k in scores]
+    ref = max(base, key=lambda k: np.mean(scores[k]["ssl"]["auc"])) if base else None
+    out = [
+        f"| row | effective rank | SSL-only AUC | SSL-only − {names[ref] if ref else 'untrained'} "
+        "| trad+X AUC | trad+X − trad |",
+        "|---|---|---|---|---|---|",
+        f"| traditional (pyradiomics) alone | — | — | — | {pm(trad['auc'])} | — |",
+    ]
+    for key, row in scores.items():
+        gain = "—" if key == ref or ref is None else diff_cell(row["ssl"]["auc"], scores[ref]["ssl"]["auc"])
+        out.append(
+            f"| {names[key]} | {row['rank']:.1f} | {pm(row['ssl']['auc'])} | {gain} | {pm(row['both']['auc'])} | "
+            f"{diff_cell(row['both']['auc'], trad['auc'])} |"
+        )
+    if "none" in scores:
+        out += [
+            "",
+            "| minor-class recall | SSL-only | − vanilla | trad+X | − vanilla |",
+            "|---|---|---|---|---|",
+        ]
+        van = scores["none"]
+        for key in [k for k in ("none", "re", "se", "rubik") if k in scores]:
+            row = scores[key]
+            cells = [pm(row["ssl"]["minor_recall"]), "—", pm(row["both"]["minor_recall"]), "—"]
+            if key != "none":
+                cells[1] = diff_cell(row["ssl"]["minor_recall"], van["ssl"]["minor_recall"])
+                cells[3] = diff_cell(row["both"]["minor_recall"], van["both"]["minor_recall"])
+            out.append(f"| {names[key]} | " + " | ".join(cells) + " |")
+    return out
+
+
+README = ROOT / "benchmarks" / "README.md"
+BEGIN, END = "<!-- ssl_quality table: begin -->", "<!-- ssl_quality table: end -->"
+
+
+def write_readme(lines: list[str]) -> None:
+    """Replace the table between the markers of benchmarks/README.md (appended when missing)."""
+    text = README.read_text(encoding="utf-8")
+    block = "\n".join([BEGIN, *lines, END])
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    README.write_text(text, encoding="utf-8")
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=28, choices=(28, 64))
-    ap.add_argument("--modes", nargs="+", default=["none", "re", "se"], choices=("none", "re", "se"))
-    ap.add_argument("--iterations", type=int, default=0, help="steps per mode (default 2000; --quick: 300)")
-    ap.add_argument("--quick", action="store_true", help="300 steps per mode and 1 repeat of the CV")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="the rows")
+    ap.add_argument("--iterations", type=int, default=0, help="steps per method (default 2000; --quick: 300)")
+    ap.add_argument("--quick", action="store_true", help="300 steps per method and 1 repeat of the CV")
     ap.add_argument("--repeats", type=int, default=0, help="CV repeats (default 3; --quick: 1)")
     ap.add_argument("--recipe", default="default", choices=("default", "paper"))
     ap.add_argument(
@@ -271,81 +368,87 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--tag", default="", help="name of this setting (run folders and the results JSON)")
-    ap.add_argument("--both-layers", action="store_true", help="also score the layer that is not exported")
+    ap.add_argument("--tag", default="", help="name of this setting (run folders and results; default s<seed>-<steps>)")
+    ap.add_argument("--layer", default="", choices=("", "head", "backbone"), help="layer scored (default: exported)")
     ap.add_argument("--work", default=str(ROOT / "results" / "ssl_quality"))
     ap.add_argument(
         "--probe", default="svm", choices=("svm", "logistic"), help="svm: the paper's protocol; logistic: fast screen"
     )
-    ap.add_argument("--train-only", action="store_true", help="train and embed, score nothing (ablation workers)")
-    args = ap.parse_args()
+    ap.add_argument("--train-only", action="store_true", help="train and embed, score nothing (one run per core)")
+    ap.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
+    ap.add_argument("--stop-at", type=int, default=0, help="stop each run at this step (schedule of --iterations)")
+    ap.add_argument("--partial", action="store_true", help="train nothing: score each run's latest checkpoint")
+    return ap.parse_args(argv)
+
+
+def representation(method: str, args, cohort, cache: Path, work: Path, tag: str, iterations: int) -> tuple[dict, int]:
+    """The method's (n, 256) embeddings per layer, trained (resumed) or untrained, cached; and
+    the step they come from (0: untrained)."""
+    from napari_ssl_radiomics.config import TrainConfig
+    from napari_ssl_radiomics.core.train import resolve_recipe
+
+    settings = METHODS[method][1]
+    base = dict(recipe=args.recipe, iterations=iterations, seed=args.seed, device="cpu")
+    cfg = resolve_recipe(TrainConfig(**{**base, **(settings or {}), **parse_sets(args.set)}))
+    if settings is None:
+        path = work / "runs" / f"{tag}-{method}" / "embeddings.npz"
+        return untrained_layers(cohort, cfg, args.seed, path, recalibrated=method == "untrained-bn"), 0
+    return train_run(cache, work / "runs" / f"{tag}-{method}", cfg, args.stop_at, args.partial)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(argv)
     global PROBE
     PROBE = args.probe
-
     import torch
 
-    from napari_ssl_radiomics.config import TrainConfig
     from napari_ssl_radiomics.core.cache import load_prepared
-    from napari_ssl_radiomics.core.train import resolve_recipe
 
     if args.threads:
         torch.set_num_threads(args.threads)
     iterations = args.iterations or (300 if args.quick else 2000)
     repeats = args.repeats or (1 if args.quick else 3)
+    tag = args.tag or f"s{args.seed}-{iterations}"
     work = Path(args.work)
     cache = build_cache(work / f"cache{args.size}", args.size)
     cohort = load_prepared(cache)
-    trad = trad_features(work / f"trad{args.size}.csv", args.size).set_index("ID").loc[cohort.ids]
-    trad_x = trad.to_numpy(dtype=float)
+    if args.train_only:
+        for method in args.methods:
+            representation(method, args, cohort, cache, work, tag, iterations)
+        return
+    trad_x = trad_features(work / f"trad{args.size}.csv", args.size).set_index("ID").loc[cohort.ids]
+    trad_x = trad_x.to_numpy(dtype=float)
     trad_x = trad_x[:, np.isfinite(trad_x).all(axis=0) & (trad_x.std(axis=0) > 0)]
     y = np.asarray([int(v) for v in cohort.labels])
-    tag = args.tag or f"{args.recipe}-{iterations}"
-    if args.train_only:
-        for mode in args.modes:
-            cfg = TrainConfig(
-                mode=mode,
-                recipe=args.recipe,
-                iterations=iterations,
-                seed=args.seed,
-                device="cpu",
-                **parse_sets(args.set),
-            )
-            train_run(cache, work / "runs" / f"{tag}-{mode}", resolve_recipe(cfg))
-        return
-    rows = [score("traditional (pyradiomics) alone", None, trad_x, y, repeats)]
+    layer = args.layer or "head"
+    key = f"{PROBE}-r{repeats}"
     t0 = time.perf_counter()
-    for mode in args.modes:
-        cfg = TrainConfig(
-            mode=mode, recipe=args.recipe, iterations=iterations, seed=args.seed, device="cpu", **parse_sets(args.set)
-        )
-        cfg = resolve_recipe(cfg)
-        layers = [cfg.export] + (
-            [name for name in ("head", "backbone") if name != cfg.export] if args.both_layers else []
-        )
-        if mode == args.modes[0]:
-            base = untrained(cohort, cfg, args.seed)
-            rows += [score(f"untrained encoder ({layer})", base[layer], trad_x, y, repeats) for layer in layers]
-            untrained_aucs = {row["setting"]: np.asarray(row["ssl_folds"]) for row in rows[-len(layers) :]}
-        feats, health, seconds = train_run(cache, work / "runs" / f"{tag}-{mode}", cfg)
-        for layer in layers:
-            reference = untrained_aucs[f"untrained encoder ({layer})"]
-            row = score(f"{mode} ({layer}), {iterations} steps", feats[layer], trad_x, y, repeats, reference)
-            if health is not None and len(health):
-                row["probe_set_rank_last"] = float(health["effective_rank"].iloc[-1])
-            row["train_s"] = seconds
-            rows.append(row)
-        print(fmt(rows[-len(layers)]), flush=True)
-    elapsed = time.perf_counter() - t0
-    print(f"\nAdrenalMNIST3D {args.size}³, {len(y)} cases ({int(y.sum())} positive); recipe {args.recipe}", end="")
-    print(f" {' '.join(args.set)}; {iterations} steps per mode; {repeats} repeat(s) of stratified 5-fold CV")
-    print(f"machine: {machine()}; wall time {elapsed / 60:.1f} min\n")
-    print("| setting | effective rank | SSL-only AUC | SSL-only − untrained | trad+SSL AUC | trad+SSL − trad |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(fmt(row))
-    out = work / "results" / f"{tag}.json"
+    trad = cached(work / "scores" / f"trad{args.size}-{key}.json", lambda: fold_scores(trad_x, y, repeats))
+    scores = {}
+    names = {k: v[0] for k, v in METHODS.items()}
+    for method in args.methods:
+        feats, step = representation(method, args, cohort, cache, work, tag, iterations)
+        path = work / "scores" / tag / f"{method}-{layer}-{key}-step{step}.json"
+        scores[method] = cached(path, lambda x=feats[layer]: row_scores(x, trad_x, y, repeats))
+        if 0 < step < (args.stop_at or iterations):
+            names[method] += f", **stopped at step {step} of {iterations}**"
+        print(f"scored {names[method]}", flush=True)
+    lines = [
+        f"AdrenalMNIST3D {args.size}³, {len(y)} cases ({int(y.sum())} positive, the minor class); recipe "
+        f"{args.recipe} {' '.join(args.set)}; {iterations} steps per method, seed {args.seed}; layer {layer}; "
+        f"{PROBE} probe, {repeats} repeat(s) of stratified {FOLDS}-fold CV; differences paired over the same "
+        f"folds, 95% interval and p from the Nadeau–Bengio corrected t-test ({FOLDS - 1} degrees of freedom).",
+        f"Machine: {machine()}; scoring wall time {(time.perf_counter() - t0) / 60:.1f} min.",
+        "",
+        *tables(scores, trad, names),
+    ]
+    print("\n".join(lines))
+    out = work / "results" / f"{tag}-{layer}-{key}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "machine": machine(), "rows": rows}, indent=1), encoding="utf-8")
+    record = {"args": vars(args), "machine": machine(), "trad": trad, "rows": scores, "table": lines}
+    out.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    if args.readme:
+        write_readme(lines)
 
 
 if __name__ == "__main__":
