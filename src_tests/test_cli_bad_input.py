@@ -134,6 +134,17 @@ BAD = [
         ["train", "cache32", "--out", "run", "--resume", "--iterations", "2"],
         ["cache32", "size = 32", "size = 28", "resume with the cache"],
     ),
+    # a scheduler address Dask would reject is refused before any client exists (no lingering, no __del__ noise)
+    (
+        "prepare --scheduler not a url",
+        ["prepare", M, "--out", "c2", "--scheduler", "not a url!!"],
+        ["'not a url!!'", "not a Dask scheduler address", "tcp://127.0.0.1:8786"],
+    ),
+    (
+        "radiomics --scheduler http://",
+        ["radiomics", M, "--out", "t.csv", "--scheduler", "http://127.0.0.1:8786"],
+        ["http:// is not a protocol Dask speaks", "PROTOCOL://HOST:PORT"],
+    ),
 ]
 
 
