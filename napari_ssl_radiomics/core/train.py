@@ -589,6 +589,24 @@ def train(
         return (yield from _train_locked(*args))
 
 
+def _check_batch(batch_size: int, world: int, cases: int) -> None:
+    """Refuse a global batch (``batch_size`` per process x ``world`` processes) larger than the
+    cohort: refused, not cut, because the run's recorded config must say what ran."""
+    if batch_size * world <= cases:
+        return
+    if world == 1:
+        raise ValueError(
+            f"TrainConfig.batch_size (--batch-size) = {batch_size} is larger than the cohort "
+            f"({cases} prepared cases); give {cases} or less"
+        )
+    fits = cases // world
+    fix = f"give --batch-size {fits} or less" if fits >= 2 else "use fewer processes (torchrun --nproc-per-node)"
+    raise ValueError(
+        f"the global batch, TrainConfig.batch_size (--batch-size) = {batch_size} per process x {world} processes "
+        f"= {batch_size * world}, is larger than the cohort ({cases} prepared cases); {fix}"
+    )
+
+
 def _train_locked(
     data: PreparedCohort,
     out: Path,
@@ -601,11 +619,7 @@ def _train_locked(
     stop_gradient: bool,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """The body of :func:`train`, run while it holds the run folder's lock."""
-    if cfg.batch_size > len(data):  # refused, not cut: the run's recorded config must say what ran
-        raise ValueError(
-            f"TrainConfig.batch_size (--batch-size) = {cfg.batch_size} is larger than the cohort "
-            f"({len(data)} prepared cases); give {len(data)} or less"
-        )
+    _check_batch(cfg.batch_size, distributed_context().world, len(data))
     ckpt_path = out / CHECKPOINT
     if resume and not ckpt_path.exists():
         raise FileNotFoundError(f"{out} holds no checkpoint to resume; start a new run without --resume")
