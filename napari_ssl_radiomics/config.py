@@ -60,7 +60,8 @@ class PrepareConfig:
     size: int = option(96, "edge of the cubic crop, voxels", min=8, max=512)
     crop: str = option(
         "centroid",
-        "'centroid': a cube centred on the mask's centroid, padded with the background; "
+        "'centroid': a cube centred on the mask's centroid (on the BoxMask's centroid when the manifest gives a "
+        "BoxMask), padded with the background; "
         "'bbox': the bounding box of the mask (or of the manifest's BoxMask, e.g. the whole lung as in the "
         "paper's lung setting) plus margin, resized to the cube",
         choices=("centroid", "bbox"),
