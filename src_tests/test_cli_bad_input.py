@@ -312,3 +312,30 @@ def test_prepare_help_says_what_a_box_mask_does_in_each_crop_mode(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "'centroid': a cube centred on the mask's centroid (on the BoxMask's centroid when the manifest" in text
     assert "'bbox': the bounding box of the mask (or of the manifest's BoxMask" in text
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_train_is_one_line_and_keeps_the_last_checkpoint(work, tmp_path):
+    """A real full disk: a tmpfs with room for one checkpoint and a half, so the second one
+    (written beside the first, then renamed onto it) runs out of space."""
+    import shutil
+
+    import torch
+
+    small = tmp_path / "small"
+    small.mkdir()
+    size = (work / "run" / "checkpoint.pt").stat().st_size * 3 // 2
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0 or shutil.disk_usage(small).total > 2 * size:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()})")
+    try:
+        args = ["train", "cache", "--out", str(small / "run"), "--iterations", "3", "--checkpoint-every", "1"]
+        done = run_cli(work, [*args, "--batch-size", "2", "--mode", "none", "--health-cases", "0", "--no-progress"])
+        line = error_line(done.stderr, "train")
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr and "unexpected pos" not in done.stderr
+        assert f"the disk holding {small / 'run'} is full" in line and "the checkpoint of step 1 is kept" in line
+        assert "--resume" in line
+        assert torch.load(small / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)["iteration"] == 1
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
