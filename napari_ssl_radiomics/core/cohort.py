@@ -556,6 +556,25 @@ def _check_finite(img: sitk.Image, case_id: str, what: str, path: Path) -> None:
                 case_id,
                 f"{what} {path.name} has {bad} NaN or Inf voxels; replace them (e.g. with the background value) and run again",
             )
+        _check_float32_range(arr, case_id, what, path)
+
+
+#: the largest magnitude a float32 holds: the crops and pyradiomics work in float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32_range(arr: np.ndarray, case_id: str, what: str, path: Path) -> None:
+    """Refuse float64 values beyond float32's range: cast, they become inf and the rescaling
+    then reports a range of "nan to nan"."""
+    if arr.dtype.itemsize <= 4 or not arr.size:
+        return
+    largest = float(np.max(np.abs(arr)))
+    if largest > FLOAT32_MAX:
+        raise CaseError(
+            case_id,
+            f"the values of {what} {path.name} overflow float32 (largest magnitude {largest:.3g}, float32 holds up to "
+            f"{FLOAT32_MAX:.3g}); rescale the image to sensible units (e.g. HU or the scanner's values) and run again",
+        )
 
 
 def read_case(case: Case, cfg: PrepareConfig, raw: bool = False) -> tuple[list[sitk.Image], sitk.Image]:
