@@ -200,7 +200,7 @@ def test_prepare_ends_after_timeout_when_its_last_worker_dies_and_a_rerun_finish
             [sys.executable, "-m", "napari_ssl_radiomics", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + 120
-        while not list((out / "crops").glob("*.npz")):  # the worker is at work: kill it (kill -9)
+        while not list((out / "crops").glob("*.json")):  # a case is whole (its .json comes last): kill -9
             assert time.monotonic() < deadline and run.poll() is None, "the worker never prepared a case"
             time.sleep(0.02)
         workers[0].kill()
@@ -209,7 +209,8 @@ def test_prepare_ends_after_timeout_when_its_last_worker_dies_and_a_rerun_finish
         assert run.returncode == 2, err.decode()
         assert "has had no worker for 4 s" in last and "run the same command again" in last
         assert "Traceback" not in err.decode()
-        kept = {p.name: p.stat().st_mtime_ns for p in (out / "crops").glob("*.npz")}
+        # the whole cases (a case killed between its .npz and its .json is prepared again)
+        kept = {p.name: p.stat().st_mtime_ns for p in (out / "crops").glob("*.npz") if p.with_suffix(".json").exists()}
         assert 0 < len(kept) < 30
         workers.append(_dask_process("worker", address, "--no-nanny", "--nthreads", "1"))
         again = _cli(*args[:-1], "30")
@@ -227,3 +228,30 @@ def test_prepare_ends_after_timeout_when_its_last_worker_dies_and_a_rerun_finish
 def test_a_malformed_scheduler_is_refused_before_any_client(address):
     with pytest.raises(ClusterError, match=r"give PROTOCOL://HOST:PORT, e\.g\. tcp://127\.0\.0\.1:8786"):
         list(run_cases(len, [("x",)], scheduler=address))
+
+
+def test_a_scheduler_that_dies_ends_prepare_with_one_line_not_every_case_skipped(tmp_path):
+    manifest = write_sample_cohort(tmp_path / "cohort", SampleConfig(cases=30, size=64, seed=5))
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    scheduler = _dask_process("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1])
+    worker = _dask_process("worker", address, "--no-nanny", "--nthreads", "1")
+    out = tmp_path / "cache"
+    try:
+        args = ["prepare", str(manifest), "--out", str(out), "--size", "28", "--scheduler", address, "--timeout", "4"]
+        run = subprocess.Popen(
+            [sys.executable, "-m", "napari_ssl_radiomics", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 120
+        while not list((out / "crops").glob("*.npz")):
+            assert time.monotonic() < deadline and run.poll() is None, "the worker never prepared a case"
+            time.sleep(0.02)
+        scheduler.kill()
+        _, err = run.communicate(timeout=120)
+        text = err.decode()
+        assert run.returncode == 2, text[-3000:]
+        assert f"the Dask cluster at {address} lost its scheduler" in text.strip().splitlines()[-1]
+        assert "Traceback" not in text and "skipped" not in text
+    finally:
+        for proc in (worker, scheduler):
+            proc.kill()
+            proc.wait()

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,9 +225,26 @@ def _dask(
             yield _outcome(index, future, watch)
             watch.done += 1
     finally:
-        if futures:  # the caller stopped early: do not leave the cluster busy with our cases
-            client.cancel(list(futures))
+        _close(client, list(futures))
+
+
+def _close(client: Any, pending: list[Any]) -> None:
+    """Cancel the cases not read (the caller stopped early: do not leave the cluster busy with
+    them) and close the client. Dask logs a traceback when a client whose scheduler is gone
+    stops reconnecting: noise after the one line the user gets, so it is kept quiet here."""
+    quiet = [logging.getLogger(name) for name in ("distributed.client", "distributed.utils", "distributed.core")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        if pending:
+            client.cancel(pending)
         client.close()
+    except (OSError, TimeoutError):  # the scheduler is gone: nothing left to cancel there
+        pass
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
 
 
 #: seconds between two looks at the cluster while cases run
@@ -252,11 +269,15 @@ class _Watch:
         elif self.alone_since is None:
             self.alone_since = time.monotonic()
         elif time.monotonic() - self.alone_since >= self.timeout_s:
-            raise ClusterError(
-                f"the Dask cluster at {self.scheduler} has had no worker for {self.timeout_s:g} s (--timeout); "
-                f"{self.done} of {self.total} cases came back and every case the workers finished is kept: start "
-                f"workers with `dask worker {self.scheduler}` and run the same command again to finish the rest"
-            )
+            raise self.lost(f"has had no worker for {self.timeout_s:g} s (--timeout)", "start workers with")
+
+    def lost(self, what: str, fix: str) -> ClusterError:
+        """The one line that ends a run whose cluster went away: what is kept, how to go on."""
+        return ClusterError(
+            f"the Dask cluster at {self.scheduler} {what}; {self.done} of {self.total} cases came back and every "
+            f"case the workers finished is kept: {fix} `dask worker {self.scheduler}` and run the same command "
+            "again to finish the rest"
+        )
 
 
 def _as_completed(futures: dict[Any, int], watch: _Watch) -> Generator[Any, None, None]:
@@ -283,6 +304,8 @@ def _outcome(index: int, future: Any, watch: _Watch) -> Outcome:
             return Outcome(index, future.result(timeout=POLL_S))
         except TimeoutError:
             watch.check()
+        except CancelledError:  # we cancel only what we no longer read: the scheduler is gone
+            raise watch.lost("lost its scheduler", "restart `dask scheduler` and") from None
         except Exception as exc:  # noqa: BLE001 - KilledWorker after repeated worker deaths, or fn raised
             return Outcome(index, error=exc)
 
