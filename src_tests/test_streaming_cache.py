@@ -156,6 +156,10 @@ def test_a_sound_stream_without_its_crops_is_still_used(cache, tmp_path):
     before = np.array(load_streamed(copy).images)
     shutil.rmtree(copy / "crops")
     np.testing.assert_array_equal(load_streamed(copy).images, before)
+    np.testing.assert_array_equal(load_for_training(copy, budget_gib=100).images, before)  # whatever the budget
+    shutil.rmtree(copy / STREAM)
+    with pytest.raises(FileNotFoundError, match=r"crops lacks the crops of 6 case\(s\).*holds no stream"):
+        load_for_training(copy)
 
 
 def test_a_large_stream_is_checked_on_a_sample_that_still_finds_wide_damage(cache, tmp_path):

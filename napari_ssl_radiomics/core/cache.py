@@ -411,6 +411,15 @@ def load_for_training(cache_dir: str | Path, budget_gib: float = 0.0) -> Prepare
     """The cohort in memory when it fits ``budget_gib`` (0: :func:`default_budget_gib`),
     else memory-mapped (:func:`load_streamed`)."""
     budget = budget_gib or default_budget_gib()
+    root = Path(cache_dir)
+    missing = [i for i in _ok_cases(root)["ID"] if not crop_paths(root, i)[0].is_file()]
+    if missing:  # only a stream can stand in for them (checked; refused naming the folder when damaged or absent)
+        if not (root / STREAM / STREAM_INDEX).is_file():
+            raise FileNotFoundError(
+                f"{root / CROPS} lacks the crops of {len(missing)} case(s) (first: {missing[0]}) and {root} holds no "
+                f"stream to train from; run `ssl-radiomics prepare` again into {root}"
+            )
+        return load_streamed(root)
     if in_memory_bytes(cache_dir) <= budget * GIB:
         return load_prepared(cache_dir)
     return load_streamed(cache_dir)
