@@ -212,8 +212,8 @@ STREAM_INDEX = "index.json"
 STREAM_VERSION = 2  # 2: index.json holds a SHA-256 per case
 GIB = 1024**3
 #: bytes of a stream checked in full when it is opened; a larger one is checked on a sample
-#: of cases of about this size (measured: 1 GiB from the page cache in ~3 s on a shared
-#: 2-core EPYC; a full check of a 100 GB stream would cost minutes on every open)
+#: of cases of about this size (benchmarks/bench_stream_check.py: 1 GB from the page cache
+#: in 1.3-3 s on a loaded 2-core EPYC; a full check of 100 GB would cost minutes per open)
 STREAM_CHECK_BYTES = GIB
 
 
