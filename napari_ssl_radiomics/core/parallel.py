@@ -14,6 +14,11 @@ case finishes (completion order, so a progress bar moves with the work):
   dies mid-task has its tasks rescheduled on the others by the scheduler (up to Dask's
   ``distributed.scheduler.allowed-failures``, 3 by default; after that the case's outcome
   holds ``KilledWorker``). Dask is imported only here, and only when an address is given.
+  Dask waits for ever for a worker when all are gone, so the outcomes are polled: once the
+  cluster has had no worker for ``timeout_s`` seconds, or has lost its scheduler, a
+  :class:`ClusterError` ends the run with one line (the cases already written stay
+  cached). The address is checked (:func:`..config.scheduler_problem`) before any client
+  exists.
 
 The cluster shares this machine's filesystem (image paths, the cache folder): the workers
 read the sources and write the per-case results where this process reads them. Before any
@@ -344,7 +349,7 @@ def run_cases(
     mp_context : start method of the local pool (default: spawn)
     shared_paths : files and folders every Dask worker must see (checked before any task)
     label : the Dask task-name prefix (shown in Dask's dashboard)
-    timeout_s : seconds to wait for the scheduler and its first worker
+    timeout_s : seconds to wait for the scheduler and its first worker, and for a worker while none is left
 
     Yields
     ------
