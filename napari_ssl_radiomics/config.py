@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ def option(default: Any, help: str, **kw: Any) -> Any:
 
     Metadata keys that :func:`validate`, the CLI and the widgets all read: ``choices``
     (allowed values), ``min`` / ``max`` (inclusive bounds of a number, or of each item of a
-    tuple), ``gt`` (an exclusive lower bound, for values that must be positive).
+    tuple), ``gt`` (an exclusive lower bound, for values that must be positive), ``check``
+    (a function of the value returning what is wrong with it, or None).
     """
     if isinstance(default, (list, tuple)):
         value = default
@@ -58,7 +60,8 @@ class PrepareConfig:
     size: int = option(96, "edge of the cubic crop, voxels", min=8, max=512)
     crop: str = option(
         "centroid",
-        "'centroid': a cube centred on the mask's centroid, padded with the background; "
+        "'centroid': a cube centred on the mask's centroid (on the BoxMask's centroid when the manifest gives a "
+        "BoxMask), padded with the background; "
         "'bbox': the bounding box of the mask (or of the manifest's BoxMask, e.g. the whole lung as in the "
         "paper's lung setting) plus margin, resized to the cube",
         choices=("centroid", "bbox"),
@@ -283,6 +286,36 @@ class RadiomicsConfig:
     jobs: int = option(0, "parallel processes (0: all cores)", min=0)
 
 
+#: the protocols a Dask scheduler address may name (distributed.comm's backends)
+DASK_PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+_DASK_ADDRESS = re.compile(
+    r"^(?:(?P<proto>[A-Za-z0-9+.-]+)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$"
+)
+
+
+def scheduler_problem(address: str) -> str | None:
+    """Why ``address`` is not a Dask scheduler address (None when it is, or is empty).
+
+    Dask's form is ``PROTOCOL://HOST:PORT`` (``tcp://``, ``tls://``, ``ws://``, ``wss://``,
+    ``ucx://``; ``HOST:PORT`` alone means ``tcp://``). Checked before any Dask client
+    exists: a client of a malformed address lingers and prints a traceback when collected.
+    """
+    if not address:
+        return None
+    form = "give PROTOCOL://HOST:PORT, e.g. tcp://127.0.0.1:8786 (protocols: " + ", ".join(DASK_PROTOCOLS[:5]) + ")"
+    if address.startswith("inproc://"):
+        return None
+    match = _DASK_ADDRESS.match(address.strip())
+    if match is None:
+        return f"not a Dask scheduler address; {form}"
+    proto = (match["proto"] or "tcp").lower()
+    if proto not in DASK_PROTOCOLS:
+        return f"{proto}:// is not a protocol Dask speaks; {form}"
+    if not 0 < int(match["port"]) < 65536:
+        return f"port {match['port']} is out of range; {form}"
+    return None
+
+
 @dataclass
 class ClusterConfig:
     """Where prepare and radiomics run their cases: this machine, or a Dask cluster."""
@@ -291,8 +324,14 @@ class ClusterConfig:
         "",
         "Dask scheduler address (tcp://host:8786) for prepare and radiomics, one task per case; the workers must "
         "see the same files at the same paths; empty: a local process pool of --jobs processes",
+        check=scheduler_problem,
     )
-    timeout: float = option(30.0, "seconds to wait for the scheduler and its first worker", gt=0)
+    timeout: float = option(
+        30.0,
+        "seconds to wait for the scheduler and its first worker, and for a worker again when all are lost "
+        "(the cases done so far stay cached; run the command again to finish the rest)",
+        gt=0,
+    )
 
 
 #: the SVM's C values the validation part of each training fold chooses from (the protocol's, not a setting)
@@ -444,6 +483,9 @@ def validate(cfg: Any) -> None:
 
 def check_value(f: dataclasses.Field, value: Any) -> str | None:
     """Why ``value`` does not fit field ``f`` (its choices and range), or None when it does."""
+    check = f.metadata.get("check")
+    if check is not None and isinstance(value, str):
+        return check(value)
     choices = f.metadata.get("choices")
     if choices:
         values = value if isinstance(value, tuple) else (value,)

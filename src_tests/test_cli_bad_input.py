@@ -58,6 +58,8 @@ def work(tmp_path_factory) -> Path:
     (root / "ok.yaml").write_text("cohort: cohort/manifest.csv\n", encoding="utf-8")
     (root / "afile").write_text("not a folder\n", encoding="utf-8")
     (root / "adir").mkdir()
+    rows = [f"c{i},{'No' if i < 8 else 'no' if i < 12 else 'yes'},{i % 5},{(i * 7) % 11}" for i in range(24)]
+    (root / "cased.csv").write_text("ID,Label,f0,f1\n" + "\n".join(rows) + "\n", encoding="utf-8")
     return root
 
 
@@ -88,6 +90,7 @@ BAD = [
     ("manifest with only a header", ["prepare", "header.csv", "--out", "c2"], ["header.csv", "no cases"]),
     ("prepare --out is a file", ["prepare", M, "--out", "afile"], ["afile", "is a file, not a folder"]),
     ("prepare --mask-label not a label", ["prepare", M, "--out", "c2", "--mask-label", "tumour"], ["mask_label"]),
+    ("prepare --mask-label 0", ["prepare", M, "--out", "c2", "--mask-label", "0"], ["label 0", "the background"]),
     ("prepare --size 0", ["prepare", M, "--out", "c2", "--size", "0"], ["PrepareConfig.size", "at least"]),
     ("radiomics --out is a folder", ["radiomics", M, "--out", "adir"], ["adir", "is a folder"]),
     ("radiomics --bin-width 0", ["radiomics", M, "--out", "t.csv", "--bin-width", "0"], ["bin_width", "greater"]),
@@ -133,6 +136,22 @@ BAD = [
         "resume on a cache of another size",
         ["train", "cache32", "--out", "run", "--resume", "--iterations", "2"],
         ["cache32", "size = 32", "size = 28", "resume with the cache"],
+    ),
+    (
+        "evaluate labels No and no",
+        ["evaluate", "cased.csv", "--out", "ev"],
+        ["differ only in case", "'No' (8 cases) and 'no' (4 cases)"],
+    ),
+    # a scheduler address Dask would reject is refused before any client exists (no lingering, no __del__ noise)
+    (
+        "prepare --scheduler not a url",
+        ["prepare", M, "--out", "c2", "--scheduler", "not a url!!"],
+        ["'not a url!!'", "not a Dask scheduler address", "tcp://127.0.0.1:8786"],
+    ),
+    (
+        "radiomics --scheduler http://",
+        ["radiomics", M, "--out", "t.csv", "--scheduler", "http://127.0.0.1:8786"],
+        ["http:// is not a protocol Dask speaks", "PROTOCOL://HOST:PORT"],
     ),
 ]
 
@@ -283,3 +302,40 @@ def test_fewer_groups_than_folds_is_one_line_naming_the_column_the_count_and_the
     line = error_line(err, "run")
     assert "'Group' holds only 3 groups, fewer than the 5 folds" in line and "Traceback" not in err, err
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_prepare_help_says_what_a_box_mask_does_in_each_crop_mode(capsys):
+    from napari_ssl_radiomics.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "'centroid': a cube centred on the mask's centroid (on the BoxMask's centroid when the manifest" in text
+    assert "'bbox': the bounding box of the mask (or of the manifest's BoxMask" in text
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_train_is_one_line_and_keeps_the_last_checkpoint(work, tmp_path):
+    """A real full disk: a tmpfs with room for one checkpoint and a half, so the second one
+    (written beside the first, then renamed onto it) runs out of space."""
+    import shutil
+
+    import torch
+
+    small = tmp_path / "small"
+    small.mkdir()
+    size = (work / "run" / "checkpoint.pt").stat().st_size * 3 // 2
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0 or shutil.disk_usage(small).total > 2 * size:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()})")
+    try:
+        args = ["train", "cache", "--out", str(small / "run"), "--iterations", "3", "--checkpoint-every", "1"]
+        done = run_cli(work, [*args, "--batch-size", "2", "--mode", "none", "--health-cases", "0", "--no-progress"])
+        line = error_line(done.stderr, "train")
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr and "unexpected pos" not in done.stderr
+        assert f"the disk holding {small / 'run'} is full" in line and "the checkpoint of step 1 is kept" in line
+        assert "--resume" in line
+        assert torch.load(small / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)["iteration"] == 1
+    finally:
+        subprocess.run(["umount", str(small)], check=False)

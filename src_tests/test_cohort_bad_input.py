@@ -100,6 +100,11 @@ def bad_cohort(tmp_path_factory):
     add("brats_union", write(d / "br.nii.gz", image(6)), write(d / "br_m.nii.gz", brats), "1+2+4")
     add("brats_all", write(d / "br2.nii.gz", image(7)), "br_m.nii.gz", "all")
     add("brats_core", write(d / "br3.nii.gz", image(8)), "br_m.nii.gz", "1+4")
+    add("brats_half", write(d / "br4.nii.gz", image(10)), "br_m.nii.gz", "1+9")  # 9 is not in the mask
+    add("background", write(d / "bg.nii.gz", image(11)), write(d / "bg_m.nii.gz", blob()), "0")
+    huge = image(12).astype(np.float64) * 1e200  # finite in float64, inf once cast to float32
+    add("huge_nii", write(d / "huge.nii.gz", huge), write(d / "huge_m.nii.gz", blob()))
+    add("huge_nrrd", write(d / "huge.nrrd", huge), write(d / "huge_m.nrrd", blob()))
     add("good1", write(d / "dup.nii.gz", image(9)), write(d / "dup_m.nii.gz", blob()))
     (d / "manifest.csv").write_text("ID,Image,Mask,MaskLabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
     out = d / "cache"
@@ -128,7 +133,7 @@ def test_good_cases_survive_every_bad_neighbour(bad_cohort):
     _, out, table, events = bad_cohort
     ok = table[table["status"] == "ok"]["ID"].tolist()
     assert sorted(ok) == sorted(OK)
-    assert len(events) == len(table) == 26 and events[-1].total == 26
+    assert len(events) == len(table) == 30 and events[-1].total == 30
     cohort = load_prepared(out)
     assert sorted(cohort.ids) == sorted(ok) and cohort.images.shape == (len(OK), 1, 16, 16, 16)
     assert (out / "cases.csv").exists() and (out / "prepare.json").exists()
@@ -170,6 +175,18 @@ def test_roi_label_absent(bad_cohort):
     assert "ROI label 3 is absent" in text and "labels found: 1" in text and "MaskLabel" in text
 
 
+def test_every_member_of_a_union_must_be_present(bad_cohort):
+    """MaskLabel 1+9 on a mask of {1, 2, 4} used to become label 1 alone, silently."""
+    text = reason(bad_cohort[2], "brats_half")
+    assert "ROI label 9 of MaskLabel 1+9 is absent" in text and "labels found: 1, 2, 4" in text
+    assert "every member of a union must be present" in text
+
+
+def test_label_0_is_called_the_background(bad_cohort):
+    text = reason(bad_cohort[2], "background")
+    assert "label 0, which is the background" in text and "absent" not in text
+
+
 def test_several_labels_without_masklabel(bad_cohort):
     text = reason(bad_cohort[2], "several")
     assert "several labels (1, 2)" in text and "add a MaskLabel column" in text
@@ -194,6 +211,13 @@ def test_2d_and_4d_images(bad_cohort):
 def test_nan_and_inf_voxels(bad_cohort):
     text = reason(bad_cohort[2], "nan")
     assert "2 NaN or Inf voxels" in text and "replace them" in text
+
+
+@pytest.mark.parametrize("case_id, name", [("huge_nii", "huge.nii.gz"), ("huge_nrrd", "huge.nrrd")])
+def test_float64_values_beyond_float32_are_named_as_an_overflow(bad_cohort, case_id, name):
+    text = reason(bad_cohort[2], case_id)
+    assert f"the values of image {name} overflow float32 (largest magnitude" in text and "e+202" in text
+    assert "nan" not in text.lower()
 
 
 def test_constant_image(bad_cohort):

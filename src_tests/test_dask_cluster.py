@@ -161,3 +161,97 @@ def test_local_pool_workers_end_when_the_parent_is_killed(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _dask_process(*args: str) -> subprocess.Popen:
+    code = "import sys; from distributed.cli.dask_{0} import main; sys.argv[0] = 'dask-{0}'; main()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code.format(args[0]), *args[1:]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "napari_ssl_radiomics", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_prepare_ends_after_timeout_when_its_last_worker_dies_and_a_rerun_finishes(tmp_path):
+    manifest = write_sample_cohort(tmp_path / "cohort", SampleConfig(cases=30, size=64, seed=4))
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    scheduler = _dask_process("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1])
+    workers = []
+    try:
+        workers.append(_dask_process("worker", address, "--no-nanny", "--nthreads", "1"))
+        out = tmp_path / "cache"
+        args = ["prepare", str(manifest), "--out", str(out), "--size", "28", "--scheduler", address, "--timeout", "4"]
+        run = subprocess.Popen(
+            [sys.executable, "-m", "napari_ssl_radiomics", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 120
+        while not list((out / "crops").glob("*.json")):  # a case is whole (its .json comes last): kill -9
+            assert time.monotonic() < deadline and run.poll() is None, "the worker never prepared a case"
+            time.sleep(0.02)
+        workers[0].kill()
+        _, err = run.communicate(timeout=120)  # a hang fails here
+        last = err.decode().strip().splitlines()[-1]
+        assert run.returncode == 2, err.decode()
+        assert "has had no worker for 4 s" in last and "run the same command again" in last
+        assert "Traceback" not in err.decode()
+        # the whole cases (a case killed between its .npz and its .json is prepared again)
+        kept = {p.name: p.stat().st_mtime_ns for p in (out / "crops").glob("*.npz") if p.with_suffix(".json").exists()}
+        assert 0 < len(kept) < 30
+        workers.append(_dask_process("worker", address, "--no-nanny", "--nthreads", "1"))
+        again = _cli(*args[:-1], "30")
+        assert again.returncode == 0, again.stderr
+        table = pd.read_csv(out / "cases.csv")
+        assert (table["status"] == "ok").sum() == 30
+        assert {name: (out / "crops" / name).stat().st_mtime_ns for name in kept} == kept  # not prepared again
+    finally:
+        for proc in [*workers, scheduler]:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("address", ["not a url!!", "http://127.0.0.1:8786"])
+def test_a_malformed_scheduler_is_refused_before_any_client(address):
+    with pytest.raises(ClusterError, match=r"give PROTOCOL://HOST:PORT, e\.g\. tcp://127\.0\.0\.1:8786"):
+        list(run_cases(len, [("x",)], scheduler=address))
+
+
+def test_a_scheduler_that_dies_ends_prepare_with_one_line_not_every_case_skipped(tmp_path):
+    manifest = write_sample_cohort(tmp_path / "cohort", SampleConfig(cases=30, size=64, seed=5))
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    scheduler = _dask_process("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1])
+    worker = _dask_process("worker", address, "--no-nanny", "--nthreads", "1")
+    out = tmp_path / "cache"
+    try:
+        args = ["prepare", str(manifest), "--out", str(out), "--size", "28", "--scheduler", address, "--timeout", "4"]
+        run = subprocess.Popen(
+            [sys.executable, "-m", "napari_ssl_radiomics", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 120
+        while not list((out / "crops").glob("*.npz")):
+            assert time.monotonic() < deadline and run.poll() is None, "the worker never prepared a case"
+            time.sleep(0.02)
+        scheduler.kill()
+        _, err = run.communicate(timeout=120)
+        text = err.decode()
+        assert run.returncode == 2, text[-3000:]
+        assert f"the Dask cluster at {address} lost its scheduler" in text.strip().splitlines()[-1]
+        assert "Traceback" not in text and "skipped" not in text
+    finally:
+        for proc in (worker, scheduler):
+            proc.kill()
+            proc.wait()

@@ -49,9 +49,28 @@ def test_bad_columns_are_dropped_with_warnings_listing_them():
         result = evaluate({"t": t}, CFG)
     messages = " ".join(str(w.message) for w in record)
     assert "non-numeric column(s): text" in messages
-    assert "all-empty (NaN) column(s): empty" in messages
+    assert "all-empty (NaN or infinite) column(s): empty" in messages
     assert "constant column(s): same" in messages
     assert result.feature_sets["t"] == ["f0", "f1", "f2", "f3"]
+
+
+def test_infinite_values_get_their_own_message_not_constant():
+    t = _table(["a", "b"] * 15)
+    t["spiky"] = np.where(np.arange(30) == 4, np.inf, t["f0"] * 2)  # informative, one inf (case c4)
+    t["flat"] = np.where(np.arange(30) == 7, -np.inf, 3.0)  # one value apart from its inf
+    with pytest.warns(FeatureWarning) as record:
+        result = evaluate({"t": t}, CFG)
+    messages = [str(w.message) for w in record]
+    assert any("1 column(s) hold infinite values: spiky (first: spiky of case c4)" in m for m in messages), messages
+    assert any("infinite-valued column(s): flat" in m for m in messages), messages
+    assert not any("constant column(s)" in m for m in messages), messages
+    assert "spiky" in result.feature_sets["t"] and "flat" not in result.feature_sets["t"]
+
+
+def test_labels_that_differ_only_in_case_are_refused_naming_both():
+    labels = ["No"] * 10 + ["no"] * 4 + ["yes"] * 14
+    with pytest.raises(ValueError, match=r"differ only in case or spaces: 'No' \(10 cases\) and 'no' \(4 cases\)"):
+        evaluate({"t": _table(labels)}, CFG)
 
 
 def test_no_usable_feature():

@@ -198,6 +198,27 @@ def test_box_mask_sets_the_networks_crop_and_the_mask_stays_the_tumour(pyradiomi
     assert box_meta["sources"]["BoxMask"]["path"] == str(labels)
 
 
+@pytest.mark.parametrize("crop", ["bbox", "centroid"])
+def test_a_box_mask_that_misses_the_roi_is_named_as_such(pyradiomics_data, tmp_path, crop):
+    """A BoxMask of another place: no crop setting mends it, so none is advised."""
+    phantom = pyradiomics_data / "prostate_phantom_subvolume.nrrd"
+    labels = pyradiomics_data / "prostate_phantom_subvolume-label.nrrd"
+    img = sitk.ReadImage(str(labels))
+    corner = np.zeros(sitk.GetArrayViewFromImage(img).shape, np.uint8)
+    corner[:4, :4, :4] = 1  # a box far from the lesion
+    box = sitk.GetImageFromArray(corner)
+    box.CopyInformation(img)
+    sitk.WriteImage(box, str(tmp_path / "corner.nrrd"))
+    (tmp_path / "m.csv").write_text(
+        f"ID,Image,Mask,MaskLabel,BoxMask\nmissed,{phantom},{labels},1,{tmp_path / 'corner.nrrd'}\n", encoding="utf-8"
+    )
+    (case,) = load_cohort(tmp_path / "m.csv").cases
+    _, _, meta = prepare_case(case, dataclasses.replace(CFG, size=16, crop=crop, margin=0.0))
+    assert meta["roi_inside_fraction"] < 0.9
+    assert "inside the crop that BoxMask corner.nrrd sets: the BoxMask misses the ROI" in meta["note"]
+    assert "--crop" not in meta["note"]
+
+
 def test_second_run_reuses_the_cache_and_changes_redo_it(pyradiomics_data, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

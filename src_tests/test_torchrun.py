@@ -176,3 +176,67 @@ def test_se_still_selects_when_processes_multiply_the_batch(tmp_path):
     # (at least 18 of the 20: float rounding may break a tie at the edge of the small spheres' half)
     assert len(set(first) & set(selected)) >= 18, (first, selected)
     assert abs(share(first) - share(selected)) <= 0.05, (share(first), share(selected))
+
+
+CLI_HARNESS = "import sys\nfrom napari_ssl_radiomics.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def test_a_global_batch_larger_than_the_cohort_is_one_line_on_every_rank(cache, tmp_path):
+    # 5 per process x 2 processes = 10 > 8 cases, although 5 alone would fit
+    harness = tmp_path / "harness.py"
+    harness.write_text(CLI_HARNESS, encoding="utf-8")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(harness)]
+    command += ["train", str(cache), "--out", str(tmp_path / "run"), "--batch-size", "5", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    line = "error: the global batch, TrainConfig.batch_size (--batch-size) = 5 per process x 2 processes = 10, is"
+    assert output.count(line) == 2, output[-3000:]  # each rank says it once
+    assert "give --batch-size 4 or less" in output
+    assert "napari_ssl_radiomics" not in "".join(ln for ln in output.splitlines() if ln.lstrip().startswith("File "))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_sigterm_to_torchrun_keeps_the_steps_on_every_rank(cache, tmp_path):
+    """What `timeout`, SLURM and Kubernetes do: SIGTERM to torchrun, which passes it to each rank.
+    The ranks stop together after a step and save it, although no checkpoint was due."""
+    import re
+    import signal
+    import threading
+    import time
+
+    import torch
+
+    harness = tmp_path / "harness.py"
+    harness.write_text(CLI_HARNESS, encoding="utf-8")
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(harness)]
+    command += ["train", str(cache), "--out", str(run), "--batch-size", "2", "--iterations", "500"]
+    command += ["--checkpoint-every", "400", "--health-cases", "0", "--mode", "none"]
+    agent = subprocess.Popen(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    err: list[bytes] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: agent.stderr.read1(4096), b"")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not re.search(rb"\s([3-9]|\d\d+)/500", b"".join(err)):  # rank 0's bar: 3 steps done
+            assert agent.poll() is None and time.monotonic() < deadline, b"".join(err)[-3000:].decode()
+            time.sleep(0.1)
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    reader.join(timeout=10)
+    text = b"".join(err).decode(errors="replace")
+    stopped = re.search(r"stopped by SIGTERM at step (\d+) of 500", text)
+    assert stopped, text[-3000:]
+    step = int(stopped.group(1))
+    assert step >= 3
+    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["iteration"] == step
+    assert len(pd.read_csv(run / "history.csv")) == step
+    assert "Connection closed by peer" not in text

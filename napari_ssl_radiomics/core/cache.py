@@ -15,7 +15,9 @@ or ``skipped``; ``reason`` says why a case was skipped and what to do.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from .utils import atomic_path, write_json
+
+log = logging.getLogger(__name__)
 
 CASES_CSV = "cases.csv"
 PREPARE_JSON = "prepare.json"
@@ -205,8 +209,12 @@ STREAM = "stream"
 STREAM_IMAGES = "images.npy"
 STREAM_MASKS = "masks.npy"
 STREAM_INDEX = "index.json"
-STREAM_VERSION = 1
+STREAM_VERSION = 2  # 2: index.json holds a SHA-256 per case
 GIB = 1024**3
+#: bytes of a stream checked in full when it is opened; a larger one is checked on a sample
+#: of cases of about this size (benchmarks/bench_stream_check.py: 1 GB from the page cache
+#: in 1.3-3 s on a loaded 2-core EPYC; a full check of 100 GB would cost minutes per open)
+STREAM_CHECK_BYTES = GIB
 
 
 def _stream_key(cache_dir: Path, ids: list[str]) -> str:
@@ -220,6 +228,13 @@ def _stream_key(cache_dir: Path, ids: list[str]) -> str:
     return config_hash({"cases": stats, "version": STREAM_VERSION})
 
 
+def _case_digest(image: np.ndarray, mask: np.ndarray) -> str:
+    """SHA-256 of one case's uint8 image and mask rows, as the stream holds them."""
+    digest = hashlib.sha256(np.ascontiguousarray(image).data)
+    digest.update(np.ascontiguousarray(mask).data)
+    return digest.hexdigest()
+
+
 def _ok_cases(cache_dir: Path) -> pd.DataFrame:
     table = read_cases(cache_dir)
     ok = table[table["status"] == "ok"]
@@ -229,33 +244,113 @@ def _ok_cases(cache_dir: Path) -> pd.DataFrame:
     return ok
 
 
+def _read_index(path: Path) -> dict[str, Any] | None:
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(index, dict) and index.get("version") == STREAM_VERSION else None
+
+
+def _open_stream(folder: Path, cases: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """The stream's two memory maps, or what is wrong with their files (truncated, extended, unreadable)."""
+    arrays = []
+    for name in (STREAM_IMAGES, STREAM_MASKS):
+        path = folder / name
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:  # a truncated .npy: "mmap length is greater than file size"
+            return f"{name} cannot be read ({exc})"
+        if not isinstance(array, np.memmap) or array.shape[:1] != (cases,):
+            return f"{name} does not hold {cases} cases"
+        if path.stat().st_size != array.offset + array.nbytes:
+            return f"{name} is {path.stat().st_size} bytes, not the {array.offset + array.nbytes} its header says"
+        arrays.append(array)
+    return arrays[0], arrays[1]
+
+
+def stream_problem(folder: str | Path, index: dict[str, Any], check_bytes: int = STREAM_CHECK_BYTES) -> str | None:
+    """What is wrong with a stream's files, or None when they hold what ``index`` records.
+
+    The files' sizes are always checked; the cases' SHA-256 digests all of them when the
+    stream is at most ``check_bytes``, else a random sample of about that many bytes (the
+    first and last case always among them).
+    """
+    folder = Path(folder)
+    digests = index.get("digests") or []
+    opened = _open_stream(folder, len(digests))
+    if isinstance(opened, str):
+        return opened
+    images, masks = opened
+    per_case = images[0].nbytes + masks[0].nbytes if len(digests) else 1
+    positions = np.arange(len(digests))
+    if per_case * len(digests) > check_bytes:
+        rng = np.random.default_rng()
+        sample = rng.choice(len(digests), size=max(2, check_bytes // per_case), replace=False)
+        positions = np.unique(np.concatenate([[0, len(digests) - 1], sample]))
+    bad = [int(i) for i in positions if _case_digest(images[i], masks[i]) != digests[i]]
+    if bad:
+        return f"{len(bad)} of {len(positions)} cases checked differ from their digest (first: {index['ids'][bad[0]]})"
+    return None
+
+
 def build_stream(cache_dir: str | Path) -> Path:
     """Write ``CACHE/stream/``: every ok case as uint8, memory-mappable; return the folder.
 
     ``images.npy`` (N, C, S, S, S) uint8 holds the crops rounded to whole grey levels (the
     crops are float32 in [0, 255]; rounding moves a voxel by at most 0.5 of 255 levels),
-    ``masks.npy`` (N, S, S, S) uint8, ``index.json`` the IDs, labels, groups and a key of the
-    crop files it was built from. Cases are copied one at a time, so building needs the
-    memory of one crop. An up-to-date stream is kept as it is; index.json is written last,
-    so a stream whose building was interrupted is rebuilt.
-    """
-    from .utils import atomic_path
+    ``masks.npy`` (N, S, S, S) uint8, ``index.json`` the IDs, labels, groups, a key of the
+    crop files it was built from and a SHA-256 of each case. Cases are copied one at a
+    time, so building needs the memory of one crop. An up-to-date stream whose files pass
+    :func:`stream_problem` is kept as it is; a damaged one (bytes overwritten, truncated) is
+    rebuilt with a logged note. index.json is written last, so a stream whose building was
+    interrupted is rebuilt.
 
+    Raises
+    ------
+    FileNotFoundError
+        When the stream must be (re)built and crop files it is built from are gone.
+    """
     root = Path(cache_dir)
     ok = _ok_cases(root)
     ids = list(ok["ID"])
-    key = _stream_key(root, ids)
+    missing = [case_id for case_id in ids if not crop_paths(root, case_id)[0].is_file()]
+    key = None if missing else _stream_key(root, ids)
     folder = root / STREAM
     index_path = folder / STREAM_INDEX
-    if index_path.exists():
-        try:
-            if json.loads(index_path.read_text(encoding="utf-8")).get("key") == key:
-                return folder
-        except (OSError, ValueError):
-            pass
+    index = _read_index(index_path)
+    # without the crops, a stream of the same cases that passes its digests is all there is
+    if index is not None and (index.get("key") == key or (key is None and index.get("ids") == ids)):
+        problem = stream_problem(folder, index)
+        if problem is None:
+            return folder
+        log.warning(f"{folder} is damaged ({problem}); rebuilding it from the crops")
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} must be rebuilt but {root / CROPS} lacks the crops of {len(missing)} case(s) "
+            f"(first: {missing[0]}); run `ssl-radiomics prepare` again into {root}"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     index_path.unlink(missing_ok=True)
+    digests = _write_stream(root, folder, ids)
+    write_json(
+        index_path,
+        {
+            "ids": ids,
+            "labels": list(ok["Label"]) if "Label" in ok else [""] * len(ids),
+            "groups": list(ok["Group"]) if "Group" in ok else [""] * len(ids),
+            "key": key,
+            "digests": digests,
+            "version": STREAM_VERSION,
+        },
+    )
+    return folder
+
+
+def _write_stream(root: Path, folder: Path, ids: list[str]) -> list[str]:
+    """Copy the crops of ``ids`` into the stream's two .npy files; return each case's digest."""
     first, first_mask, _ = read_crop(root, ids[0])
+    digests = []
     with atomic_path(folder / STREAM_IMAGES) as tmp_images, atomic_path(folder / STREAM_MASKS) as tmp_masks:
         images = np.lib.format.open_memmap(tmp_images, "w+", np.uint8, (len(ids), *first.shape))
         masks = np.lib.format.open_memmap(tmp_masks, "w+", np.uint8, (len(ids), *first_mask.shape))
@@ -268,20 +363,11 @@ def build_stream(cache_dir: str | Path) -> Path:
                 )
             images[i] = np.rint(np.clip(image, 0, 255))
             masks[i] = mask
+            digests.append(_case_digest(images[i], masks[i]))
         images.flush()
         masks.flush()
         del images, masks
-    write_json(
-        index_path,
-        {
-            "ids": ids,
-            "labels": list(ok["Label"]) if "Label" in ok else [""] * len(ids),
-            "groups": list(ok["Group"]) if "Group" in ok else [""] * len(ids),
-            "key": key,
-            "version": STREAM_VERSION,
-        },
-    )
-    return folder
+    return digests
 
 
 def load_streamed(cache_dir: str | Path) -> PreparedCohort:
@@ -325,6 +411,15 @@ def load_for_training(cache_dir: str | Path, budget_gib: float = 0.0) -> Prepare
     """The cohort in memory when it fits ``budget_gib`` (0: :func:`default_budget_gib`),
     else memory-mapped (:func:`load_streamed`)."""
     budget = budget_gib or default_budget_gib()
+    root = Path(cache_dir)
+    missing = [i for i in _ok_cases(root)["ID"] if not crop_paths(root, i)[0].is_file()]
+    if missing:  # only a stream can stand in for them (checked; refused naming the folder when damaged or absent)
+        if not (root / STREAM / STREAM_INDEX).is_file():
+            raise FileNotFoundError(
+                f"{root / CROPS} lacks the crops of {len(missing)} case(s) (first: {missing[0]}) and {root} holds no "
+                f"stream to train from; run `ssl-radiomics prepare` again into {root}"
+            )
+        return load_streamed(root)
     if in_memory_bytes(cache_dir) <= budget * GIB:
         return load_prepared(cache_dir)
     return load_streamed(cache_dir)

@@ -256,6 +256,11 @@ def parse_mask_label(text: str | int | None) -> RoiSpec:
         ) from None
     if not values:
         return None
+    if 0 in values:  # 0 is what every mask holds outside its ROIs: never an ROI of its own
+        raise ValueError(
+            f"{text!r} names label 0, which is the background (every voxel outside the ROIs), not an ROI; "
+            "give the ROI's nonzero value (1, 2, ...) or 'all' (every nonzero label)"
+        )
     return values[0] if len(values) == 1 else tuple(values)
 
 
@@ -551,6 +556,25 @@ def _check_finite(img: sitk.Image, case_id: str, what: str, path: Path) -> None:
                 case_id,
                 f"{what} {path.name} has {bad} NaN or Inf voxels; replace them (e.g. with the background value) and run again",
             )
+        _check_float32_range(arr, case_id, what, path)
+
+
+#: the largest magnitude a float32 holds: the crops and pyradiomics work in float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32_range(arr: np.ndarray, case_id: str, what: str, path: Path) -> None:
+    """Refuse float64 values beyond float32's range: cast, they become inf and the rescaling
+    then reports a range of "nan to nan"."""
+    if arr.dtype.itemsize <= 4 or not arr.size:
+        return
+    largest = float(np.max(np.abs(arr)))
+    if largest > FLOAT32_MAX:
+        raise CaseError(
+            case_id,
+            f"the values of {what} {path.name} overflow float32 (largest magnitude {largest:.3g}, float32 holds up to "
+            f"{FLOAT32_MAX:.3g}); rescale the image to sensible units (e.g. HU or the scanner's values) and run again",
+        )
 
 
 def read_case(case: Case, cfg: PrepareConfig, raw: bool = False) -> tuple[list[sitk.Image], sitk.Image]:
@@ -661,14 +685,16 @@ def _roi(mask: sitk.Image, case: Case, spec: RoiSpec) -> sitk.Image:
         raise CaseError(case.id, f"mask {case.mask.name} is empty (all zero); draw the ROI or drop the case")
     if spec == ALL_LABELS:
         targets = labels
-    elif isinstance(spec, tuple):
-        targets = [v for v in spec if v in labels]
-        if not targets:
+    elif isinstance(spec, tuple):  # a union: every member, or the ROI is not the one asked for
+        missing = [v for v in spec if v not in labels]
+        if missing:
             raise CaseError(
                 case.id,
-                f"none of the ROI labels {describe_mask_label(spec)} is in mask {case.mask.name} "
-                f"(labels found: {_listing(labels)}); set MaskLabel to some of them",
+                f"ROI label {'+'.join(str(v) for v in missing)} of MaskLabel {describe_mask_label(spec)} is absent "
+                f"from mask {case.mask.name} (labels found: {_listing(labels)}); every member of a union must be "
+                "present: fix MaskLabel or the mask",
             )
+        targets = list(spec)
     elif spec is not None:
         if int(spec) not in labels:
             raise CaseError(

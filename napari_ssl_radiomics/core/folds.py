@@ -43,6 +43,21 @@ class Labels:
         return len(self.classes) == 2
 
 
+def _check_spellings(counts: pd.Series, label: str) -> None:
+    """Refuse classes that differ only in case or surrounding spaces ('No' and 'no'): they are
+    almost always one class written two ways, and would be evaluated as two."""
+    spellings: dict[str, list[str]] = {}
+    for cls in sorted(counts.index, key=str):
+        spellings.setdefault(str(cls).strip().casefold(), []).append(str(cls))
+    for names in spellings.values():
+        if len(names) > 1:
+            both = " and ".join(f"{n!r} ({counts[n]} cases)" for n in names)
+            raise ValueError(
+                f"'{label}' holds classes that differ only in case or spaces: {both}; they would be evaluated as "
+                "separate classes. Write each class one way in the labels (the manifest or the table) and run again"
+            )
+
+
 def labels_of(tables: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> Labels:
     """Collect labels (and groups) from the tables and check they allow the evaluation.
 
@@ -66,6 +81,7 @@ def labels_of(tables: dict[str, pd.DataFrame], cfg: EvaluateConfig) -> Labels:
         notes.append(f"{len(unlabelled)} case(s) without a {label} were left out ({_some(unlabelled, 5)})")
         y = y.drop(unlabelled)
     counts = y.value_counts()
+    _check_spellings(counts, label)
     if len(counts) < 2:
         raise ValueError(
             f"'{label}' holds one class only ({counts.index[0] if len(counts) else 'none'}, {len(y)} cases); "

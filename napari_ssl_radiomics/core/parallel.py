@@ -14,6 +14,11 @@ case finishes (completion order, so a progress bar moves with the work):
   dies mid-task has its tasks rescheduled on the others by the scheduler (up to Dask's
   ``distributed.scheduler.allowed-failures``, 3 by default; after that the case's outcome
   holds ``KilledWorker``). Dask is imported only here, and only when an address is given.
+  Dask waits for ever for a worker when all are gone, so the outcomes are polled: once the
+  cluster has had no worker for ``timeout_s`` seconds, or has lost its scheduler, a
+  :class:`ClusterError` ends the run with one line (the cases already written stay
+  cached). The address is checked (:func:`..config.scheduler_problem`) before any client
+  exists.
 
 The cluster shares this machine's filesystem (image paths, the cache folder): the workers
 read the sources and write the per-case results where this process reads them. Before any
@@ -32,9 +37,10 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,9 +158,15 @@ def connect(scheduler: str, timeout_s: float = 30.0) -> Any:
     Raises
     ------
     ClusterError
-        When Dask is not installed, the scheduler cannot be reached, or no worker joins
-        within ``timeout_s`` seconds.
+        When the address is not one Dask accepts (checked before any client exists), Dask
+        is not installed, the scheduler cannot be reached, or no worker joins within
+        ``timeout_s`` seconds.
     """
+    from ..config import scheduler_problem
+
+    problem = scheduler_problem(scheduler)
+    if problem:
+        raise ClusterError(f"Dask scheduler {scheduler!r}: {problem}")
     try:
         from distributed import Client
     except ImportError:
@@ -164,7 +176,7 @@ def connect(scheduler: str, timeout_s: float = 30.0) -> Any:
         ) from None
     try:
         client = Client(scheduler, timeout=timeout_s, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:
         raise ClusterError(
             f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with `dask scheduler` and workers "
             f"with `dask worker {scheduler}` (see docs/scaling.md), or leave the scheduler empty to run locally"
@@ -202,8 +214,6 @@ def _dask(
     label: str,
     timeout_s: float,
 ) -> Generator[Outcome, None, None]:
-    from distributed import as_completed
-
     client = connect(scheduler, timeout_s)
     futures: dict[Any, int] = {}
     try:
@@ -214,16 +224,102 @@ def _dask(
             client.submit(_dask_task, init, fn, args, key=f"{label}-{run}-{i}", pure=False): i
             for i, args in enumerate(items)
         }
-        for future in as_completed(list(futures), loop=client.loop):
+        watch = _Watch(client, scheduler, timeout_s, len(items))
+        for future in _as_completed(futures, watch):
             index = futures.pop(future)
-            try:
-                yield Outcome(index, future.result())
-            except Exception as exc:  # noqa: BLE001 - KilledWorker after repeated worker deaths, or fn raised
-                yield Outcome(index, error=exc)
+            yield _outcome(index, future, watch)
+            watch.done += 1
     finally:
-        if futures:  # the caller stopped early: do not leave the cluster busy with our cases
-            client.cancel(list(futures))
+        _close(client, list(futures))
+
+
+def _close(client: Any, pending: list[Any]) -> None:
+    """Cancel the cases not read (the caller stopped early: do not leave the cluster busy with
+    them) and close the client. Dask logs a traceback when a client whose scheduler is gone
+    stops reconnecting: noise after the one line the user gets, so it is kept quiet here."""
+    quiet = [logging.getLogger(name) for name in ("distributed.client", "distributed.utils", "distributed.core")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        if pending:
+            client.cancel(pending)
         client.close()
+    except (OSError, TimeoutError):  # the scheduler is gone: nothing left to cancel there
+        pass
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+
+
+#: seconds between two looks at the cluster while cases run
+POLL_S = 0.5
+
+
+class _Watch:
+    """Whether a Dask cluster still has workers; ``check()`` raises ClusterError once it has
+    had none for ``timeout_s`` seconds (Dask itself waits for ever for one to come back)."""
+
+    def __init__(self, client: Any, scheduler: str, timeout_s: float, total: int) -> None:
+        self.client, self.scheduler, self.timeout_s, self.total = client, scheduler, timeout_s, total
+        self.done = 0
+        self.alone_since: float | None = None
+
+    def progressed(self) -> None:
+        self.alone_since = None
+
+    def check(self) -> None:
+        if _has_workers(self.client):
+            self.alone_since = None
+        elif self.alone_since is None:
+            self.alone_since = time.monotonic()
+        elif time.monotonic() - self.alone_since >= self.timeout_s:
+            raise self.lost(f"has had no worker for {self.timeout_s:g} s (--timeout)", "start workers with")
+
+    def lost(self, what: str, fix: str) -> ClusterError:
+        """The one line that ends a run whose cluster went away: what is kept, how to go on."""
+        return ClusterError(
+            f"the Dask cluster at {self.scheduler} {what}; {self.done} of {self.total} cases came back and every "
+            f"case the workers finished is kept: {fix} `dask worker {self.scheduler}` and run the same command "
+            "again to finish the rest"
+        )
+
+
+def _as_completed(futures: dict[Any, int], watch: _Watch) -> Generator[Any, None, None]:
+    """Dask futures as they finish, polled, so that a cluster without workers ends the wait."""
+    from distributed import as_completed
+
+    pending = as_completed(list(futures), loop=watch.client.loop)
+    while not pending.is_empty():
+        finished = pending.next_batch(block=False)
+        if finished:
+            watch.progressed()
+            yield from finished
+        else:
+            watch.check()
+            time.sleep(POLL_S)
+
+
+def _outcome(index: int, future: Any, watch: _Watch) -> Outcome:
+    """A finished future's outcome. Its result lives on the worker that ran it: when that
+    worker has died, Dask runs the case again ("Couldn't gather keys, rescheduling"), which
+    needs a worker, so the wait is watched too."""
+    while True:
+        try:
+            return Outcome(index, future.result(timeout=POLL_S))
+        except TimeoutError:
+            watch.check()
+        except CancelledError:  # we cancel only what we no longer read: the scheduler is gone
+            raise watch.lost("lost its scheduler", "restart `dask scheduler` and") from None
+        except Exception as exc:  # noqa: BLE001 - KilledWorker after repeated worker deaths, or fn raised
+            return Outcome(index, error=exc)
+
+
+def _has_workers(client: Any) -> bool:
+    try:
+        return bool(client.nthreads())
+    except (OSError, TimeoutError):  # the scheduler itself is gone: no worker either
+        return False
 
 
 # --- the one entry point ------------------------------------------------------------------
@@ -253,7 +349,7 @@ def run_cases(
     mp_context : start method of the local pool (default: spawn)
     shared_paths : files and folders every Dask worker must see (checked before any task)
     label : the Dask task-name prefix (shown in Dask's dashboard)
-    timeout_s : seconds to wait for the scheduler and its first worker
+    timeout_s : seconds to wait for the scheduler and its first worker, and for a worker while none is left
 
     Yields
     ------

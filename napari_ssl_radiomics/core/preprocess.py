@@ -223,7 +223,7 @@ def prepare_case(
         ranges.append([low, high])
     mask = sitk.GetArrayFromImage(resample_onto(roi, grid, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
     meta = _meta(case, cfg, channels[0], roi, grid, backgrounds, ranges, mask, checksums)
-    meta["note"] = clipped_note(meta)
+    meta["note"] = clipped_note(meta, box=case.box_mask.name if case.box_mask is not None else "", crop=cfg.crop)
     return np.stack(crops).astype(np.float32), mask.astype(np.uint8), meta
 
 
@@ -278,15 +278,24 @@ def roi_inside(roi: sitk.Image, grid: Grid) -> float:
     return float(inside.mean()) if inside.size else 0.0
 
 
-def clipped_note(meta: dict) -> str:
+def clipped_note(meta: dict, box: str = "", crop: str = "centroid") -> str:
     """A warning when much of the ROI lies outside the crop, or resampling changed its
-    volume a lot (a small or thin ROI on a coarse grid); '' otherwise."""
+    volume a lot (a small or thin ROI on a coarse grid); '' otherwise.
+
+    ``box`` names the case's BoxMask file ('' without one): the crop is then the BoxMask's
+    in both ``crop`` modes, so an ROI outside it means the BoxMask misses the ROI, which no
+    crop setting mends.
+    """
     notes = []
-    if meta["roi_inside_fraction"] < 0.9:
+    inside = meta["roi_inside_fraction"]
+    if inside < 0.9 and box:
         notes.append(
-            f"only {meta['roi_inside_fraction']:.0%} of the ROI lies inside the crop; "
-            "use --crop bbox, a larger --size or a coarser --spacing"
+            f"only {inside:.0%} of the ROI lies inside the crop that BoxMask {box} sets: the BoxMask misses the ROI; "
+            "check that this BoxMask belongs to this case and covers its ROI"
         )
+    elif inside < 0.9:
+        fix = "a larger --margin" if crop == "bbox" else "use --crop bbox, a larger --size or a coarser --spacing"
+        notes.append(f"only {inside:.0%} of the ROI lies inside the crop; {fix}")
     change = meta["crop_roi_volume_mm3"] / max(meta["roi_volume_mm3"], 1e-9) - 1
     if meta["roi_inside_fraction"] >= 0.9 and abs(change) > 0.25:
         notes.append(

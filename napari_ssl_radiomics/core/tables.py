@@ -74,23 +74,39 @@ def clean_features(table: pd.DataFrame, name: str = "table") -> tuple[pd.DataFra
     feats = feature_columns(table)
     bad_type = [c for c in feats if not pd.api.types.is_numeric_dtype(table[c]) or pd.api.types.is_bool_dtype(table[c])]
     numeric = [c for c in feats if c not in bad_type]
-    all_nan = [c for c in numeric if table[c].isna().all()]
-    constant = [c for c in numeric if c not in all_nan and table[c].nunique(dropna=True) <= 1]
+    # pyradiomics can yield inf on degenerate ROIs; the imputer treats it as missing.
+    finite = table[numeric].replace([np.inf, -np.inf], np.nan)
+    infinite = [c for c in numeric if finite[c].isna().sum() > table[c].isna().sum()]
+    all_nan = [c for c in numeric if finite[c].isna().all()]
+    flat = [c for c in numeric if c not in all_nan and finite[c].nunique(dropna=True) <= 1]
+    constant = [c for c in flat if c not in infinite]
+    flat_inf = [c for c in flat if c in infinite]
     messages = []
     for cols, what, fix in (
         (bad_type, "non-numeric", "convert them to numbers or remove them"),
-        (all_nan, "all-empty (NaN)", "check the extraction that made them"),
+        (all_nan, "all-empty (NaN or infinite)", "check the extraction that made them"),
         (constant, "constant", "they carry no information"),
+        (flat_inf, "infinite-valued", "apart from their inf values they are constant; check the extraction"),
     ):
         if cols:
             msg = f"{name}: dropped {len(cols)} {what} column(s): {_some(cols)} ({fix})"
             messages.append(msg)
             warnings.warn(msg, FeatureWarning, stacklevel=2)
-    drop = set(bad_type) | set(all_nan) | set(constant)
+    drop = set(bad_type) | set(all_nan) | set(flat)
+    kept_inf = [c for c in infinite if c not in drop]
+    if kept_inf:
+        first = (
+            table[ID].iloc[int(np.flatnonzero(np.isinf(table[kept_inf[0]].to_numpy(float)))[0])] if ID in table else "?"
+        )
+        msg = (
+            f"{name}: {len(kept_inf)} column(s) hold infinite values: {_some(kept_inf)} (first: {kept_inf[0]} of case "
+            f"{first}); each inf is treated as a missing value and imputed (check the extraction that made them)"
+        )
+        messages.append(msg)
+        warnings.warn(msg, FeatureWarning, stacklevel=2)
     out = table[[c for c in table.columns if c not in drop]].copy()
     keep = [c for c in numeric if c not in drop]
-    # pyradiomics can yield inf on degenerate ROIs; the imputer treats it as missing.
-    out[keep] = out[keep].replace([np.inf, -np.inf], np.nan)
+    out[keep] = finite[keep]
     return out, messages
 
 

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import math
 import random
@@ -89,7 +90,7 @@ from .monitors import CollapseMonitor
 from .optim import make_optimizer, set_lr
 from .runs import CHECKPOINT, CONFIG_JSON, HEALTH_CSV, HISTORY_CSV, RunFolder
 from .sampler import Sampler, se_pool, step_seed
-from .utils import atomic_path, provenance, write_csv, write_json
+from .utils import OutputError, atomic_path, provenance, write_csv, write_json
 
 #: 3: the monitors' state under "health" and "collapse" (2 kept the collapse counters at the top level)
 CHECKPOINT_FORMAT = 3
@@ -380,13 +381,35 @@ class _Run:
             "health": self.health.state(),
             "collapse": self.collapse.state(),
         }
-        with atomic_path(self.checkpoint_path()) as tmp:
-            torch.save(payload, tmp)
-        write_csv(self.out / HISTORY_CSV, history_frame(self.history))
-        if self.health.checks:
-            write_csv(self.out / HEALTH_CSV, self.health.frame())
+        try:
+            with atomic_path(self.checkpoint_path()) as tmp:
+                save_checkpoint(payload, tmp)
+        except OSError as exc:
+            raise self._write_failed(exc, "the checkpoint") from None
+        try:
+            write_csv(self.out / HISTORY_CSV, history_frame(self.history))
+            if self.health.checks:
+                write_csv(self.out / HEALTH_CSV, self.health.frame())
+        except OSError as exc:
+            self.saved_iteration = self.iteration
+            raise self._write_failed(exc, f"{HISTORY_CSV} or {HEALTH_CSV}") from None
         self.saved_iteration = self.iteration
         self.dist.barrier()  # no rank runs ahead of the files (it could find no checkpoint yet)
+
+    def _write_failed(self, exc: OSError, what: str) -> OSError:
+        """One line for a full disk (or quota) while saving, naming the folder and what is kept;
+        other OS errors stay as they are."""
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        kept = (
+            f"the checkpoint of step {self.saved_iteration} is kept"
+            if self.saved_iteration
+            else "no checkpoint had been saved yet"
+        )
+        return OutputError(
+            f"the disk holding {self.out} is full ({exc.strerror}) while saving {what} of step {self.iteration}; "
+            f"{kept}. Free some space, then continue with --resume"
+        )
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         _check_world(self.out, ckpt, self.dist.world)
@@ -504,6 +527,41 @@ class _Run:
         )
 
 
+class _Writer:
+    """A file that remembers the OSError of a failed write: torch.save reports a full disk as
+    a RuntimeError ("unexpected pos"), which names neither the cause nor the file."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.fh.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save(payload, path)``, a failed write raised as its OSError (ENOSPC, EDQUOT, ...)."""
+    with open(path, "wb") as fh:
+        writer = _Writer(fh)
+        try:
+            torch.save(payload, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+
+
 def _finite(model: torch.nn.Module) -> bool:
     tensors = [p.detach() for p in model.parameters()] + [b for b in model.buffers() if b.is_floating_point()]
     return bool(torch.stack([t.isfinite().all() for t in tensors]).all().item())
@@ -589,6 +647,24 @@ def train(
         return (yield from _train_locked(*args))
 
 
+def _check_batch(batch_size: int, world: int, cases: int) -> None:
+    """Refuse a global batch (``batch_size`` per process x ``world`` processes) larger than the
+    cohort: refused, not cut, because the run's recorded config must say what ran."""
+    if batch_size * world <= cases:
+        return
+    if world == 1:
+        raise ValueError(
+            f"TrainConfig.batch_size (--batch-size) = {batch_size} is larger than the cohort "
+            f"({cases} prepared cases); give {cases} or less"
+        )
+    fits = cases // world
+    fix = f"give --batch-size {fits} or less" if fits >= 2 else "use fewer processes (torchrun --nproc-per-node)"
+    raise ValueError(
+        f"the global batch, TrainConfig.batch_size (--batch-size) = {batch_size} per process x {world} processes "
+        f"= {batch_size * world}, is larger than the cohort ({cases} prepared cases); {fix}"
+    )
+
+
 def _train_locked(
     data: PreparedCohort,
     out: Path,
@@ -601,11 +677,7 @@ def _train_locked(
     stop_gradient: bool,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """The body of :func:`train`, run while it holds the run folder's lock."""
-    if cfg.batch_size > len(data):  # refused, not cut: the run's recorded config must say what ran
-        raise ValueError(
-            f"TrainConfig.batch_size (--batch-size) = {cfg.batch_size} is larger than the cohort "
-            f"({len(data)} prepared cases); give {len(data)} or less"
-        )
+    _check_batch(cfg.batch_size, distributed_context().world, len(data))
     ckpt_path = out / CHECKPOINT
     if resume and not ckpt_path.exists():
         raise FileNotFoundError(f"{out} holds no checkpoint to resume; start a new run without --resume")
