@@ -196,3 +196,19 @@ def test_the_collapse_monitor_warns_once_and_resumes_from_either_checkpoint_form
     assert CollapseMonitor.from_checkpoint({"collapse": mon.state()}) == mon
     # format 2 kept the counters at the checkpoint's top level
     assert CollapseMonitor.from_checkpoint({"collapse_run": 7, "warned": True}) == CollapseMonitor(7, True)
+
+
+def test_verdict_in_words_from_the_label_free_figures_only():
+    from napari_ssl_radiomics.core.health import BELOW, COLLAPSING, HEALTHY, verdict
+
+    untrained = {"effective_rank": 29.5, "top_pc_share": 0.43, "probe_auc": 0.75}
+    assert verdict(untrained, untrained)[0] == ""  # the baseline itself
+    assert verdict({"effective_rank": 28.0, "top_pc_share": 0.45}, None)[0] == ""
+    assert verdict({"effective_rank": 27.0, "top_pc_share": 0.47}, untrained)[0] == HEALTHY
+    # the example: the rank fell a little, the first PC took much more of the variance
+    word, why = verdict({"effective_rank": 24.9, "top_pc_share": 0.61, "probe_auc": 0.86}, untrained)
+    assert word == BELOW and "24.9" in why and "29.5" in why
+    assert verdict({"effective_rank": 1.3, "top_pc_share": 0.6}, untrained)[0] == COLLAPSING
+    assert verdict({"effective_rank": 20.0, "top_pc_share": 0.99}, untrained)[0] == COLLAPSING
+    # the probe never decides: a perfect AUC does not rescue a collapsed representation
+    assert verdict({"effective_rank": 1.3, "top_pc_share": 0.99, "probe_auc": 1.0}, untrained)[0] == COLLAPSING
