@@ -391,8 +391,9 @@ def test_clusters_one_point_per_case_and_se_batches(make_napari_viewer, qtbot, t
     widget.compute_button.click()
     idle(qtbot, widget, timeout=180_000)  # the first UMAP fit in a process compiles (numba)
     assert not errors.messages, errors.messages
-    # Compute reported the encoding as k of n cases (one batch of 16 here), then the clustering
-    assert widget.progress_seen == [(CASES, CASES), (CASES, CASES)]
+    # Compute reported the encoding as k of n cases (batches of 8 here), then the clustering
+    assert widget.progress_seen == [(8, CASES), (CASES, CASES), (CASES, CASES)]
+    assert widget.compute_button.text() == "Compute"
 
     # the canvas shows a case: named sliders, inside the cohort stack, on a slice through its mask
     assert tuple(viewer.dims.axis_labels) == ("case", "z", "y", "x")
@@ -616,3 +617,23 @@ def test_train_stop_during_the_step0_health_check(make_napari_viewer, qtbot, tra
     assert not any(e.kind == "step" for e in widget.events)
     assert widget.status.text().startswith(f"Stopped at iteration 0 of {TRAIN['iterations']}"), widget.status.text()
     assert not any(text.startswith("iteration") for text in shown[stopping:]), shown[stopping:]
+
+
+def test_clusters_compute_stops_between_encoder_batches(make_napari_viewer, qtbot, trained, errors):
+    from napari_ssl_radiomics.widgets.clusters import ClustersWidget
+
+    viewer = make_napari_viewer()
+    with_state(viewer, trained)
+    widget = ClustersWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.compute_button.click()
+    assert widget.compute_button.text() == "Stop"
+    qtbot.waitUntil(lambda: bool(widget.progress_seen), timeout=WAIT_MS)
+    clicked = time.perf_counter()
+    widget.compute_button.click()  # Stop
+    idle(qtbot, widget)
+    assert time.perf_counter() - clicked < 20  # a generous margin: one batch of 8 cases at 28³
+    assert not errors.messages, errors.messages
+    assert widget.table is None and COHORT_MASKS not in viewer.layers  # stopped before the clustering
+    assert widget.info.text().startswith("Stopped") and widget.compute_button.text() == "Compute"
+    assert widget.compute_button.isEnabled()

