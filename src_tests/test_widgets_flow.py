@@ -479,6 +479,14 @@ def test_features_extract_evaluate_export(make_napari_viewer, qtbot, trained, tm
     assert "3DSiam+SE" in widget.summary.toPlainText()
     # the summary is as tall as its text (no scrolling in a small box)
     assert widget.summary.height() >= widget.summary.document().size().height()
+    # lines break between words only, never inside one ("specificit y" in a narrow dock)
+    block = widget.summary.document().begin()
+    while block.isValid():
+        text, lines = block.text(), block.layout()
+        for i in range(lines.lineCount() - 1):
+            end = lines.lineAt(i).textStart() + lines.lineAt(i).textLength()
+            assert not (text[end - 1].isalnum() and text[end].isalnum()), (text, end)
+        block = block.next()
     # the ROC legend and the note say which AUC is which
     legend = [t.get_text() for t in widget.roc.ax.get_legend().get_texts()]
     assert len(legend) == 3 and all("pooled AUC" in t and "fold mean" in t for t in legend)
