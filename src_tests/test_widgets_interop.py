@@ -55,8 +55,9 @@ def test_features_table_widget_maps_rows_to_our_labels(make_napari_viewer, qtbot
     assert [str(v) for v in features["ID"].iloc[1:]] == ids
     for col in ("ID", "Label", "Group", "cluster", "selected"):
         assert isinstance(features[col].dtype, pd.CategoricalDtype), col
-    for col in ("Label", "Group", "cluster"):  # integer-coded categories
+    for col in ("Label", "Group", "cluster"):  # integer-coded categories, from 1 (0: the plotter's "unassigned")
         assert all(isinstance(c, (int, np.integer)) for c in features[col].cat.categories), col
+        assert min(features[col].cat.categories) == 1, col
     names = layer.metadata["categories"]["Label"]
     assert [names[int(c)] for c in features["Label"].iloc[1:]] == list(widget.table["Label"])
 
@@ -176,8 +177,8 @@ def test_clusters_plotter_opens_the_sample_layer_without_an_error(make_napari_vi
     axes = {plotter._selectors["x"].itemText(i) for i in range(plotter._selectors["x"].count())}
     assert {"volume_mm3", "mean_intensity"} <= axes and "centre" not in axes
     assert {"label", "centre"} <= set(plotter.categorical_columns)
-    plotter.x_axis, plotter.y_axis = "volume_mm3", "mean_intensity"
-    qtbot.wait(50)
+    plotter.x_axis, plotter.y_axis, plotter.hue_axis = "volume_mm3", "mean_intensity", "centre"
+    qtbot.wait(50)  # colouring by the centre works too (a text category fails in biaplotter)
     assert len(plotter.plotting_widget.active_artist.data) == 2  # background and tumour
     assert not errors.messages, errors.messages
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records

