@@ -124,9 +124,10 @@ class TrainingCrops:
 #: at 96³ costs about 27 times one at 32³, and the sample cohort's volumes are 48³)
 CPU_CROP = 32
 #: the training settings proposed on a machine without CUDA: a run of minutes on the sample
-#: cohort (48 cases at 32³) with four health checks of the whole cohort in small batches, so
-#: that a Stop during a check waits for one batch only
-CPU_TRAIN = {"iterations": 60, "checkpoint_every": 20, "health_cases": 48, "embed_batch_size": 4}
+#: cohort (48 cases at 32³; an SE step there takes 2-8 s on 2 busy cores, 60 steps took 14 min
+#: at load 12, benchmarks/bench_viewer.py) with three health checks of the whole cohort in small
+#: batches, so that a Stop during a check waits for one batch only
+CPU_TRAIN = {"iterations": 40, "checkpoint_every": 20, "health_cases": 48, "embed_batch_size": 4}
 
 
 def cuda_present() -> bool:
