@@ -304,7 +304,7 @@ def verdict(figures: dict[str, float], untrained: dict[str, float] | None) -> tu
         itself or without a baseline) and one sentence saying why.
     """
     if untrained is None or figures is untrained or figures == untrained:
-        return "", "the untrained encoder: the baseline later checks are compared with"
+        return "", "the untrained encoder (the baseline of later checks)"
     monitor = HealthMonitor(checks=[{"iteration": 0, "norm_std": math.nan, **_label_free(untrained)}])
     check = Health(1, figures["effective_rank"], figures["top_pc_share"], math.nan)
     problems = [p for p in monitor.problems(check) if "spread" not in p]
@@ -317,7 +317,10 @@ def verdict(figures: dict[str, float], untrained: dict[str, float] | None) -> tu
             f"rank {rank:.1f} against {base_rank:.1f} untrained, first-PC share {figures['top_pc_share']:.2f} "
             f"against {untrained['top_pc_share']:.2f}: training has narrowed the representation so far"
         )
-    return HEALTHY, f"rank {rank:.1f} (untrained {base_rank:.1f}), first-PC share {figures['top_pc_share']:.2f}"
+    return HEALTHY, (
+        f"rank {rank:.1f} (untrained {base_rank:.1f}), first-PC share {figures['top_pc_share']:.2f} "
+        f"(untrained {untrained['top_pc_share']:.2f})"
+    )
 
 
 def _label_free(figures: dict[str, float]) -> dict[str, float]:

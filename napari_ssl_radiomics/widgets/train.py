@@ -196,21 +196,21 @@ class LossPlot(ThemedFigure):
 
 
 def describe_health(figures: dict[str, float], first: dict[str, float] | None) -> str:
-    """The verdict in words (label-free figures only), then the figures with the untrained encoder's
-    in brackets; the probe AUC last, as a monitoring figure."""
+    """The verdict in words (label-free figures only, which its reason quotes), then the probe AUC
+    as a monitoring figure; for the untrained encoder itself, its figures."""
     word, why = verdict(figures, first)
-    parts = [f"<b>{word}</b>: {why}." if word else f"{why[0].upper()}{why[1:]}."]
-    for key, name, fmt in (
-        ("effective_rank", "effective rank", "{:.1f}"),
-        ("top_pc_share", "top-PC share", "{:.2f}"),
-        ("probe_auc", "probe AUC (monitoring only)", "{:.2f}"),
-    ):
+    head = f"<b>{word}</b>: {why}." if word else f"{why[0].upper()}{why[1:]}:"
+    shown = [("probe_auc", "probe AUC (monitoring only)", "{:.2f}")]
+    if not word:
+        shown = [("effective_rank", "effective rank", "{:.1f}"), ("top_pc_share", "top-PC share", "{:.2f}"), *shown]
+    parts = []
+    for key, name, fmt in shown:
         if key in figures:
             text = f"{name} {fmt.format(figures[key])}"
             if first and key in first and first is not figures:
                 text += f" (untrained {fmt.format(first[key])})"
             parts.append(text)
-    return parts[0] + " " + ", ".join(parts[1:])
+    return f"{head} {', '.join(parts)}".strip()
 
 
 class TrainWidget(Dock):
