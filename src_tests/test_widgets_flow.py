@@ -21,6 +21,7 @@ from napari.utils.notifications import notification_manager  # noqa: E402
 from qtpy.QtCore import QTimer  # noqa: E402
 
 from napari_ssl_radiomics.config import PrepareConfig, SampleConfig, TrainConfig  # noqa: E402
+from napari_ssl_radiomics.core.devices import cpu_proposal, cuda_present  # noqa: E402
 from napari_ssl_radiomics.widgets._state import (  # noqa: E402
     COHORT_MASKS,
     IMAGE_LAYER,
@@ -198,6 +199,8 @@ def test_augment_preview_beside_the_case_in_2d_and_3d(make_napari_viewer, qtbot,
     # showing a case again brings its layers back and puts the views away
     cohort.table.selectRow(1)
     assert viewer.layers[IMAGE_LAYER].visible and not viewer.layers[VIEW_LAYERS[0]].visible
+    # ... and the augmentation info no longer describes the previous case's views
+    assert widget.info.text().startswith(f"Case {cohort.table.item(1, 0).text()} selected")
 
 
 # --- training -------------------------------------------------------------------------
@@ -241,7 +244,8 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
     widget = TrainWidget(viewer)
     qtbot.addWidget(widget)
     set_form(widget.form, **TRAIN)
-    assert widget.form.value() == TrainConfig(**{**TrainConfig().__dict__, **TRAIN})
+    proposed = TrainConfig() if cuda_present() else cpu_proposal(TrainConfig())  # a CPU gets minutes-long settings
+    assert widget.form.value() == TrainConfig(**{**proposed.__dict__, **TRAIN})
 
     widget.start_button.click()
     assert widget.start_button.text() == "Stop"
@@ -387,9 +391,15 @@ def test_clusters_one_point_per_case_and_se_batches(make_napari_viewer, qtbot, t
     widget.compute_button.click()
     idle(qtbot, widget, timeout=180_000)  # the first UMAP fit in a process compiles (numba)
     assert not errors.messages, errors.messages
-    # Compute reported the encoding as k of n cases (one batch of 16 here), then the clustering
-    assert widget.progress_seen == [(CASES, CASES), (CASES, CASES)]
+    # Compute reported the encoding as k of n cases (batches of 8 here), then the clustering
+    assert widget.progress_seen == [(8, CASES), (CASES, CASES), (CASES, CASES)]
+    assert widget.compute_button.text() == "Compute"
 
+    # the canvas shows a case: named sliders, inside the cohort stack, on a slice through its mask
+    assert tuple(viewer.dims.axis_labels) == ("case", "z", "y", "x")
+    case, z = viewer.dims.current_step[:2]
+    assert 0 <= case < CASES and 0 <= z < CROP, viewer.dims.current_step
+    assert viewer.layers[COHORT_MASKS].data[case, z].any()
     ids = [str(i) for i in state.prepared().ids]
     table = widget.table
     assert len(widget.plot.points.get_offsets()) == len(ids) == CASES
@@ -469,6 +479,14 @@ def test_features_extract_evaluate_export(make_napari_viewer, qtbot, trained, tm
     assert "3DSiam+SE" in widget.summary.toPlainText()
     # the summary is as tall as its text (no scrolling in a small box)
     assert widget.summary.height() >= widget.summary.document().size().height()
+    # lines break between words only, never inside one ("specificit y" in a narrow dock)
+    block = widget.summary.document().begin()
+    while block.isValid():
+        text, lines = block.text(), block.layout()
+        for i in range(lines.lineCount() - 1):
+            end = lines.lineAt(i).textStart() + lines.lineAt(i).textLength()
+            assert not (text[end - 1].isalnum() and text[end].isalnum()), (text, end)
+        block = block.next()
     # the ROC legend and the note say which AUC is which
     legend = [t.get_text() for t in widget.roc.ax.get_legend().get_texts()]
     assert len(legend) == 3 and all("pooled AUC" in t and "fold mean" in t for t in legend)
@@ -527,7 +545,9 @@ def test_train_health_series_after_stop_and_resume_goes_forward(make_napari_view
     widget = TrainWidget(viewer)
     qtbot.addWidget(widget)
     widget.out.setText(str(run))
-    set_form(widget.form, **{**TRAIN, "warmup_epochs": 1, "iterations": 16})
+    # the fixture's run has the paper's health settings (a CPU's form proposes smaller ones)
+    paper = {k: getattr(TrainConfig(), k) for k in ("health_cases", "embed_batch_size")}
+    set_form(widget.form, **{**TRAIN, **paper, "warmup_epochs": 1, "iterations": 16})
 
     widget.resume_button.click()
     qtbot.waitUntil(lambda: any(e.kind == "step" for e in widget.events), timeout=WAIT_MS)
@@ -569,3 +589,59 @@ def test_features_evaluate_refuses_fewer_groups_than_folds_at_once(make_napari_v
     assert widget.evaluate() is None and widget._worker is None
     assert any("'Group' holds only 3 groups, fewer than the 5 folds" in m for m in errors.messages)
     assert widget.info.text().startswith("Not evaluated: 'Group' holds only 3 groups")
+
+
+def test_train_stop_during_the_step0_health_check(make_napari_viewer, qtbot, trained, tmp_path, errors):
+    """Stop in the untrained encoder's check ends the run in seconds, stopped, and the status never
+    falls back to a step; Start clears the previous run's curves and axes."""
+    from napari_ssl_radiomics.widgets.train import TrainWidget
+
+    viewer = make_napari_viewer()
+    with_state(viewer, trained)
+    widget = TrainWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.out.setText(str(tmp_path / "run"))
+    set_form(widget.form, **{**TRAIN, "health_cases": CASES, "embed_batch_size": 1})
+    for i in range(1, 4):  # a previous run's curve, on large scales
+        widget.plot.add(i * 500, 40.0 * i, 0.5)
+    widget.plot.redraw()
+    assert widget.plot.ax_loss.get_ylim()[1] > 100
+
+    shown: list[str] = []
+    say = widget._say
+    widget._say = lambda text, stopping=False: (say(text, stopping), shown.append(widget.status.text()))
+    widget.start_button.click()
+    assert widget.plot.loss == [] and widget.plot.ax_loss.get_ylim()[1] < 100  # cleared at Start
+    qtbot.waitUntil(lambda: any(e.kind == "progress" for e in widget.events), timeout=WAIT_MS)
+    assert "of 12 cases" in widget.status.text() and "health check" in widget.status.text()
+    clicked = time.perf_counter()
+    widget.start_button.click()  # Stop
+    stopping = len(shown)
+    idle(qtbot, widget)
+    took = time.perf_counter() - clicked
+    assert took < 20, took  # a generous margin: the benchmark measures it (benchmarks/bench_viewer.py)
+    assert not errors.messages, errors.messages
+    assert widget.result is not None and widget.result.stopped
+    assert not any(e.kind == "step" for e in widget.events)
+    assert widget.status.text().startswith(f"Stopped at iteration 0 of {TRAIN['iterations']}"), widget.status.text()
+    assert not any(text.startswith("iteration") for text in shown[stopping:]), shown[stopping:]
+
+
+def test_clusters_compute_stops_between_encoder_batches(make_napari_viewer, qtbot, trained, errors):
+    from napari_ssl_radiomics.widgets.clusters import ClustersWidget
+
+    viewer = make_napari_viewer()
+    with_state(viewer, trained)
+    widget = ClustersWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.compute_button.click()
+    assert widget.compute_button.text() == "Stop"
+    qtbot.waitUntil(lambda: bool(widget.progress_seen), timeout=WAIT_MS)
+    clicked = time.perf_counter()
+    widget.compute_button.click()  # Stop
+    idle(qtbot, widget)
+    assert time.perf_counter() - clicked < 20  # a generous margin: one batch of 8 cases at 28³
+    assert not errors.messages, errors.messages
+    assert widget.table is None and COHORT_MASKS not in viewer.layers  # stopped before the clustering
+    assert widget.info.text().startswith("Stopped") and widget.compute_button.text() == "Compute"
+    assert widget.compute_button.isEnabled()

@@ -137,7 +137,7 @@ def test_choosing_a_recipe_shows_its_values_and_a_changed_control_wins(qtbot):
 def test_the_training_widget_says_the_probe_must_not_steer_tuning(make_napari_viewer, qtbot, tmp_path):
     from test_train_engine import make_cache
 
-    from napari_ssl_radiomics.core.health import PROBE_CAVEAT
+    from napari_ssl_radiomics.core.health import BELOW, COLLAPSING, HEALTHY, PROBE_CAVEAT
     from napari_ssl_radiomics.core.train import train
     from napari_ssl_radiomics.widgets.train import TrainWidget
 
@@ -147,7 +147,24 @@ def test_the_training_widget_says_the_probe_must_not_steer_tuning(make_napari_vi
     cfg = TrainConfig(mode="none", iterations=1, batch_size=4, device="cpu", lr_warmup=0)
     for event in train(make_cache(tmp_path / "cache", cases=15), tmp_path / "run", cfg, AugmentConfig()):
         widget._event(event)  # the run's real events, as the worker hands them to the GUI thread
-    assert "probe AUC" in widget.health_info.text()
+    assert "probe AUC (monitoring only)" in widget.health_info.text()
+    # the last check (step 1) gets a verdict in words, from the label-free figures
+    assert any(f"<b>{word}</b>" in widget.health_info.text() for word in (HEALTHY, COLLAPSING, BELOW))
     assert not widget.probe_caveat.isHidden()
     assert "test folds included" in widget.probe_caveat.text() and "optimistic" in widget.probe_caveat.text()
     assert widget.probe_caveat.toolTip() == PROBE_CAVEAT
+
+
+def test_training_eta_and_the_cpu_proposal_in_one_line(make_napari_viewer, qtbot):
+    from napari_ssl_radiomics.core.devices import CPU_TRAIN, cuda_present
+    from napari_ssl_radiomics.widgets.train import TrainWidget, eta_text
+
+    assert eta_text(6 * 60 + 10) == "≈ 6 min left" and eta_text(42) == "≈ 40 s left" and eta_text(2) == "≈ 10 s left"
+    widget = TrainWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    cfg = widget.form.value()
+    if cuda_present():  # the GPU keeps the paper's sizes
+        assert cfg.iterations == TrainConfig().iterations and "GPU found" in widget.device_note.text()
+    else:
+        assert (cfg.iterations, cfg.health_cases) == (CPU_TRAIN["iterations"], CPU_TRAIN["health_cases"])
+        assert widget.device_note.text().startswith("No GPU here") and "\n" not in widget.device_note.text()

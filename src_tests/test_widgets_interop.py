@@ -55,8 +55,9 @@ def test_features_table_widget_maps_rows_to_our_labels(make_napari_viewer, qtbot
     assert [str(v) for v in features["ID"].iloc[1:]] == ids
     for col in ("ID", "Label", "Group", "cluster", "selected"):
         assert isinstance(features[col].dtype, pd.CategoricalDtype), col
-    for col in ("Label", "Group", "cluster"):  # integer-coded categories
+    for col in ("Label", "Group", "cluster"):  # integer-coded categories, from 1 (0: the plotter's "unassigned")
         assert all(isinstance(c, (int, np.integer)) for c in features[col].cat.categories), col
+        assert min(features[col].cat.categories) == 1, col
     names = layer.metadata["categories"]["Label"]
     assert [names[int(c)] for c in features["Label"].iloc[1:]] == list(widget.table["Label"])
 
@@ -101,6 +102,7 @@ def test_clusters_plotter_plots_umap_coloured_by_our_cluster(make_napari_viewer,
     colours = np.asarray(artist.color_indices, dtype=float)
     assert len(colours) == n + 1
     assert np.array_equal(colours[1:], widget.table["cluster"].to_numpy(float))
+    assert colours[1:].min() >= 1  # code 0 is the plotter's white "unassigned": no cluster of ours gets it
 
     # a lasso around three cases (their points, and nothing else, are inside it)
     picked = [1, 4, n - 1]
@@ -158,3 +160,25 @@ def test_clusters_plotter_colours_the_selected_masks(make_napari_viewer, qtbot, 
     colour = lambda label: np.asarray(layer.colormap.map(label))  # noqa: E731
     others = [colour(lab) for lab in range(1, len(widget.table) + 1) if lab != 2]
     assert all(not np.allclose(colour(2), c) for c in others)
+
+
+def test_clusters_plotter_opens_the_sample_layer_without_an_error(make_napari_viewer, qtbot, errors, caplog):
+    """The built-in sample's ``tumour mask`` (text ``centre``, ``label``) opens in the plotter cleanly."""
+    from napari_clusters_plotter import PlotterWidget
+
+    viewer = make_napari_viewer()
+    caplog.set_level(logging.ERROR)
+    viewer.open_sample("napari-ssl-radiomics", "synthetic_tumour")
+    layer = viewer.layers["tumour mask"]
+    plotter = PlotterWidget(viewer)
+    viewer.window.add_dock_widget(plotter, area="right")
+    viewer.layers.selection.active = layer
+    qtbot.wait(100)
+    axes = {plotter._selectors["x"].itemText(i) for i in range(plotter._selectors["x"].count())}
+    assert {"volume_mm3", "mean_intensity"} <= axes and "centre" not in axes
+    assert {"label", "centre"} <= set(plotter.categorical_columns)
+    plotter.x_axis, plotter.y_axis, plotter.hue_axis = "volume_mm3", "mean_intensity", "centre"
+    qtbot.wait(50)  # colouring by the centre works too (a text category fails in biaplotter)
+    assert len(plotter.plotting_widget.active_artist.data) == 2  # background and tumour
+    assert not errors.messages, errors.messages
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records

@@ -30,9 +30,35 @@ def test_all_five_docks_fit_a_1366x768_screen(make_napari_viewer, qtbot):
     # the window neither grew nor needs to: every dock side by side still fits
     assert window.width() <= SCREEN[0] and window.height() <= SCREEN[1], (window.width(), window.height())
     assert window.minimumSizeHint().height() <= SCREEN[1]
+    # opened from the Plugins menu they share one tab group, not a stack of 84-226 px slivers
+    first = docks[0][0]
+    assert {id(d) for d in window.tabifiedDockWidgets(first)} == {id(d) for d, _ in docks[1:]}
     for (dock, widget), name in zip(docks, NAMES):
+        dock.raise_()
+        qtbot.wait(50)
         assert dock.isVisible(), name
-        assert dock.height() > 0 and widget.minimumSizeHint().height() <= SCREEN[1] // len(NAMES), name
+        assert dock.height() > SCREEN[1] // 2, (name, dock.height())
+        assert widget.minimumSizeHint().height() <= SCREEN[1] // len(NAMES), name
         # the controls are all there, in a scroll area taller than the dock when needed
         assert widget.content.sizeHint().height() > 0
         assert widget.scroll.widget() is widget.content
+
+
+def test_training_start_status_and_plot_above_the_fold(make_napari_viewer, qtbot):
+    """At 768 px the Training dock shows Start, its status and its plot without scrolling;
+    the advanced settings start collapsed."""
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(*SCREEN)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-ssl-radiomics", NAMES[2])
+    qtbot.wait(200)
+    QApplication.processEvents()
+    assert widget.form.advanced_box is not None and not widget.form.advanced_box.isExpanded()
+    assert "health_cases" in widget.form.controls  # still set from the form, only folded away
+    view = widget.scroll.viewport().height()
+    assert widget.scroll.verticalScrollBar().value() == 0
+    for part in (widget.start_button, widget.status, widget.plot):
+        top = part.mapTo(widget.content, part.rect().topLeft()).y()
+        assert top < view, (type(part).__name__, top, view)
+    bottom = widget.start_button.mapTo(widget.content, widget.start_button.rect().bottomLeft()).y()
+    assert bottom <= view and widget.plot.mapTo(widget.content, widget.plot.rect().center()).y() <= view

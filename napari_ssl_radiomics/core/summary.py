@@ -70,7 +70,7 @@ def summary_markdown(result: EvalResult) -> str:
     ]
     agg = aggregate(result.results)
     lines += _table(title, main, agg, names, fractions)
-    if recalls:
+    if recalls and result.positive != result.minor:  # else the same figures as sensitivity / specificity
         lines += _table(recall_title, recalls, agg, names, fractions)
     lines += _table(
         "AUC" + (" (macro one-vs-rest)" if not result.binary else "") + f", {fold_mean}",
@@ -106,7 +106,9 @@ def _table(
         if key not in agg.index:
             return "–"
         m, s = agg.loc[key, "mean"], agg.loc[key, "sd"]
-        return f"{m:.3f} ± {0.0 if np.isnan(s) else s:.3f}"
+        n = agg.loc[key, "n"] if "n" in agg.columns else 2
+        # one value (a pooled row of one repeat) has no spread: "± 0.000" would claim one
+        return f"{m:.3f}" if np.isnan(s) or n < 2 else f"{m:.3f} ± {s:.3f}"
 
     head = "| Feature set | " + " | ".join(f"{f:.0%} labels" for f in fractions) + " |"
     lines = [f"### {heading}", "", head, "|" + "---|" * (len(fractions) + 1)]

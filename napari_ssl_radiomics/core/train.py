@@ -130,7 +130,7 @@ HISTORY_COLUMNS = [f.name for f in fields(HistoryRow)]
 
 
 #: what a :class:`TrainEvent` reports
-TrainKind = Literal["step", "health", "checkpoint", "warning", "done", "stopped"]
+TrainKind = Literal["step", "health", "checkpoint", "warning", "done", "stopped", "progress"]
 
 
 @dataclass
@@ -141,8 +141,8 @@ class TrainEvent:
     comes first, as ``iteration`` 0; a resumed run first yields its earlier checks again, once
     each and in order, for a consumer that starts fresh: one that already holds them, e.g.
     from the health table, keys them by iteration), "checkpoint" (after a checkpoint was written),
-    "warning" (``message`` says what, in plain words; ``level`` is "warning"), "done" or
-    "stopped". ``row`` is the step's :class:`HistoryRow` (the last step's for the other kinds;
+    "warning" (``message`` says what, in plain words; ``level`` is "warning"), "done",
+    "stopped" or "progress" (during a health check: ``message`` says "k of n" cases embedded). ``row`` is the step's :class:`HistoryRow` (the last step's for the other kinds;
     None before the first step). ``health`` holds the figures of a "health" event
     (:meth:`health.Health.figures`: ``effective_rank``, ``top_pc_share``, ``norm_std``, and
     with labels ``probe_auc``, ``probe_balanced_accuracy``); empty for the other kinds.
@@ -331,13 +331,22 @@ class _Run:
 
     # -- health --
 
-    def check_health(self) -> Any:
-        """Embed the probe set in eval mode and measure it (:func:`health.measure`); None when off."""
+    def check_health(self, stop: Callable[[], bool] | None = None) -> Generator[tuple[int, int], None, Health | None]:
+        """Embed the probe set in eval mode and measure it (:func:`health.measure`).
+
+        Yields (cases embedded, probe cases) after each batch of ``embed_batch_size``, so a
+        consumer can show ``k of n``; returns None when off, or when ``stop`` returned True
+        between two batches (on a CPU a whole check takes minutes at 96³: a Stop must not
+        wait for it).
+        """
         if self.probe is None:
             return None
-        feats = []
-        for start in range(0, len(self.probe), self.cfg.embed_batch_size):
-            feats.append(self.features(self.probe[start : start + self.cfg.embed_batch_size], exported=True))
+        feats, n, size = [], len(self.probe), self.cfg.embed_batch_size
+        for start in range(0, n, size):
+            if stop is not None and stop():
+                return None
+            feats.append(self.features(self.probe[start : start + size], exported=True))
+            yield min(start + size, n), n
         return measure(np.concatenate(feats), self.probe_labels, self.iteration, self.cfg.seed)
 
     # -- checkpoints --
@@ -737,9 +746,9 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
         for check in run.health.checks:
             yield _health_event(run, check, total)
         if not run.health.checks:
-            yield from _check(run, total)
+            yield from _check(run, total, stop)
         elif run.iteration % cfg.checkpoint_every == 0 and run.health.checks[-1]["iteration"] != run.iteration:
-            yield from _check(run, total)  # stopped between the step and its check: do it now
+            yield from _check(run, total, stop)  # stopped between the step and its check: do it now
         while run.iteration < total:
             if run.dist.any(stop is not None and stop()):  # every process stops at the same step
                 run.save()
@@ -766,7 +775,7 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
             for text in run.collapse.update(row.collapse):
                 yield _event("warning", row, total, text)
             if run.iteration % cfg.checkpoint_every == 0 or run.iteration == total:
-                yield from _check(run, total)
+                yield from _check(run, total, stop)
                 run.save()
                 yield _event("checkpoint", row, total, f"checkpoint saved to {run.checkpoint_path()}")
     except GeneratorExit:
@@ -788,15 +797,25 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
     return result(False)
 
 
-def _check(run: _Run, total: int) -> Generator[TrainEvent, None, None]:
-    """One health check: a "health" event, then any warning the monitor gives."""
-    measured = run.check_health()
+def _check(run: _Run, total: int, stop: Callable[[], bool] | None = None) -> Generator[TrainEvent, None, None]:
+    """One health check: "progress" events (k of n cases embedded), a "health" event, then any
+    warning the monitor gives. A stop between two batches abandons the check (nothing recorded)."""
+    row = run.history[-1] if run.history else None
+    checking = run.check_health(stop)
+    while True:
+        try:
+            done, n = next(checking)
+        except StopIteration as end:
+            measured = end.value
+            break
+        what = "untrained encoder" if run.iteration == 0 else f"step {run.iteration}"
+        yield _event("progress", row, total, f"health check ({what}): {done} of {n} cases", iteration=run.iteration)
     if measured is None:
         return
     warnings = run.health.update(measured)
     yield _health_event(run, asdict(measured), total)
     for text in warnings:
-        yield _event("warning", run.history[-1] if run.history else None, total, text, iteration=run.iteration)
+        yield _event("warning", row, total, text, iteration=run.iteration)
 
 
 def _health_event(run: _Run, check: dict[str, Any], total: int) -> TrainEvent:

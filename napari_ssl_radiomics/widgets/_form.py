@@ -33,6 +33,7 @@ from typing import Any
 from magicgui.widgets import Container, FloatSpinBox, LineEdit, TupleEdit, Widget, create_widget
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QAbstractSpinBox, QCompleter, QVBoxLayout, QWidget
+from superqt import QCollapsible
 
 from ..config import RECIPES, TrainConfig, apply_presets, describe_range, public_fields, validate
 
@@ -146,6 +147,8 @@ class ConfigForm(QWidget):
     only : field names to show (default: all); hidden fields keep ``cfg``'s values
     labels : display labels by field name (default: the field name with spaces)
     suggestions : for free-text fields, values offered as completions
+    advanced : field names shown in a collapsed "Advanced settings" section (``advanced_box``),
+        so that a dock's main controls, its Start button and its plot fit a 768 px screen
 
     Attributes
     ----------
@@ -161,6 +164,7 @@ class ConfigForm(QWidget):
         only: Iterable[str] | None = None,
         labels: dict[str, str] | None = None,
         suggestions: dict[str, tuple] | None = None,
+        advanced: Iterable[str] = (),
     ) -> None:
         super().__init__()
         cfg = apply_presets(cfg)  # show the recipe's values, not the defaults it replaces
@@ -177,14 +181,22 @@ class ConfigForm(QWidget):
             rng = describe_range(f)
             widget.tooltip = f.metadata.get("help", "") + (f" ({rng})" if rng else "")
             self.controls[name] = widget
-        self.container = Container(widgets=list(self.controls.values()), labels=True)
-        self.container.margins = (0, 0, 0, 0)
-        self.container.changed.connect(lambda *_: self.changed.emit())
+        hidden = [n for n in names if n in set(advanced)]
+        self.container = Container(widgets=[w for n, w in self.controls.items() if n not in hidden], labels=True)
+        self.advanced = Container(widgets=[self.controls[n] for n in hidden], labels=True)
+        self.advanced_box: QCollapsible | None = None
+        for box in (self.container, self.advanced):
+            box.margins = (0, 0, 0, 0)
+            box.changed.connect(lambda *_: self.changed.emit())
         if isinstance(cfg, TrainConfig) and "recipe" in self.controls:
             self.controls["recipe"].changed.connect(self._show_recipe)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.container.native)
+        if hidden:
+            self.advanced_box = QCollapsible(f"Advanced settings ({len(hidden)})")
+            self.advanced_box.addWidget(self.advanced.native)
+            layout.addWidget(self.advanced_box)
 
     def _show_recipe(self, recipe: str) -> None:
         """Write the chosen recipe's preset into its controls (what the form shows is what runs)."""

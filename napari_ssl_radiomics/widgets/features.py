@@ -20,6 +20,7 @@ import pandas as pd
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QTextOption
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -153,6 +154,10 @@ class FeaturesWidget(Dock):
         # the summary shows whole (it grows with its text); the dock scrolls, not the box
         self.summary = QTextBrowser()
         self.summary.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # break lines between words only ("specificit y" in a narrow dock); a wide table scrolls sideways
+        option = self.summary.document().defaultTextOption()
+        option.setWrapMode(QTextOption.WrapMode.WordWrap)
+        self.summary.document().setDefaultTextOption(option)
         self.summary.setVisible(False)
         self.note = QLabel(f"{TABLE_NOTE} {ROC_NOTE}")
         self.note.setWordWrap(True)
@@ -330,8 +335,10 @@ class FeaturesWidget(Dock):
     def _fit_summary(self) -> None:
         """Make the summary box as tall as its text, so that it reads without scrolling."""
         doc = self.summary.document()
-        doc.setTextWidth(max(200, self.summary.viewport().width()))
-        self.summary.setFixedHeight(int(doc.size().height()) + 2 * self.summary.frameWidth() + 8)
+        width = max(200, self.summary.viewport().width())
+        doc.setTextWidth(width)
+        bar = self.summary.horizontalScrollBar().sizeHint().height() if doc.size().width() > width else 0
+        self.summary.setFixedHeight(int(doc.size().height()) + 2 * self.summary.frameWidth() + 8 + bar)
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt naming)
         super().resizeEvent(event)

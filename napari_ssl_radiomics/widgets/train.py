@@ -29,7 +29,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton
 
 from ..config import TrainConfig
-from ..core.health import PROBE_CAVEAT
+from ..core.devices import CPU_CROP, CPU_TRAIN, cpu_proposal, cuda_present
+from ..core.health import PROBE_CAVEAT, verdict
 from ..core.runs import CHECKPOINT, CONFIG_JSON, HEALTH_CSV, HISTORY_CSV, RUNS_DIR, RunFolder
 from . import _workers
 from ._dock import Dock
@@ -43,9 +44,44 @@ REDRAW_SHARE = 0.2
 RANK_COLOUR, AUC_COLOUR = "tab:green", "tab:purple"
 #: the caveat line under the health figures (its tool tip: the whole :data:`PROBE_CAVEAT`)
 PROBE_CAVEAT_SHORT = (
-    "The probe AUC uses every label, test folds included: tuning the learning rate or iterations on it makes the "
-    "cross-validated results optimistic."
+    "The verdict uses no labels. The probe AUC uses every label, test folds included: it monitors the run; "
+    "tuning the learning rate or iterations on it makes the cross-validated results optimistic."
 )
+
+
+#: the settings in the collapsed "Advanced settings" section: Start, the status and the plot
+#: stay on screen at 768 px
+ADVANCED = (
+    "pool",
+    "warmup_epochs",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "lr_warmup",
+    "out_bn",
+    "pred_hidden",
+    "fix_pred_lr",
+    "export",
+    "health_cases",
+    "precision",
+    "seed",
+    "checkpoint_every",
+    "embed_batch_size",
+    "memory_gb",
+)
+CPU_NOTE = (
+    f"No GPU here: proposed a CPU run of minutes ({CPU_TRAIN['iterations']} steps, {CPU_TRAIN['health_cases']} "
+    f"health cases; crop {CPU_CROP}³ in Cohort › Prepare). The paper's sizes (2000 steps, 96³) need a GPU."
+)
+GPU_NOTE = "GPU found: the paper's sizes (2000 steps, 96³ crops, 256 health cases)."
+
+
+def eta_text(seconds: float) -> str:
+    """'≈ 6 min left' (minutes from 2 min on, else seconds rounded to 10)."""
+    if seconds >= 90:
+        return f"≈ {round(seconds / 60)} min left"
+    return f"≈ {max(10, round(seconds / 10) * 10)} s left"
 
 
 def torch_threads() -> int:
@@ -92,7 +128,11 @@ class LossPlot(ThemedFigure):
             self.ax_collapse.set_ylabel("collapse (std)", fontsize=8)
             self.ax_health.set_ylabel("effective rank", fontsize=8, color=RANK_COLOUR)
             self.ax_auc.set_ylabel("probe AUC", fontsize=8, color=AUC_COLOUR)
-            self.ax_health.set_xlabel("iteration (dashed: the untrained encoder)", fontsize=8)
+            self.ax_health.set_xlabel("iteration", fontsize=8)
+            # inside the health panel: the collapse panel's dashed line means something else
+            self.ax_health.text(
+                0.02, 0.06, "dashed: untrained encoder", transform=self.ax_health.transAxes, fontsize=7, alpha=0.8
+            )
             for ax in (self.ax_loss, self.ax_collapse, self.ax_health, self.ax_auc):
                 ax.tick_params(labelsize=7)
 
@@ -102,12 +142,19 @@ class LossPlot(ThemedFigure):
         self._build()
         self.redraw()
 
-    def clear(self) -> None:
+    def clear(self, total: int = 1) -> None:
+        """Empty the curves and reset the axes (a new run must not keep the last run's scales)."""
         self.iterations: list[int] = []
         self.loss: list[float] = []
         self.collapse: list[float] = []
         self.health: list[tuple[int, dict[str, float]]] = []
         self.draws = 0
+        # relim() of empty lines keeps the old limits: set neutral ones, then let the data rescale them
+        for ax in (self.ax_loss, self.ax_collapse, self.ax_health, self.ax_auc):
+            ax.set_ylim(0, 1)
+        self.ax_health.set_xlim(0, max(1, total))
+        for ax in (self.ax_loss, self.ax_collapse, self.ax_health, self.ax_auc):
+            ax.set_autoscale_on(True)
         self.redraw()
 
     def add(self, iteration: int, loss: float, collapse: float) -> None:
@@ -149,19 +196,21 @@ class LossPlot(ThemedFigure):
 
 
 def describe_health(figures: dict[str, float], first: dict[str, float] | None) -> str:
-    """One line of health figures, with the untrained encoder's in brackets."""
+    """The verdict in words (label-free figures only, which its reason quotes), then the probe AUC
+    as a monitoring figure; for the untrained encoder itself, its figures."""
+    word, why = verdict(figures, first)
+    head = f"<b>{word}</b>: {why}." if word else f"{why[0].upper()}{why[1:]}:"
+    shown = [("probe_auc", "probe AUC (monitoring only)", "{:.2f}")]
+    if not word:
+        shown = [("effective_rank", "effective rank", "{:.1f}"), ("top_pc_share", "top-PC share", "{:.2f}"), *shown]
     parts = []
-    for key, name, fmt in (
-        ("effective_rank", "effective rank", "{:.1f}"),
-        ("top_pc_share", "top-PC share", "{:.2f}"),
-        ("probe_auc", "probe AUC", "{:.2f}"),
-    ):
+    for key, name, fmt in shown:
         if key in figures:
             text = f"{name} {fmt.format(figures[key])}"
             if first and key in first and first is not figures:
                 text += f" (untrained {fmt.format(first[key])})"
             parts.append(text)
-    return ", ".join(parts)
+    return f"{head} {', '.join(parts)}".strip()
 
 
 class TrainWidget(Dock):
@@ -173,12 +222,15 @@ class TrainWidget(Dock):
         self._bar: Any = None
         self._dirty = False
         self._outcome = ""  # the final status, once known (later events never overwrite it)
+        self._eta_from: tuple[float, int] | None = None  # (time, iteration) of the run's first step seen
         self.events: list[Any] = []  # the events of the current run, in order
         self.draw_seconds: list[float] = []  # how long each redraw of the live plot took
         self.result: Any = None
 
+        cpu = not cuda_present()
         self.form = ConfigForm(
-            TrainConfig(),
+            cpu_proposal(TrainConfig()) if cpu else TrainConfig(),
+            advanced=ADVANCED,
             labels={
                 "clusters": "k (clusters)",
                 "pool": "pool size",
@@ -187,6 +239,9 @@ class TrainWidget(Dock):
             },
             suggestions={"device": ("auto", "cuda", "cpu")},
         )
+        # one line saying what the machine gets: a run of minutes on a CPU, the paper's sizes on a GPU
+        self.device_note = QLabel(CPU_NOTE if cpu else GPU_NOTE)
+        self.device_note.setWordWrap(True)
         self.out = QLineEdit()
         self.out.setPlaceholderText("run folder (default: WORK/runs/MODE)")
         self.out.setToolTip(f"folder of the run: {CHECKPOINT}, {HISTORY_CSV}, {HEALTH_CSV}, {CONFIG_JSON}")
@@ -211,6 +266,7 @@ class TrainWidget(Dock):
         self._timer.setInterval(int(REDRAW_S * 1000))
         self._timer.timeout.connect(self._redraw)
 
+        self.body.addWidget(self.device_note)
         self.body.addWidget(self.form)
         row = QHBoxLayout()
         row.addWidget(QLabel("output folder"))
@@ -270,8 +326,9 @@ class TrainWidget(Dock):
         self.events = []
         self.result = None
         self._outcome = ""
+        self._eta_from = None
         self.health_info.setText("")
-        self.plot.clear()
+        self.plot.clear(cfg.iterations)
         if resume:
             self._load_curves(out)
         self._bar = progress(total=cfg.iterations, desc=f"Training ({cfg.mode})")
@@ -331,9 +388,11 @@ class TrainWidget(Dock):
                 self._bar.update(max(0, ev.iteration - self._bar.n))
             sizes = f", clusters {row.cluster_sizes}" if row.cluster_sizes else ""
             self._say(
-                f"iteration {ev.index} of {ev.total} ({row.phase}): loss {row.loss:.4f}, "
-                f"collapse {row.collapse:.4f}, {row.samples_per_s:.1f} samples/s{sizes}"
+                f"iteration {ev.index} of {ev.total} ({row.phase}){self._eta(ev.iteration, ev.total)}: "
+                f"loss {row.loss:.4f}, collapse {row.collapse:.4f}, {row.samples_per_s:.1f} samples/s{sizes}"
             )
+        elif kind == "progress":
+            self._say(ev.message)
         elif kind == "health":
             figures = dict(ev.health)
             if figures:
@@ -346,11 +405,23 @@ class TrainWidget(Dock):
         elif kind == "checkpoint":
             self._say(f"checkpoint at iteration {ev.iteration} of {ev.total}")
         elif kind == "stopped":
-            self._say(f"stopping at iteration {ev.iteration} of {ev.total}: saving …")
+            self._say(f"stopping at iteration {ev.iteration} of {ev.total}: saving …", stopping=True)
 
-    def _say(self, text: str) -> None:
-        """Show a progress line, unless the run's outcome is already known."""
-        if not self._outcome:
+    def _eta(self, iteration: int, total: int) -> str:
+        """', ≈ 6 min left' from the wall-clock pace since the first step seen (checks included)."""
+        now = time.perf_counter()
+        if self._eta_from is None:
+            self._eta_from = (now, iteration)
+            return ""
+        began, first = self._eta_from
+        if iteration <= first or iteration >= total:
+            return ""
+        return ", " + eta_text((now - began) / (iteration - first) * (total - iteration))
+
+    def _say(self, text: str, stopping: bool = False) -> None:
+        """Show a progress line, unless the run's outcome is known or a Stop was asked for (the
+        steps already queued must not overwrite "Stopping …")."""
+        if not self._outcome and (stopping or not self._stop.is_set()):
             self.status.setText(text)
 
     def _redraw(self) -> None:
