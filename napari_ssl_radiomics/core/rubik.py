@@ -36,8 +36,8 @@ et al. give the task, not every size):
 - Augmentation: the crop gets one view of the run's 3D augmentation before it is cut, the
   same data diversity as 3DSiam's views (Zhuang et al. use none besides the task).
 - Head: the 8 cubes' dense8 outputs (256 each) are concatenated in slot order and passed
-  to Linear(2048, 512) → BN → ReLU, then to a K-way permutation layer and a 16-way rotation
-  layer. Loss per case: ``CE(permutation) + mean BCE(16 rotation flags)``, weights 1 and 1.
+  to Linear(2048, 512) → ReLU (no batch norm: over the B cases of a batch, 6 in the paper,
+  its statistics are noise), then to a K-way permutation layer and a 16-way rotation layer. Loss per case: ``CE(permutation) + mean BCE(16 rotation flags)``, weights 1 and 1.
   Both terms are per case, so RE's weights and SE's selection (k-means on the encoder's
   un-augmented features, as for 3DSiam) apply unchanged.
 - Every random draw (permutation class, flags, offsets) comes from the run's checkpointed
@@ -198,11 +198,8 @@ class RubikNet(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = Encoder(in_channels, dim, out_bn=out_bn, export=export)
-        self.classifier = nn.Sequential(
-            nn.Linear(CUBES * dim, hidden, bias=False),
-            nn.BatchNorm1d(hidden),
-            nn.ReLU(inplace=True),
-        )
+        # no batch norm here: its statistics would come from B cases only (the paper's batch 6)
+        self.classifier = nn.Sequential(nn.Linear(CUBES * dim, hidden), nn.ReLU(inplace=True))
         self.permutation = nn.Linear(hidden, permutations)
         self.rotation = nn.Linear(hidden, CUBES * DIRECTIONS)
 
