@@ -170,3 +170,25 @@ def test_a_run_recorded_before_the_method_setting_resumes_as_3dsiam():
     saved = {k: v for k, v in given.items() if k not in ("method", "rubik_permutations", "rubik_gap")}
     assert _config_mismatch(saved, given, "train") is None
     assert "train.method" in _config_mismatch(saved, {**given, "method": "rubik"}, "train")
+
+
+def test_the_pipeline_refuses_a_second_place_for_the_method(tmp_path):
+    from napari_ssl_radiomics.core.pipeline import run_all
+
+    cfg = C.PipelineConfig(out=str(tmp_path / "out"), train=C.TrainConfig(method="rubik"))
+    with pytest.raises(ValueError, match="add 'rubik' to modes"):
+        run_all(cfg)
+
+
+def test_the_training_dock_form_offers_the_method(qtbot):
+    pytest.importorskip("magicgui")
+    from magicgui.widgets import ComboBox
+
+    from napari_ssl_radiomics.widgets._form import ConfigForm
+
+    form = ConfigForm(C.TrainConfig())
+    qtbot.addWidget(form)
+    box = form.controls["method"]
+    assert isinstance(box, ComboBox) and set(box.choices) == {"siam", "rubik"}
+    box.value = "rubik"
+    assert form.value().method == "rubik"
