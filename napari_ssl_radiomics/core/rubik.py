@@ -22,10 +22,11 @@ et al. give the task, not every size):
   27³ (trilinear) before the encoder: it sees each half of the crop magnified about twice,
   the whole crop at export. At 96³ crops (the paper's size) no resizing is needed.
 - Permutations: K = ``rubik_permutations`` (100, as in the paper) of the 8 cubes chosen
-  greedily for maximal Hamming distance (Noroozi & Favaro's algorithm, which Zhuang et al.
-  use): start from the identity, then repeatedly add the permutation whose minimum
-  distance to the chosen ones is largest (the first in lexicographic order on ties), so the
-  set is deterministic and needs no seed. Output slot ``j`` holds cube ``P[j]``.
+  greedily for maximal Hamming distance, the selection of Noroozi & Favaro's jigsaw that
+  Zhuang et al. follow. The criterion is the minimum distance to the chosen set (max–min,
+  so the set's minimum distance is guaranteed: 6 of 8 for K = 100, 8 for K <= 8); the
+  start is the identity and ties go to the first permutation in lexicographic order, so
+  the set is deterministic and needs no seed. Output slot ``j`` holds cube ``P[j]``.
 - Rotations: Zhuang et al. allow each cube a 180° rotation in the horizontal or the
   vertical direction, one GT vector of 16 (8 cubes × 2 directions) with at most one 1 per
   cube, predicted by 16 sigmoids. Here "horizontal" is 180° about the depth axis (the
