@@ -135,6 +135,19 @@ def test_a_few_rubik_steps_learn_a_solvable_puzzle(tmp_path, torch_threads):
     assert after < before - 0.3, (before, after)
 
 
+def test_a_resumed_rubik_run_equals_an_uninterrupted_one(tmp_path):
+    cache = make_cache(tmp_path / "cache", cases=4, size=28)
+    cfg = C.TrainConfig(method="rubik", mode="none", iterations=3, batch_size=2, health_cases=0, device="cpu")
+    whole = run_to_end(train(cache, tmp_path / "whole", cfg, C.AugmentConfig())).history["loss"]
+    gen = train(cache, tmp_path / "parts", cfg, C.AugmentConfig())
+    assert next(gen).kind == "step"  # no probe set (health_cases 0): the first event is step 1
+    gen.close()  # closing between steps writes a checkpoint
+    assert torch.load(tmp_path / "parts" / CHECKPOINT, weights_only=False)["iteration"] == 1
+    parts = run_to_end(train(cache, tmp_path / "parts", cfg, C.AugmentConfig(), resume=True)).history["loss"]
+    # the puzzle's draws (offsets, classes, turns) come from the checkpointed generator
+    assert parts.tolist() == whole.tolist()
+
+
 def test_cli_trains_rubik_and_embed_exports_256_features(tmp_path, capsys):
     cache = make_cache(tmp_path / "cache", cases=4, size=28)
     run = tmp_path / "run"
