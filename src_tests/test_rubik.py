@@ -205,3 +205,20 @@ def test_the_training_dock_form_offers_the_method(qtbot):
     assert isinstance(box, ComboBox) and set(box.choices) == {"siam", "rubik"}
     box.value = "rubik"
     assert form.value().method == "rubik"
+
+
+def test_the_pipeline_adds_the_rubik_row_to_table_2(tmp_path):
+    from napari_ssl_radiomics.core.pipeline import run_all
+
+    cfg = C.PipelineConfig(out=str(tmp_path / "out"), modes=("rubik",), supervised=False)
+    cfg.sample = C.SampleConfig(cases=12, size=30, seed=3)
+    cfg.prepare = C.PrepareConfig(size=28)
+    cfg.train = C.TrainConfig(iterations=1, batch_size=2, health_cases=0, device="cpu")
+    cfg.radiomics = C.RadiomicsConfig(jobs=1)
+    cfg.evaluate = C.EvaluateConfig(folds=2, label_fractions=(1.0,), group="")
+    result = run_all(cfg)
+    run = tmp_path / "out" / "runs" / "rubik"
+    assert torch.load(run / CHECKPOINT, weights_only=False)["train"]["mode"] == "none"
+    assert RunFolder(run).display_name == "Rubik's cube"
+    sets = set(result.results["feature_set"])
+    assert {"Rubik's cube", "Trad.+Rubik's cube"} <= sets
