@@ -104,7 +104,7 @@ def puzzle_loss(model: torch.nn.Module, x: torch.Tensor, perms: torch.Tensor) ->
     cubes, labels, rotations = rubik.make_puzzle(x, perms, 0.125, torch.Generator().manual_seed(123))
     model.train()
     with torch.no_grad():
-        return float(rubik.rubik_loss(*model(cubes)[:2], labels, rotations).mean())
+        return float(rubik.rubik_loss(*model(cubes.flatten(0, 1))[:2], labels, rotations).mean())
 
 
 @pytest.mark.learning

@@ -183,9 +183,10 @@ def make_puzzle(x: Tensor, perm_set: Tensor, gap: float, generator: torch.Genera
 class RubikNet(nn.Module):
     """The shared encoder (8 siamese branches: one batched pass) and the puzzle's classifier.
 
-    ``forward(cubes)`` takes ``(B, 8, C, e, e, e)`` and returns ``(perm_logits (B, K),
-    rotation_logits (B, 16), z (8B, dim))``; ``z`` is the cubes' dense8. Only
-    :attr:`encoder` is exported.
+    ``forward(cubes)`` takes the puzzles' cubes flattened case by case, ``(8B, C, e, e, e)``
+    (flat, so that the training run can lay them out as channels_last_3d), and returns
+    ``(perm_logits (B, K), rotation_logits (B, 16), z (8B, dim))``; ``z`` is the cubes'
+    dense8. Only :attr:`encoder` is exported.
     """
 
     def __init__(
@@ -205,9 +206,10 @@ class RubikNet(nn.Module):
         self.rotation = nn.Linear(hidden, CUBES * DIRECTIONS)
 
     def forward(self, cubes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        b = cubes.shape[0]
-        z = self.encoder(cubes.flatten(0, 1))
-        h = self.classifier(z.reshape(b, -1))
+        if cubes.shape[0] % CUBES:
+            raise ValueError(f"RubikNet takes {CUBES} cubes per case, flattened; got {cubes.shape[0]} cubes")
+        z = self.encoder(cubes)
+        h = self.classifier(z.reshape(cubes.shape[0] // CUBES, -1))
         return self.permutation(h), self.rotation(h), z
 
 

@@ -498,9 +498,9 @@ class _Run:
         """The Rubik's-cube per-case losses (B,) on one augmented view of ``x``, and the cubes' z."""
         view = augment_batch(x, self.aug, self.aug_gen)
         cubes, labels, rotations = make_puzzle(view, self.perm_set, self.cfg.rubik_gap, self.aug_gen)
-        cubes = self.crops.layout(cubes.flatten(0, 1)).unflatten(0, cubes.shape[:2])
+        flat = self.crops.layout(cubes.flatten(0, 1))  # 8 cubes per case, one batched pass (siamese)
         with self.crops.autocast():
-            perm_logits, rot_logits, z = self.net(cubes)
+            perm_logits, rot_logits, z = self.net(flat)
         return rubik_loss(perm_logits, rot_logits, labels, rotations), z
 
     def step(self) -> HistoryRow:
