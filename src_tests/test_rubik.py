@@ -222,3 +222,10 @@ def test_the_pipeline_adds_the_rubik_row_to_table_2(tmp_path):
     assert RunFolder(run).display_name == "Rubik's cube"
     sets = set(result.results["feature_set"])
     assert {"Rubik's cube", "Trad.+Rubik's cube"} <= sets
+
+
+def test_rubik_trains_in_channels_last_3d(tmp_path):
+    cache = make_cache(tmp_path / "cache", cases=4, size=28)
+    cfg = C.TrainConfig(method="rubik", mode="none", iterations=1, batch_size=2, health_cases=0, device="cpu")
+    result = run_to_end(train(cache, tmp_path / "run", cfg, OFF, channels_last=True))
+    assert np.isfinite(result.history["loss"]).all()
