@@ -210,7 +210,7 @@ def test_the_training_dock_form_offers_the_method(qtbot):
 def test_the_pipeline_adds_the_rubik_row_to_table_2(tmp_path):
     from napari_ssl_radiomics.core.pipeline import run_all
 
-    cfg = C.PipelineConfig(out=str(tmp_path / "out"), modes=("rubik",), supervised=False)
+    cfg = C.PipelineConfig(out=str(tmp_path / "out"), modes=("none", "rubik"), supervised=False)
     cfg.sample = C.SampleConfig(cases=12, size=30, seed=3)
     cfg.prepare = C.PrepareConfig(size=28)
     cfg.train = C.TrainConfig(iterations=1, batch_size=2, health_cases=0, device="cpu")
@@ -222,6 +222,30 @@ def test_the_pipeline_adds_the_rubik_row_to_table_2(tmp_path):
     assert RunFolder(run).display_name == "Rubik's cube"
     sets = set(result.results["feature_set"])
     assert {"Rubik's cube", "Trad.+Rubik's cube"} <= sets
+    comparisons = pd.read_csv(tmp_path / "out" / "evaluation" / "comparisons.csv")
+    pairs = set(zip(comparisons["feature_set"], comparisons["reference"]))
+    assert {("3DSiam", "Rubik's cube"), ("Trad.+3DSiam", "Trad.+Rubik's cube")} <= pairs
+
+
+def test_3dsiam_is_compared_with_the_rubik_baseline_in_its_own_table():
+    from napari_ssl_radiomics.core.compare import BASELINE, comparison_markdown, default_pairs
+    from napari_ssl_radiomics.core.runs import MODE_NAMES
+
+    assert MODE_NAMES["rubik"] == BASELINE  # the pipeline names the row as the comparison expects it
+    names = ["Trad.", "3DSiam", "3DSiam+SE", "Rubik's cube", "Trad.+3DSiam", "Trad.+3DSiam+SE", "Trad.+Rubik's cube"]
+    pairs = default_pairs(names)
+    assert ("3DSiam+SE", "Rubik's cube") in pairs and ("Trad.+3DSiam+SE", "Trad.+Rubik's cube") in pairs
+    assert ("Rubik's cube", "Rubik's cube") not in pairs and ("Trad.+3DSiam", "Rubik's cube") not in pairs
+    row = {"label_fraction": 1.0, "metric": "auc", "mean_feature_set": 0.7, "mean_reference": 0.6}
+    comp = pd.DataFrame(
+        [
+            {**row, "feature_set": "3DSiam", "reference": "Rubik's cube", "difference": 0.1, "ci_low": 0.0},
+            {**row, "feature_set": "3DSiam+SE", "reference": "3DSiam", "difference": 0.0, "ci_low": -0.1},
+        ]
+    ).assign(ci_high=0.2, p_value=0.04, n_folds=5, note="")
+    text = comparison_markdown(comp.assign(metric=["auc", "minor_recall"]))
+    baseline_table = text.split("Rubik's-cube baseline")[1].split("####")[0]
+    assert "| 3DSiam | Rubik's cube |" in baseline_table and "| 3DSiam+SE | 3DSiam |" not in baseline_table
 
 
 def test_rubik_trains_in_channels_last_3d(tmp_path):
