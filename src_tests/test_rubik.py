@@ -225,6 +225,8 @@ def test_the_pipeline_adds_the_rubik_row_to_table_2(tmp_path):
     comparisons = pd.read_csv(tmp_path / "out" / "evaluation" / "comparisons.csv")
     pairs = set(zip(comparisons["feature_set"], comparisons["reference"]))
     assert {("3DSiam", "Rubik's cube"), ("Trad.+3DSiam", "Trad.+Rubik's cube")} <= pairs
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "3DSiam against the Rubik's-cube baseline" in report and "training_curves.png" in report
 
 
 def test_3dsiam_is_compared_with_the_rubik_baseline_in_its_own_table():
