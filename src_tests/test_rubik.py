@@ -7,6 +7,7 @@ steps through the training engine, and the faces (CLI train → embed, YAML, pip
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +256,18 @@ def test_rubik_trains_in_channels_last_3d(tmp_path):
     cfg = C.TrainConfig(method="rubik", mode="none", iterations=1, batch_size=2, health_cases=0, device="cpu")
     result = run_to_end(train(cache, tmp_path / "run", cfg, OFF, channels_last=True))
     assert np.isfinite(result.history["loss"]).all()
+
+
+def test_re_runs_on_the_rubik_loss_and_records_its_weights(tmp_path):
+    cache = make_cache(tmp_path / "cache", cases=6, size=28)
+    cfg = C.TrainConfig(
+        method="rubik", mode="re", clusters=2, warmup_epochs=0, iterations=1, batch_size=6, health_cases=0, device="cpu"
+    )
+    history = run_to_end(train(cache, tmp_path / "run", cfg, OFF)).history
+    assert history["phase"].tolist() == ["re"]
+    weights = json.loads(history["weights"][0])
+    sizes = json.loads(history["cluster_sizes"][0])
+    # RE's N/f_j weights per case (the puzzle's loss is per case): unequal exactly when the clusters are
+    assert len(weights) == 6 and sum(sizes) == 6
+    assert (len(set(weights)) > 1) == (len(set(sizes)) > 1)
+    assert np.isfinite(history["loss"][0])
