@@ -332,7 +332,7 @@ class _Run:
     def model_args(self) -> dict[str, Any]:
         """The model's arguments of this run (kept in the checkpoint for :func:`load_model`).
 
-        A Rubik run's carry ``method``; a 3DSiam run's have none (as before there were two methods).
+        A Rubik run's arguments carry ``method``; a 3DSiam run's have none, as before the setting existed.
         """
         cfg = self.cfg
         if cfg.method == "rubik":
