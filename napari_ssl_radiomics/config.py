@@ -137,6 +137,24 @@ class TrainConfig:
         "imbalance module: none (vanilla 3DSiam), re (re-weighting) or se (selection)",
         choices=("none", "re", "se"),
     )
+    method: str = option(
+        "siam",
+        "pretext task: siam (3DSiam) or rubik (the Rubik's-cube baseline of Table 2, Zhuang et al. 2019: the same "
+        "encoder solves a scrambled 2x2x2 cube; its classifier head is dropped at export); RE/SE (mode) apply to both",
+        choices=("siam", "rubik"),
+    )
+    rubik_permutations: int = option(
+        100,
+        "method=rubik: K permutation classes of the 8 sub-cubes (maximal Hamming distance; the paper: 100)",
+        min=2,
+        max=40320,
+    )
+    rubik_gap: float = option(
+        0.125,
+        "method=rubik: the random gap between sub-cubes, a fraction of half the crop (at least 1 voxel)",
+        min=0,
+        max=0.75,
+    )
     recipe: str = option(
         "default",
         "optimisation preset: 'default' (SGD with warm-up and cosine decay, measured to keep the "
@@ -371,7 +389,12 @@ class PipelineConfig:
 
     cohort: str = option("", "manifest CSV or folder of the cohort (empty: the built-in sample cohort)")
     out: str = option("results", "output folder")
-    modes: tuple[str, ...] = option(("none", "re", "se"), "training modes to compare", choices=("none", "re", "se"))
+    modes: tuple[str, ...] = option(
+        ("none", "re", "se"),
+        "training modes to compare: none, re, se (3DSiam without/with the imbalance module) and rubik (the "
+        "Rubik's-cube baseline, method=rubik with mode none)",
+        choices=("none", "re", "se", "rubik"),
+    )
     supervised: bool = option(True, "also train the supervised baseline (weighted cross-entropy)")
     supervised_iterations: int = option(500, "training steps of the supervised baseline on each training fold", min=1)
     supervised_lr: float = option(

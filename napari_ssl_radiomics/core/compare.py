@@ -30,7 +30,9 @@ that the data cannot support. Fewer than 2 folds with both values give NaN with 
 Which pairs (:func:`default_pairs`): each ``Trad.+X`` against ``Trad.`` (does X add to the
 traditional features?), each ``...+RE`` / ``...+SE`` against the same set without
 the module (does the imbalance module help, above all on the minor-class recall, the
-paper's claim?), and, when the supervised baseline ran, the paper's headline claim:
+paper's claim?), each 3DSiam set (alone or with ``Trad.``) against the Rubik's-cube
+baseline in the same place (Table 2's row 2: does 3DSiam beat another pretext task on
+the same encoder?), and, when the supervised baseline ran, the paper's headline claim:
 ``Trad.+3DSiam+SE`` against ``Supervised``.
 """
 
@@ -66,6 +68,8 @@ METHOD = "Nadeau-Bengio corrected resampled t-test, k-1 df"
 SUPERVISED = "Supervised"
 #: the paper's headline claim: traditional + 3DSiam+SE features against the supervised baseline
 HEADLINE = (TRAD + "+3DSiam+SE", SUPERVISED)
+#: the feature-set name of the Rubik's-cube baseline (``runs.MODE_NAMES["rubik"]``)
+BASELINE = "Rubik's cube"
 #: differences whose range is at most this count as not varying (metrics lie in [0, 1]; two
 #: sets that differ by the same amount on every fold leave rounding noise of about 1e-16)
 NO_SPREAD = 1e-12
@@ -75,8 +79,9 @@ NO_VARIATION = "the folds' differences do not vary"
 def default_pairs(names: list[str]) -> list[tuple[str, str]]:
     """(feature set, reference) pairs among ``names``.
 
-    Trad.+X vs Trad., X+RE/SE vs X, and :data:`HEADLINE` (Trad.+3DSiam+SE vs Supervised)
-    when both sets are among ``names`` (the supervised baseline ran).
+    Trad.+X vs Trad., X+RE/SE vs X, each 3DSiam set vs :data:`BASELINE` (the Rubik's cube,
+    with or without Trad.), and :data:`HEADLINE` (Trad.+3DSiam+SE vs Supervised) when both
+    sets are among ``names`` (the supervised baseline ran).
     """
     pairs = []
     for name in names:
@@ -86,6 +91,10 @@ def default_pairs(names: list[str]) -> list[tuple[str, str]]:
         for module in ("+RE", "+SE"):
             if name.endswith(module) and name[: -len(module)] in names:
                 pairs.append((name, name[: -len(module)]))
+    for name in names:
+        for prefix in ("", TRAD + "+"):
+            if name.startswith(prefix + "3DSiam") and prefix + BASELINE in names:
+                pairs.append((name, prefix + BASELINE))
     if all(name in names for name in HEADLINE):
         pairs.append(HEADLINE)
     return pairs
@@ -231,13 +240,18 @@ def comparison_markdown(comparisons: pd.DataFrame, minor: str = "") -> str:
     recall = "minor_recall" if "minor_recall" in set(comparisons["metric"]) else "minor_accuracy"
     trad = comparisons[comparisons["reference"] == TRAD]
     headline = comparisons[comparisons["reference"] == SUPERVISED]
-    module = comparisons[~comparisons["reference"].isin([TRAD, SUPERVISED])]
+    baselines = [BASELINE, f"{TRAD}+{BASELINE}"]
+    baseline = comparisons[comparisons["reference"].isin(baselines)]
+    module = comparisons[~comparisons["reference"].isin([TRAD, SUPERVISED, *baselines])]
     if not trad.empty:
         shown = [m for m in ("auc", "sensitivity", "specificity", recall) if m in set(trad["metric"])]
         lines += _table("Traditional features plus SSL features, against traditional features alone", trad, shown)
     if not headline.empty:
         shown = [m for m in ("auc", "sensitivity", "specificity", recall) if m in set(headline["metric"])]
         lines += _table(f"The paper's headline claim: {HEADLINE[0]} against the supervised baseline", headline, shown)
+    if not baseline.empty:
+        shown = [m for m in ("auc", recall) if m in set(baseline["metric"])]
+        lines += _table("3DSiam against the Rubik's-cube baseline on the same encoder (Table 2)", baseline, shown)
     if not module.empty:
         label = f"minor-class recall ({minor})" if minor else "minor-class recall"
         lines += _table(f"RE and SE against vanilla 3DSiam, on the {label}", module, [recall])

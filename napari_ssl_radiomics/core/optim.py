@@ -13,14 +13,18 @@ import math
 import torch
 
 from ..config import TrainConfig
-from .model import SimSiam3D
 
 
-def make_optimizer(model: SimSiam3D, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """SGD (momentum) or Adam over the encoder's and the predictor's groups (fused on CUDA)."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """SGD (momentum) or Adam over the encoder's group and the rest's (fused on CUDA).
+
+    The rest is 3DSiam's predictor or the Rubik classifier; only the predictor keeps a fixed
+    rate (``fix_pred_lr``): the classifier is scheduled with the encoder.
+    """
+    rest = [p for name, p in model.named_parameters() if not name.startswith("encoder.")]
     groups = [
         {"params": list(model.encoder.parameters()), "fixed_lr": False},
-        {"params": list(model.predictor.parameters()), "fixed_lr": cfg.fix_pred_lr},
+        {"params": rest, "fixed_lr": cfg.fix_pred_lr and cfg.method == "siam"},
     ]
     fused = device.type == "cuda"
     if cfg.optimizer == "sgd":

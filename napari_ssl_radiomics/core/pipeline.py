@@ -6,6 +6,7 @@ unchanged (so a killed run continues where it stopped)::
     cohort     the user's manifest/folder, or the built-in sample cohort   -> sample/
     prepare    resample, crop, rescale                                      -> cache/
     train:M    3DSiam for each mode M in ``modes`` (resumes a checkpoint)   -> runs/M/
+               (M = rubik: the Rubik's-cube baseline, method rubik, mode none)
     embed:M    256-d representation of every case                           -> features/ssl_M.csv
     radiomics  pyradiomics' traditional features                            -> features/trad.csv
     supervised the same encoder trained with labels, per fold               -> features/supervised_predictions.csv
@@ -134,12 +135,17 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, P
     paths: dict[str, Path] = {}
 
     _check_columns(cfg)
+    if cfg.train.method != "siam":  # each row of `modes` says its method: a second place would contradict it
+        raise ValueError(
+            f"train.method is {cfg.train.method!r}, but `run` trains one run per entry of `modes`; "
+            "leave train.method at 'siam' and add 'rubik' to modes for the Rubik's-cube row"
+        )
     manifest = yield from _cohort_stage(cfg, out, state)
     cache = yield from _prepare_stage(cfg, manifest, out, state)
     _check_labels(cfg, out)  # before hours of training, not after
     ssl_tables: dict[str, Path] = {}
     for mode in cfg.modes:
-        train_cfg = dataclasses.replace(cfg.train, mode=mode)
+        train_cfg = mode_settings(cfg.train, mode)
         run_dir = yield from train_stage(train_cfg, cfg, cache, out / RUNS_DIR / mode, state, f"train:{mode}")
         ssl_tables[mode] = yield from embed_stage(
             cfg, run_dir, cache, out / "features" / f"ssl_{mode}.csv", state, f"embed:{mode}"
@@ -161,6 +167,24 @@ def _run_locked(cfg: PipelineConfig, out: Path) -> Generator[StageEvent, None, P
     report = yield from _report_stage(cfg, out)
     paths.update(manifest=manifest, cache=cache, trad=trad, evaluation=out / "evaluation")
     return PipelineResult(out=out, report=report, results=results, paths=paths)
+
+
+def mode_settings(train: TrainConfig, mode: str) -> TrainConfig:
+    """The training settings of the row ``mode`` of ``modes``: 3DSiam with that imbalance mode,
+    or for "rubik" the Rubik's-cube baseline without the imbalance module (Table 2's row)."""
+    if mode == "rubik":
+        return dataclasses.replace(train, method="rubik", mode="none")
+    return dataclasses.replace(train, method="siam", mode=mode)
+
+
+def _train_key(train_cfg: TrainConfig) -> dict[str, Any]:
+    """The settings that shape a run, for its stage key. A 3DSiam run's leaves out the Rubik
+    settings: they do not change it, and runs recorded before they existed stay fresh."""
+    settings = to_dict(train_cfg)
+    if settings["method"] == "siam":
+        for name in ("method", "rubik_permutations", "rubik_gap"):
+            settings.pop(name)
+    return settings
 
 
 def _check_columns(cfg: PipelineConfig) -> None:
@@ -257,7 +281,7 @@ def train_stage(
     """
     from .train import train
 
-    key = config_hash([to_dict(train_cfg), to_dict(cfg.augment), _file_key(cache / "cases.csv")])
+    key = config_hash([_train_key(train_cfg), to_dict(cfg.augment), _file_key(cache / "cases.csv")])
     checkpoint = RunFolder(run_dir).checkpoint
     if state.fresh(stage, key, checkpoint):
         yield StageEvent(stage, "cached", message=str(run_dir))

@@ -37,14 +37,26 @@ def training_curves(runs: dict[str, Path], path: Path) -> Path:
     """Loss and collapse metric against the step, one line per run; saved as PNG."""
     plt = _pyplot()
     fig, (ax_loss, ax_col) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax_rubik = None  # the puzzle's loss (CE + BCE, from about 5) gets its own axis: Eq. 2 lies in [-1, 1]
     for name, run_dir in runs.items():
-        hist = RunFolder(run_dir).history()
-        ax_loss.plot(hist["iteration"], hist["loss"].rolling(10, min_periods=1).mean(), label=name)
-        ax_col.plot(hist["iteration"], hist["collapse"], label=name)
-    ax_loss.set(xlabel="step", ylabel="loss (Eq. 2, 10-step mean)", title="3DSiam loss")
+        folder = RunFolder(run_dir)
+        hist = folder.history()
+        ax = ax_loss
+        if folder.method == "rubik":
+            ax_rubik = ax_rubik or ax_loss.twinx()
+            ax = ax_rubik
+        style = "--" if ax is ax_rubik else "-"
+        (line,) = ax_col.plot(hist["iteration"], hist["collapse"], style, label=name)
+        loss = hist["loss"].rolling(10, min_periods=1).mean()
+        ax.plot(hist["iteration"], loss, style, color=line.get_color(), label=name)  # one colour per run
+    ax_loss.set(xlabel="step", ylabel="loss (Eq. 2, 10-step mean)", title="training loss")
+    if ax_rubik is not None:
+        ax_rubik.set_ylabel("Rubik's cube loss (CE + BCE), dashed")
+        ax_rubik.legend(fontsize=8, loc="upper right")
     ax_col.axhline(1 / np.sqrt(256), color="grey", ls="--", lw=0.8, label="1/√256 (healthy)")
     ax_col.set(xlabel="step", ylabel="std of L2-normalised z", title="collapse metric", ylim=(0, None))
-    ax_loss.legend(fontsize=8)
+    if ax_loss.get_lines():
+        ax_loss.legend(fontsize=8, loc="best" if ax_rubik is None else "upper left")
     ax_col.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ HEALTH_CSV = "health.csv"
 #: the folder of a pipeline's (or the Training widget's) runs, one per mode
 RUNS_DIR = "runs"
 #: training mode -> the paper's name of the method (the rows of Table 2)
-MODE_NAMES = {"none": "3DSiam", "se": "3DSiam+SE", "re": "3DSiam+RE"}
+MODE_NAMES = {"none": "3DSiam", "se": "3DSiam+SE", "re": "3DSiam+RE", "rubik": "Rubik's cube"}
 #: the phases whose batches the imbalance module chose (history.csv's ``phase``)
 MODULE_PHASES = ("re", "se")
 
@@ -167,9 +167,23 @@ class RunFolder:
 
     @property
     def display_name(self) -> str:
-        """The paper's name of the run's method (3DSiam, 3DSiam+RE, 3DSiam+SE); ``SSL`` when unknown."""
+        """The paper's name of the run's method (3DSiam, 3DSiam+RE, 3DSiam+SE, Rubik's cube, Rubik's
+        cube+RE...); ``SSL`` when unknown."""
         mode = self.mode
-        return "SSL" if mode is None else MODE_NAMES.get(mode, mode)
+        if mode is None:
+            return "SSL"
+        if self.method == "rubik":
+            return MODE_NAMES["rubik"] + ("" if mode == "none" else f"+{mode.upper()}")
+        return MODE_NAMES.get(mode, mode)
+
+    @property
+    def method(self) -> str:
+        """The pretext task, ``siam`` or ``rubik``, from ``config.json`` (``siam`` when it says none)."""
+        try:
+            record = self.config()
+            return str(record.get("config", record)["train"].get("method", "siam"))
+        except (OSError, KeyError, ValueError, TypeError, AttributeError):
+            return "siam"
 
     def selected_batches(self) -> pd.DataFrame:
         """The batches the RE/SE module trained on: ``iteration, phase, ids`` (one row per step).

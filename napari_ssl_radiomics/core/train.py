@@ -1,5 +1,9 @@
 """3DSiam training with the RE/SE imbalance module, as one generator of progress events.
 
+``TrainConfig.method`` "rubik" trains the same encoder on the Rubik's-cube pretext task
+instead (:mod:`.rubik`, the baseline of the paper's Table 2); everything else (recipe,
+sampler, RE/SE, checkpoints, resume, health) is shared.
+
 :func:`train` yields a :class:`TrainEvent` after every step (and on checkpoints, warnings,
 the end and a stop); the CLI's progress bar, the napari widget and the tests all consume
 the same generator. What a run folder holds, and who reads it, is :mod:`.runs`'s to say.
@@ -88,6 +92,7 @@ from .lock import folder_lock
 from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, weighted_mean
 from .monitors import CollapseMonitor
 from .optim import make_optimizer, set_lr
+from .rubik import RubikNet, cube_geometry, make_puzzle, permutation_set, rubik_loss
 from .runs import CHECKPOINT, CONFIG_JSON, HEALTH_CSV, HISTORY_CSV, RunFolder
 from .sampler import Sampler, se_pool, step_seed
 from .utils import OutputError, atomic_path, provenance, write_csv, write_json
@@ -104,8 +109,9 @@ class HistoryRow:
     """One step of the history table (the single schema of its columns, in this order).
 
     ``iteration`` 1-based step; ``epoch`` 0-based epoch of the step; ``phase`` vanilla, re or
-    se; ``loss`` weighted symmetric negative cosine similarity in [-1, 1]; ``collapse`` the
-    train-mode std of the L2-normalised z1 over the batch (healthy about 1/sqrt(256));
+    se; ``loss`` weighted symmetric negative cosine similarity in [-1, 1] (method rubik: the
+    weighted puzzle loss, :func:`rubik.rubik_loss`); ``collapse`` the train-mode std of the
+    L2-normalised z1 (rubik: the sub-cubes' z) over the batch (healthy about 1/sqrt(256));
     ``lr`` the encoder's learning rate of the step; ``cluster_sizes`` k-means sizes of the
     batch (RE) or pool (SE), empty for vanilla steps; ``weights`` and ``selected_ids`` the
     per-sample weights and case IDs trained on; ``samples_per_s`` batch size over the step's
@@ -198,7 +204,13 @@ def _check_cohort(data: PreparedCohort) -> None:
         raise ValueError(f"{data.root}: case(s) {names} contain NaN or infinite intensities; prepare them again")
 
 
+#: train settings added after runs were recorded without them: such a run had these values
+_ADDED_SETTINGS = {"method": "siam", "rubik_permutations": 100, "rubik_gap": 0.125}
+
+
 def _config_mismatch(saved: dict, given: dict, section: str) -> str | None:
+    if section == "train":
+        saved = {**_ADDED_SETTINGS, **saved}
     # the recipe first: another recipe changes its presets too, and the recipe is what was given
     for key in sorted(set(saved) | set(given), key=lambda k: (k != "recipe", k)):
         if section == "train" and key in RESUMABLE:
@@ -305,7 +317,9 @@ class _Run:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
-        self.model = SimSiam3D(**self.model_args()).to(device)
+        self.model = build_model(self.model_args()).to(device)
+        if cfg.method == "rubik":  # the fixed permutation classes of the puzzle (core/rubik.py)
+            self.perm_set = torch.from_numpy(permutation_set(cfg.rubik_permutations)).long()
         if self.crops.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.net = self.dist.wrap(self.model, device)  # DDP under torchrun, else the model itself
@@ -317,8 +331,19 @@ class _Run:
             self._restore(checkpoint)
 
     def model_args(self) -> dict[str, Any]:
-        """The SimSiam3D arguments of this run (kept in the checkpoint for :func:`load_model`)."""
+        """The model's arguments of this run (kept in the checkpoint for :func:`load_model`).
+
+        A Rubik run's arguments carry ``method``; a 3DSiam run's have none, as before the setting existed.
+        """
         cfg = self.cfg
+        if cfg.method == "rubik":
+            return {
+                "method": "rubik",
+                "in_channels": self.data.channels,
+                "out_bn": cfg.out_bn,
+                "export": cfg.export,
+                "permutations": cfg.rubik_permutations,
+            }
         return {
             "in_channels": self.data.channels,
             "pred_hidden": cfg.pred_hidden,
@@ -493,6 +518,23 @@ class _Run:
         weights = np.asarray(plan.weights, dtype=np.float32)
         return candidates[np.asarray(plan.indices)], weights, [int(s) for s in plan.cluster_sizes]
 
+    def siam_losses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """3DSiam's per-case losses (B,) on two augmented views of ``x``, and the first view's z."""
+        v1 = self.crops.layout(augment_batch(x, self.aug, self.aug_gen))
+        v2 = self.crops.layout(augment_batch(x, self.aug, self.aug_gen))
+        with self.crops.autocast():
+            p1, p2, z1, z2 = self.net(v1, v2)
+        return simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float(), self.stop_gradient), z1
+
+    def rubik_losses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Rubik's-cube per-case losses (B,) on one augmented view of ``x``, and the cubes' z."""
+        view = augment_batch(x, self.aug, self.aug_gen)
+        cubes, labels, rotations = make_puzzle(view, self.perm_set, self.cfg.rubik_gap, self.aug_gen)
+        flat = self.crops.layout(cubes.flatten(0, 1))  # 8 cubes per case, one batched pass (siamese)
+        with self.crops.autocast():
+            perm_logits, rot_logits, z = self.net(flat)
+        return rubik_loss(perm_logits, rot_logits, labels, rotations), z
+
     def step(self) -> HistoryRow:
         """One optimisation step; returns its history row (loss may be non-finite)."""
         start = time.perf_counter()
@@ -504,12 +546,8 @@ class _Run:
         mine = self.dist.share(len(positions))  # this process's share of the global batch
         x = self.crops.fetch(positions[mine])
         self.crops.prefetch(lambda: self.upcoming(iteration + 1))
-        v1 = self.crops.layout(augment_batch(x, self.aug, self.aug_gen))
-        v2 = self.crops.layout(augment_batch(x, self.aug, self.aug_gen))
         w = None if weights is None else torch.from_numpy(weights[mine]).to(self.device, non_blocking=True)
-        with self.crops.autocast():
-            p1, p2, z1, z2 = self.net(v1, v2)
-        losses = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float(), self.stop_gradient)
+        losses, z1 = self.rubik_losses(x) if self.cfg.method == "rubik" else self.siam_losses(x)
         if self.dist.active:  # DDP averages the gradients: scale so that they are the global batch's
             loss = self.dist.local_loss(losses, w, len(positions) if weights is None else float(weights.sum()))
         else:
@@ -644,6 +682,8 @@ def train(
     )
     _check_cohort(data)
     cfg = resolve_recipe(cfg)  # a library call's recipe; a config a face resolved (its explicit choices) is kept
+    if cfg.method == "rubik":
+        cube_geometry(data.size, cfg.rubik_gap)  # ValueError when the crops are too small for the puzzle
     if augment_on not in ("device", "host"):
         raise ValueError(f"augment_on = {augment_on!r}; choose 'device' or 'host'")
     out = Path(out)
@@ -857,12 +897,19 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D:
-    """The trained SimSiam3D of a run folder or checkpoint file, in eval mode on ``device``."""
+def build_model(args: dict[str, Any]) -> SimSiam3D | RubikNet:
+    """The network a checkpoint's ``model_args`` describe: RubikNet when they say ``method: rubik``."""
+    args = dict(args)
+    return RubikNet(**args) if args.pop("method", "siam") == "rubik" else SimSiam3D(**args)
+
+
+def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D | RubikNet:
+    """The trained network (SimSiam3D or RubikNet) of a run folder or checkpoint file, in eval mode
+    on ``device``; its ``encoder`` is what embeds."""
     return load_model_step(run_or_checkpoint, device)[0]
 
 
-def load_model_step(run_or_checkpoint: str | Path, device: str = "cpu") -> tuple[SimSiam3D, int]:
+def load_model_step(run_or_checkpoint: str | Path, device: str = "cpu") -> tuple[SimSiam3D | RubikNet, int]:
     """:func:`load_model` and the step (iteration) its checkpoint was saved at."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
@@ -870,7 +917,7 @@ def load_model_step(run_or_checkpoint: str | Path, device: str = "cpu") -> tuple
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; train a run first (ssl-radiomics train CACHE --out RUN)")
     ckpt = read_checkpoint(path)
-    model = SimSiam3D(**ckpt["model_args"])  # format 1 holds in_channels only: the paper's head
+    model = build_model(ckpt["model_args"])  # format 1 holds in_channels only: the paper's head
     model.load_state_dict(ckpt["model"])
     return model.to(resolve_device(device)).eval(), int(ckpt.get("iteration", 0))
 
