@@ -183,7 +183,10 @@ def _dask_process(*args: str) -> subprocess.Popen:
 
 def _cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "napari_ssl_radiomics", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "napari_ssl_radiomics", *args],
+        capture_output=True,
+        encoding="utf-8",  # the progress bar's blocks, whatever this machine's locale
+        timeout=timeout,
     )
 
 
