@@ -27,6 +27,7 @@ from napari_ssl_radiomics.widgets._state import (  # noqa: E402
     IMAGE_LAYER,
     MASK_LAYER,
     VIEW_LAYERS,
+    VIEW_OUTLINES,
     get_state,
 )
 
@@ -190,6 +191,12 @@ def test_augment_preview_beside_the_case_in_2d_and_3d(make_napari_viewer, qtbot,
         z = viewer.dims.point[-3]
         assert extent(one)[0, 0] <= z <= extent(one)[1, 0]
         assert viewer.dims.ndisplay == ndisplay
+        # each view carries the mask's outline, on the view (same place), drawn on its own layer
+        for view, name in zip((one, two), VIEW_OUTLINES):
+            outline = viewer.layers[name]
+            assert outline.visible and set(np.unique(outline.data)) == {0, 1}
+            assert outline.data.shape == view.data.shape and 0 < outline.data.sum() < outline.data.size // 4
+            assert np.allclose(extent(outline), extent(view))
 
     first = viewer.layers[VIEW_LAYERS[0]].data.copy()
     widget.reroll_button.click()
@@ -199,6 +206,7 @@ def test_augment_preview_beside_the_case_in_2d_and_3d(make_napari_viewer, qtbot,
     # showing a case again brings its layers back and puts the views away
     cohort.table.selectRow(1)
     assert viewer.layers[IMAGE_LAYER].visible and not viewer.layers[VIEW_LAYERS[0]].visible
+    assert not any(viewer.layers[name].visible for name in VIEW_OUTLINES)
     # ... and the augmentation info no longer describes the previous case's views
     assert widget.info.text().startswith(f"Case {cohort.table.item(1, 0).text()} selected")
 

@@ -26,6 +26,7 @@ IMAGE_LAYER = "case image"
 MASK_LAYER = "case mask"
 COHORT_MASKS = "cohort masks"
 VIEW_LAYERS = ("view 1", "view 2")
+VIEW_OUTLINES = ("view 1 outline", "view 2 outline")  #: the mask's outline over each view
 
 
 @dataclass

@@ -58,7 +58,7 @@ from ._dock import Dock
 from ._form import ConfigForm
 from ._layers import put_layer
 from ._plots import ThemedFigure
-from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS
+from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, VIEW_OUTLINES
 
 COHORT_IMAGES = "cohort images"
 BY_CLUSTER, BY_LABEL = "k-means cluster", "label"
@@ -429,7 +429,7 @@ class ClustersWidget(Dock):
             pass
         layer.events.selected_label.connect(self._label_selected)
         # the single-case layers sit at their physical position, elsewhere in world space
-        for name in (IMAGE_LAYER, MASK_LAYER, *VIEW_LAYERS):
+        for name in (IMAGE_LAYER, MASK_LAYER, *VIEW_LAYERS, *VIEW_OUTLINES):
             if name in self.viewer.layers:
                 self.viewer.layers[name].visible = False
         # name the sliders and move them into the stack: the last preview's z may lie outside it
