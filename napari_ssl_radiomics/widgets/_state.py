@@ -57,6 +57,7 @@ class State:
 
     case_changed = Signal(str)
     run_changed = Signal()
+    augment_changed = Signal()
 
     @property
     def cache_dir(self) -> Path:
@@ -103,7 +104,9 @@ class State:
             self.case_changed.emit(case_id)
 
     def set_augment(self, cfg: AugmentConfig) -> None:
-        self.augment = cfg
+        if cfg != self.augment:
+            self.augment = cfg
+            self.augment_changed.emit()
 
     def set_run(self, run_dir: Path | None) -> None:
         self.run_dir = Path(run_dir) if run_dir is not None else None

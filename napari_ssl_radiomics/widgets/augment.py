@@ -62,6 +62,16 @@ class AugmentWidget(Dock):
         layout.addLayout(row)
         layout.addWidget(self.info)
         self.state.case_changed.connect(self._case_changed)
+        self.state.augment_changed.connect(self._shared_changed)
+
+    def _shared_changed(self) -> None:
+        """Another dock set the augmentations (Resume loads a run's): show them."""
+        try:
+            shown = self.form.value()
+        except ValueError:  # a half-typed value: the run's settings replace it
+            shown = None
+        if shown != self.state.augment:
+            self.form.set_value(self.state.augment)
 
     def _case_changed(self, *_: Any) -> None:
         """Another case was selected: the views shown are no longer of it, so say what Preview does."""
