@@ -37,6 +37,8 @@ HIDDEN_WHILE_PREVIEWING = (IMAGE_LAYER, MASK_LAYER, "cohort images", COHORT_MASK
 class AugmentWidget(Dock):
     """Set and preview the training augmentations (dock widget)."""
 
+    TAB_TITLE = "Augment"
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         labels = {f.name: "  probability" for f in dataclasses.fields(AugmentConfig) if f.name.endswith("_p")}

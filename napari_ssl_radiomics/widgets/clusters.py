@@ -267,6 +267,8 @@ class ClusterPlot(ThemedFigure):
 class ClustersWidget(Dock):
     """UMAP and k-means of the SSL representations, linked to the viewer (dock widget)."""
 
+    TAB_TITLE = "Clusters"
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.table: pd.DataFrame | None = None

@@ -217,6 +217,8 @@ def describe_health(figures: dict[str, float], first: dict[str, float] | None) -
 class TrainWidget(Dock):
     """Train 3DSiam (none / RE / SE) on the prepared cohort (dock widget)."""
 
+    TAB_TITLE = "Training"
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self._stop = threading.Event()
