@@ -18,6 +18,7 @@ from napari_ssl_radiomics.core.augment import (
     augment,
     draw_params,
     two_views,
+    view_outlines,
 )
 
 SHAPE = (24, 28, 32)  # (D, H, W): non-cubic, so an axis mix-up cannot go unnoticed
@@ -197,3 +198,23 @@ def test_two_views_are_seeded_and_differ():
     assert m1.shape == (2, *SHAPE)
     with pytest.raises(ValueError, match="shape"):
         two_views(vol[0], AugmentConfig(), seed=1)
+
+
+def test_view_outlines_follow_each_views_rotation_scale_and_shift():
+    """The outline drawn over a view is the edge of where that view's draw moved the mask."""
+    mask = np.zeros(SHAPE, dtype=np.uint8)
+    mask[8:16, 9:19, 10:22] = 1  # a box well inside the volume (no padding reaches it)
+    image = (mask * 200).astype(np.float32)
+    # only the moving augmentations, strong enough that the two draws differ
+    cfg = AugmentConfig(gamma_p=0.0, sharpen_p=0.0, blur_p=0.0, noise_p=0.0, rotation=(-15.0, 15.0))
+    views = two_views(image, cfg, seed=3)
+    outlines = view_outlines(mask, cfg, seed=3)
+    plane = np.zeros((3, 3, 3), dtype=bool)
+    plane[1] = ndimage.generate_binary_structure(2, 1)
+    for view, outline in zip(views, outlines):
+        moved = view > 100
+        expected = moved & ~ndimage.binary_erosion(moved, plane)
+        assert outline.dtype == np.uint8 and outline.shape == SHAPE
+        assert (outline.astype(bool) ^ expected).sum() <= 0.02 * expected.sum()  # resampling at the edge
+    assert not np.array_equal(outlines[0], outlines[1])  # each view's own draw
+    assert not np.array_equal(outlines[0], mask & ~ndimage.binary_erosion(mask, plane))  # moved, not the input's

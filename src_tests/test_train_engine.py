@@ -376,3 +376,33 @@ def test_stop_during_a_health_check_abandons_it_between_batches(tmp_path):
     # a resumed run measures the untrained encoder it never finished measuring
     evs, result = events(train(cache, tmp_path / "run", cfg, AugmentConfig(), resume=True))
     assert [e.iteration for e in evs if e.kind == "health"][0] == 0 and not result.stopped
+
+
+def test_stop_during_an_se_pool_encoding_abandons_the_step_and_resume_is_exact(tmp_path):
+    """A Stop while step 4 encodes its SE pool ends the run at step 3 (step 4 never updates the
+    model), and the resumed run draws step 4's pool again: it equals an uninterrupted run."""
+    cache = make_cache(tmp_path / "cache", cases=6)
+    # one vanilla epoch (3 steps of 2), then SE over a pool of 6 encoded in three batches of 2
+    cfg = small(mode="se", clusters=2, pool=6, batch_size=2, iterations=5, embed_batch_size=2)
+    aug = AugmentConfig()
+    _, full = events(train(cache, tmp_path / "full", cfg, aug))
+
+    asked = {"n": 0}
+
+    def stop() -> bool:
+        asked["n"] += 1
+        # asked before steps 1-4 (4 calls), then before each pool batch of step 4: true at its second
+        return asked["n"] > 5
+
+    run = tmp_path / "parts"
+    evs, part = events(train(cache, run, cfg, aug, stop=stop))
+    assert part.stopped and evs[-1].kind == "stopped" and evs[-1].iteration == 3
+    assert [e.row.iteration for e in evs if e.kind == "step"] == [1, 2, 3]  # step 4 did not complete
+    assert torch.load(run / CHECKPOINT, weights_only=False)["iteration"] == 3
+    _, rest = events(train(cache, run, cfg, aug, resume=True))
+    assert not rest.stopped and rest.history["iteration"].tolist() == [1, 2, 3, 4, 5]
+    assert rest.history["selected_ids"].tolist() == full.history["selected_ids"].tolist()
+    assert rest.history["loss"].tolist() == full.history["loss"].tolist()
+    a, b = load_model(tmp_path / "full"), load_model(run)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name

@@ -27,6 +27,7 @@ from napari_ssl_radiomics.widgets._state import (  # noqa: E402
     IMAGE_LAYER,
     MASK_LAYER,
     VIEW_LAYERS,
+    VIEW_OUTLINES,
     get_state,
 )
 
@@ -190,6 +191,12 @@ def test_augment_preview_beside_the_case_in_2d_and_3d(make_napari_viewer, qtbot,
         z = viewer.dims.point[-3]
         assert extent(one)[0, 0] <= z <= extent(one)[1, 0]
         assert viewer.dims.ndisplay == ndisplay
+        # each view carries the mask's outline, on the view (same place), drawn on its own layer
+        for view, name in zip((one, two), VIEW_OUTLINES):
+            outline = viewer.layers[name]
+            assert outline.visible and set(np.unique(outline.data)) == {0, 1}
+            assert outline.data.shape == view.data.shape and 0 < outline.data.sum() < outline.data.size // 4
+            assert np.allclose(extent(outline), extent(view))
 
     first = viewer.layers[VIEW_LAYERS[0]].data.copy()
     widget.reroll_button.click()
@@ -199,6 +206,7 @@ def test_augment_preview_beside_the_case_in_2d_and_3d(make_napari_viewer, qtbot,
     # showing a case again brings its layers back and puts the views away
     cohort.table.selectRow(1)
     assert viewer.layers[IMAGE_LAYER].visible and not viewer.layers[VIEW_LAYERS[0]].visible
+    assert not any(viewer.layers[name].visible for name in VIEW_OUTLINES)
     # ... and the augmentation info no longer describes the previous case's views
     assert widget.info.text().startswith(f"Case {cohort.table.item(1, 0).text()} selected")
 
@@ -274,6 +282,7 @@ def test_train_start_stop_resume_and_responsive(make_napari_viewer, qtbot, tmp_p
     idle_stall = idle_gap.stop()
     whole = Ticks()  # from the click on: includes the worker's start (imports, model, cache)
     widget.resume_button.click()
+    assert widget.status.text().startswith("Resuming se training")  # the form held the run's settings
     qtbot.waitUntil(lambda: any(e.kind == "step" for e in widget.events[-1:]), timeout=WAIT_MS)
     ticks = Ticks()
     qtbot.waitUntil(lambda: widget.events[-1].kind == "done", timeout=WAIT_MS)
@@ -545,11 +554,29 @@ def test_train_health_series_after_stop_and_resume_goes_forward(make_napari_view
     widget = TrainWidget(viewer)
     qtbot.addWidget(widget)
     widget.out.setText(str(run))
-    # the fixture's run has the paper's health settings (a CPU's form proposes smaller ones)
-    paper = {k: getattr(TrainConfig(), k) for k in ("health_cases", "embed_batch_size")}
-    set_form(widget.form, **{**TRAIN, **paper, "warmup_epochs": 1, "iterations": 16})
+    # the fixture's run has the paper's health settings and a warm-up epoch; the form is left as a
+    # CPU proposes it, but for 16 iterations: Resume loads the run's settings instead of refusing
+    set_form(widget.form, iterations=16, checkpoint_every=4)
+    assert widget.form.value().health_cases != 256 or cuda_present()
+    from napari_ssl_radiomics.widgets.augment import AugmentWidget
+
+    augment = AugmentWidget(viewer)
+    qtbot.addWidget(augment)
+    set_form(augment.form, blur_p=0.55)  # not the run's: Resume shows the run's in the Augmentation dock
 
     widget.resume_button.click()
+    assert widget.status.text().startswith("Loaded the run's own settings into the form (")
+    assert "health cases" in widget.status.text() or cuda_present()
+    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))["config"]["train"]
+    shown = widget.form.value()
+    assert (shown.health_cases, shown.warmup_epochs, shown.mode) == (
+        saved["health_cases"],
+        saved["warmup_epochs"],
+        saved["mode"],
+    )
+    assert shown.iterations == 16  # a resumable setting: the form's larger value is kept
+    ran_with = json.loads((run / "config.json").read_text(encoding="utf-8"))["config"]["augment"]["blur_p"]
+    assert "augmentations" in widget.status.text() and augment.form.value().blur_p == ran_with != 0.55
     qtbot.waitUntil(lambda: any(e.kind == "step" for e in widget.events), timeout=WAIT_MS)
     widget.start_button.click()  # Stop
     idle(qtbot, widget)

@@ -168,3 +168,18 @@ def test_training_eta_and_the_cpu_proposal_in_one_line(make_napari_viewer, qtbot
     else:
         assert (cfg.iterations, cfg.health_cases) == (CPU_TRAIN["iterations"], CPU_TRAIN["health_cases"])
         assert widget.device_note.text().startswith("No GPU here") and "\n" not in widget.device_note.text()
+
+
+def test_floats_show_no_trailing_zeros_and_still_take_small_values(qtbot):
+    """'0.0001', not '0.000100'; typing a value a decade below the default still reads back."""
+    form = ConfigForm(TrainConfig(lr=0.01, weight_decay=1e-4, momentum=0.9))
+    qtbot.addWidget(form)
+    shown = {name: form.controls[name].native.text() for name in ("lr", "weight_decay", "momentum")}
+    assert shown == {"lr": "0.01", "weight_decay": "0.0001", "momentum": "0.9"}
+    box = form.controls["lr"].native
+    box.lineEdit().setText("0.00005")
+    box.interpretText()
+    assert form.value().lr == 5e-5 and box.text() == "0.00005"
+    aug = ConfigForm(AugmentConfig(rotation_p=1.0))
+    qtbot.addWidget(aug)
+    assert aug.controls["rotation_p"].native.text() == "1.0"

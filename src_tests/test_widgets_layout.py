@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("napari")
-from qtpy.QtWidgets import QApplication  # noqa: E402
+from qtpy.QtWidgets import QApplication, QTabBar  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -33,6 +33,13 @@ def test_all_five_docks_fit_a_1366x768_screen(make_napari_viewer, qtbot):
     # opened from the Plugins menu they share one tab group, not a stack of 84-226 px slivers
     first = docks[0][0]
     assert {id(d) for d in window.tabifiedDockWidgets(first)} == {id(d) for d, _ in docks[1:]}
+    # ... whose titles are whole: one short word each, not "Training (3DSiam + RE/SE) (napari-ss…"
+    titles = {d.windowTitle() for d, _ in docks}
+    assert titles == {"Cohort", "Augment", "Training", "Clusters", "Features"}
+    tabs = [(bar, i) for bar in window.findChildren(QTabBar) for i in range(bar.count()) if bar.tabText(i) in titles]
+    assert len(tabs) == len(NAMES)
+    for bar, i in tabs:
+        assert bar.tabRect(i).width() >= bar.fontMetrics().horizontalAdvance(bar.tabText(i)), bar.tabText(i)
     for (dock, widget), name in zip(docks, NAMES):
         dock.raise_()
         qtbot.wait(50)

@@ -292,6 +292,28 @@ def two_views(volume: np.ndarray, cfg: AugmentConfig, seed: int, device: str = "
     return views[0], views[1]
 
 
+def view_outlines(mask: np.ndarray, cfg: AugmentConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The outline of ``mask`` (D, H, W) in each of :func:`two_views`' views of the same ``seed``.
+
+    The mask moves with the views' draw (rotation, scale, shift: the only augmentations
+    that move voxels), resampled at 0.5; the outline is its in-plane edge on every z slice,
+    so that a 2D slice and a 3D rendering both show where the region went. Returns two
+    uint8 (D, H, W) arrays, 1 on the outline.
+    """
+    from scipy import ndimage as ndi
+
+    arr = np.asarray(mask) > 0
+    if arr.ndim != 3:
+        raise ValueError(f"a mask must be (D, H, W); got shape {arr.shape}")
+    params = draw_params(cfg, 2, torch.Generator().manual_seed(int(seed)))  # two_views' draw
+    x = torch.from_numpy(arr.astype(np.float32))[None, None].expand(2, 1, *arr.shape)
+    moved = _affine(x.contiguous(), params, "zeros")[:, 0].numpy() > 0.5
+    plane = np.zeros((3, 3, 3), dtype=bool)
+    plane[1] = ndi.generate_binary_structure(2, 1)  # erode within each z slice only
+    outlines = [(m & ~ndi.binary_erosion(m, plane)).astype(np.uint8) for m in moved]
+    return outlines[0], outlines[1]
+
+
 __all__ = [
     "AugmentParams",
     "SHARPEN_SIGMA",
@@ -303,4 +325,5 @@ __all__ = [
     "gaussian_kernels",
     "rotation_matrix",
     "two_views",
+    "view_outlines",
 ]

@@ -507,12 +507,35 @@ class _Run:
         ahead = copy.deepcopy(self.sampler)
         return ahead.pool(self.pool_size) if self.phase(iteration) == "se" else ahead.batch(self.m)
 
-    def plan(self, phase: str, iteration: int) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
-        """Positions, weights (None: equal) and cluster sizes of the batch of this step."""
+    def encode_candidates(self, candidates: np.ndarray, stop: Callable[[], bool] | None) -> np.ndarray | None:
+        """The candidates' features, in batches of ``embed_batch_size`` with ``stop`` asked
+        before each; None when it returned True (an SE pool takes seconds on a CPU: a Stop
+        must not wait for it)."""
+        if self.dist.active:
+            # under torchrun every rank encodes a share inside one collective: a rank cannot
+            # leave it alone, so the stop is decided between steps there (_loop, dist.any)
+            return self.dist.gather_rows(self.features, candidates)
+        size, feats = self.cfg.embed_batch_size, []
+        for start in range(0, len(candidates), size):
+            if stop is not None and stop():
+                return None
+            feats.append(self.features(candidates[start : start + size]))
+        return np.concatenate(feats)
+
+    def plan(
+        self, phase: str, iteration: int, stop: Callable[[], bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, list[int]] | None:
+        """Positions, weights (None: equal) and cluster sizes of the batch of this step; None
+        when ``stop`` returned True while the candidates were encoded (the sampler is then
+        put back as it was, so that a resumed run draws this step's cases again)."""
         if phase == "vanilla":
             return self.sampler.batch(self.m), None, []
+        before = self.sampler.state()
         candidates = self.sampler.batch(self.m) if phase == "re" else self.sampler.pool(self.pool_size)
-        feats = self.dist.gather_rows(self.features, candidates)  # each process encodes a share
+        feats = self.encode_candidates(candidates, stop)
+        if feats is None:
+            self.sampler.load(before)
+            return None
         k = min(self.k, len(candidates))
         plan = plan_batch(phase, feats, k, self.m, step_seed(self.cfg.seed, iteration))
         weights = np.asarray(plan.weights, dtype=np.float32)
@@ -535,13 +558,17 @@ class _Run:
             perm_logits, rot_logits, z = self.net(flat)
         return rubik_loss(perm_logits, rot_logits, labels, rotations), z
 
-    def step(self) -> HistoryRow:
-        """One optimisation step; returns its history row (loss may be non-finite)."""
+    def step(self, stop: Callable[[], bool] | None = None) -> HistoryRow | None:
+        """One optimisation step; returns its history row (loss may be non-finite), or None when
+        ``stop`` returned True before the update (nothing changed: the step is not counted)."""
         start = time.perf_counter()
         iteration = self.iteration + 1
-        self.set_lr(iteration)
         phase = self.phase(iteration)
-        positions, weights, sizes = self.plan(phase, iteration)
+        planned = self.plan(phase, iteration, stop)
+        if planned is None:
+            return None
+        positions, weights, sizes = planned
+        self.set_lr(iteration)
         self.dist.check_same("the selected cases", positions.tolist())
         mine = self.dist.share(len(positions))  # this process's share of the global batch
         x = self.crops.fetch(positions[mine])
@@ -650,7 +677,10 @@ def train(
     cfg, augment : training and augmentation settings
     resume : continue the run in ``out`` from its checkpoint; the settings must be the
         run's (see ``RESUMABLE`` for those that may change)
-    stop : polled between steps; when it returns True a checkpoint is written, a "stopped"
+    stop : polled between steps, between the embedding batches of a health check and of an
+        RE/SE step's candidates (that step is then abandoned before its update, not counted;
+        under torchrun between steps only); when it returns True a checkpoint of the last
+        whole step is written, a "stopped"
         event yielded and the generator returns with ``stopped=True``. Closing the generator
         (``close()``) also writes the checkpoint.
     augment_on : "device" (default) or "host": augment on the CPU and copy the views to the
@@ -790,8 +820,10 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
         elif run.iteration % cfg.checkpoint_every == 0 and run.health.checks[-1]["iteration"] != run.iteration:
             yield from _check(run, total, stop)  # stopped between the step and its check: do it now
         while run.iteration < total:
-            if run.dist.any(stop is not None and stop()):  # every process stops at the same step
-                run.save()
+            # every process stops at the same step; alone, a step also stops inside its encoding
+            row = None if run.dist.any(stop is not None and stop()) else run.step(stop)
+            if row is None:
+                run.save()  # the previous step's state: an abandoned step changed nothing
                 yield _event(
                     "stopped",
                     last_row(),
@@ -800,7 +832,6 @@ def _loop(run: _Run, stop: Callable[[], bool] | None) -> Generator[TrainEvent, N
                     iteration=run.iteration,
                 )
                 return result(True)
-            row = run.step()
             row.elapsed_s = time.perf_counter() - started
             if not math.isfinite(row.loss):
                 where = f"step {last_finite[0]} ({last_finite[1]:.4f})" if last_finite else "none yet"

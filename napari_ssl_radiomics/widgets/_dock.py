@@ -24,8 +24,12 @@ class Dock(ScrollDock):
 
     The first time it is shown in the viewer's window it joins the tabs of this plugin's other
     docks on the same side: napari's Plugins menu stacks docks one under another, which at
-    768 px leaves each 84–226 px tall (a tab per step reads like the workflow it is).
+    768 px leaves each 84–226 px tall (a tab per step reads like the workflow it is). Its dock
+    is titled ``TAB_TITLE``, one short word: napari's "Training (3DSiam + RE/SE)
+    (napari-ssl-radiomics)" left five tabs of a 400 px dock cut to "Coh…", "Trai…".
     """
+
+    TAB_TITLE = ""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -44,6 +48,8 @@ class Dock(ScrollDock):
         """Put this dock into a tab beside the last of the plugin's docks on its side; whether it moved."""
         dock = _dock_of(self)
         window = dock.parent() if dock is not None else None
+        if dock is not None and self.TAB_TITLE:
+            dock.setWindowTitle(self.TAB_TITLE)  # the tab's text; napari keys its docks by name, not title
         if dock is None or window is None or dock.isFloating() or not hasattr(window, "tabifyDockWidget"):
             return False
         area = window.dockWidgetArea(dock)

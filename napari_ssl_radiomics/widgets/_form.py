@@ -10,7 +10,8 @@ magicgui's ``create_widget`` picks each widget from the field's type: ``int`` �
 ``ComboBox``, other ``str`` → ``LineEdit``, ``tuple[float, float]`` → ``TupleEdit``. This
 module adds what the type does not say: the field's range on every spin box (both of a
 ``TupleEdit``'s), completions for free text, and a ``LineEdit`` of comma-separated values
-for ``tuple[float, ...]`` (checked on read).
+for ``tuple[float, ...]`` (checked on read). A ``float`` field's spin box shows its value
+without trailing zeros ("0.0001", not "0.000100"; :class:`ShortFloatSpinBox`).
 
 The field's help (and its range in words) becomes the tool tip. :meth:`ConfigForm.value`
 builds the dataclass back and validates it.
@@ -32,13 +33,46 @@ from typing import Any
 
 from magicgui.widgets import Container, FloatSpinBox, LineEdit, TupleEdit, Widget, create_widget
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QAbstractSpinBox, QCompleter, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QAbstractSpinBox, QCompleter, QDoubleSpinBox, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..config import RECIPES, TrainConfig, apply_presets, describe_range, public_fields, validate
 
 INT_LIMIT = 2**31 - 1  # Qt spin boxes hold a C int
 FLOAT_LIMIT = 1e9
+
+
+class _ShortDoubleSpinBox(QDoubleSpinBox):
+    """A QDoubleSpinBox that shows no trailing zeros past the first decimal: "0.0001", "1.0",
+    not "0.000100", "1.000" (it still takes as many decimals as it is given, so a user can
+    type a smaller learning rate)."""
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 (Qt naming)
+        text = super().textFromValue(value)
+        point = self.locale().decimalPoint()
+        if point not in text:
+            return text
+        whole, frac = text.split(point, 1)
+        return f"{whole}{point}{frac.rstrip('0') or '0'}"
+
+
+def _short_backend() -> type:
+    """magicgui's Qt FloatSpinBox backend around :class:`_ShortDoubleSpinBox`."""
+    from magicgui.backends._qtpy import widgets as qt_backend
+
+    class Backend(qt_backend.FloatSpinBox):
+        def __init__(self, **kwargs: Any) -> None:
+            qt_backend.QBaseRangedWidget.__init__(self, _ShortDoubleSpinBox, **kwargs)
+
+    return Backend
+
+
+class ShortFloatSpinBox(FloatSpinBox):
+    """magicgui's FloatSpinBox showing its value without trailing zeros."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["widget_type"] = _short_backend()
+        super(FloatSpinBox, self).__init__(**kwargs)  # past the decorator that sets the stock backend
 
 
 def decimals(value: float, lo: float | None, hi: float | None, gt: float | None = None) -> int:
@@ -102,7 +136,10 @@ def make_widget(f: dataclasses.Field, hint: Any, value: Any, suggestions: tuple 
         return create_widget(int(value), annotation=int, name=name, options={"min": int(low), "max": int(high)})
     if typing.get_origin(hint) is tuple:
         value = tuple(float(v) for v in value)
-    widget = create_widget(value, annotation=hint, name=name)
+    if hint is float:
+        widget: Widget = ShortFloatSpinBox(value=float(value), name=name)
+    else:
+        widget = create_widget(value, annotation=hint, name=name)
     if isinstance(widget, FloatSpinBox):
         _bound_float(widget, value, f)
     elif isinstance(widget, TupleEdit):

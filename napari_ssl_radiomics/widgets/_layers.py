@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._state import IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, State
+from ._state import IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, VIEW_OUTLINES, State
 
 
 def put_layer(viewer: Any, name: str, data: np.ndarray, kind: str = "image", **kw: Any) -> Any:
@@ -99,7 +99,7 @@ def show_case(viewer: Any, state: State, case_id: str, crop: bool) -> None:
     # the case is what the user looks at now: show its layers (a preview had hidden them)
     for name in (IMAGE_LAYER, MASK_LAYER):
         viewer.layers[name].visible = True
-    for name in VIEW_LAYERS:
+    for name in (*VIEW_LAYERS, *VIEW_OUTLINES):
         if name in viewer.layers:
             viewer.layers[name].visible = False
     viewer.reset_view()

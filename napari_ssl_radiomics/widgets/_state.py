@@ -26,6 +26,7 @@ IMAGE_LAYER = "case image"
 MASK_LAYER = "case mask"
 COHORT_MASKS = "cohort masks"
 VIEW_LAYERS = ("view 1", "view 2")
+VIEW_OUTLINES = ("view 1 outline", "view 2 outline")  #: the mask's outline over each view
 
 
 @dataclass
@@ -56,6 +57,7 @@ class State:
 
     case_changed = Signal(str)
     run_changed = Signal()
+    augment_changed = Signal()
 
     @property
     def cache_dir(self) -> Path:
@@ -102,7 +104,9 @@ class State:
             self.case_changed.emit(case_id)
 
     def set_augment(self, cfg: AugmentConfig) -> None:
-        self.augment = cfg
+        if cfg != self.augment:
+            self.augment = cfg
+            self.augment_changed.emit()
 
     def set_run(self, run_dir: Path | None) -> None:
         self.run_dir = Path(run_dir) if run_dir is not None else None

@@ -3,7 +3,9 @@
 Preview draws two random views of the selected (prepared) case with the core's
 ``two_views`` and shows them as two image layers of their own, placed beside the case
 (right of the case layers' extent along x, aligned with them in z and y) with a gap
-between them, so that neither covers the other or the case, in 2D and in 3D. The case
+between them, so that neither covers the other or the case, in 2D and in 3D. Over each
+view a yellow layer carries the mask's outline, moved by that view's rotation, scale and
+shift (``view_outlines``). The arrays are all made in the worker. The case
 layers (and the cohort stack, if shown) are hidden while previewing, the z slider is moved
 to the views' middle slice and the camera is fitted to them. Reroll draws again with the
 next seed. Showing a case again (Cohort widget) hides the views. The settings are stored
@@ -25,7 +27,7 @@ from . import _workers
 from ._dock import Dock
 from ._form import ConfigForm
 from ._layers import _zyx, put_layer
-from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS
+from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, VIEW_OUTLINES
 
 GAP = 4  # voxels between the case and the views, and between the two views
 #: layers hidden while previewing (they would share the views' world space or cover them)
@@ -34,6 +36,8 @@ HIDDEN_WHILE_PREVIEWING = (IMAGE_LAYER, MASK_LAYER, "cohort images", COHORT_MASK
 
 class AugmentWidget(Dock):
     """Set and preview the training augmentations (dock widget)."""
+
+    TAB_TITLE = "Augment"
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
@@ -60,6 +64,16 @@ class AugmentWidget(Dock):
         layout.addLayout(row)
         layout.addWidget(self.info)
         self.state.case_changed.connect(self._case_changed)
+        self.state.augment_changed.connect(self._shared_changed)
+
+    def _shared_changed(self) -> None:
+        """Another dock set the augmentations (Resume loads a run's): show them."""
+        try:
+            shown = self.form.value()
+        except ValueError:  # a half-typed value: the run's settings replace it
+            shown = None
+        if shown != self.state.augment:
+            self.form.set_value(self.state.augment)
 
     def _case_changed(self, *_: Any) -> None:
         """Another case was selected: the views shown are no longer of it, so say what Preview does."""
@@ -92,11 +106,12 @@ class AugmentWidget(Dock):
         seed, cache = self.seed.value(), state.cache_dir
 
         def work() -> Any:
-            from ..core.augment import two_views
+            # all the arrays are made here, off the GUI thread: the GUI only swaps layer data
+            from ..core.augment import two_views, view_outlines
             from ..core.cache import read_crop
 
-            image, _, meta = read_crop(cache, case_id)
-            return case_id, two_views(image, cfg, seed), meta
+            image, mask, meta = read_crop(cache, case_id)
+            return case_id, two_views(image, cfg, seed), view_outlines(mask, cfg, seed), meta
 
         self.preview_button.setEnabled(False)
         self.reroll_button.setEnabled(False)
@@ -106,30 +121,34 @@ class AugmentWidget(Dock):
         self.preview_button.setEnabled(True)
         self.reroll_button.setEnabled(True)
 
-    def _show(self, result: tuple[str, tuple[np.ndarray, np.ndarray], dict]) -> None:
-        case_id, views, meta = result
+    def _show(self, result: tuple[str, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], dict]) -> None:
+        case_id, views, outlines, meta = result
         spacing = _zyx(meta.get("spacing", self.state.prepare.spacing))  # per case for crop='bbox'
         origin = self._beside_the_case(spacing)
         width = views[0].shape[-1]
         for name in HIDDEN_WHILE_PREVIEWING:
             if name in self.viewer.layers:
                 self.viewer.layers[name].visible = False
-        for i, (name, view) in enumerate(zip(VIEW_LAYERS, views)):
+        for i, (name, view, outline_name, outline) in enumerate(zip(VIEW_LAYERS, views, VIEW_OUTLINES, outlines)):
             view = np.asarray(view)
             view = view[0] if view.ndim == 4 else view  # the primary channel
-            layer = put_layer(
+            place = dict(scale=spacing, translate=(origin[0], origin[1], origin[2] + i * (width + GAP) * spacing[2]))
+            layer = put_layer(self.viewer, name, view, colormap="gray", contrast_limits=(0.0, 255.0), **place)
+            # an additive yellow image, not a Labels layer: half the GUI-thread cost to create
+            line = put_layer(
                 self.viewer,
-                name,
-                view,
-                scale=spacing,
-                colormap="gray",
-                contrast_limits=(0.0, 255.0),
-                translate=(origin[0], origin[1], origin[2] + i * (width + GAP) * spacing[2]),
+                outline_name,
+                outline,
+                colormap="yellow",
+                contrast_limits=(0, 1),
+                blending="additive",
+                **place,
             )
-            layer.visible = True
+            layer.visible = line.visible = True
         self.info.setText(
             f"Case {case_id}, seed {self.seed.value()}: two independent draws of the augmentations "
-            "(layers 'view 1' and 'view 2', beside the case; the case layers are hidden meanwhile)."
+            "(layers 'view 1' and 'view 2', beside the case, each with the mask's outline moved as its view; "
+            "the case layers are hidden meanwhile)."
         )
         self._look_at_views(views[0].shape[-3], spacing[0], origin[0])
 

@@ -58,7 +58,7 @@ from ._dock import Dock
 from ._form import ConfigForm
 from ._layers import put_layer
 from ._plots import ThemedFigure
-from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS
+from ._state import COHORT_MASKS, IMAGE_LAYER, MASK_LAYER, VIEW_LAYERS, VIEW_OUTLINES
 
 COHORT_IMAGES = "cohort images"
 BY_CLUSTER, BY_LABEL = "k-means cluster", "label"
@@ -267,6 +267,8 @@ class ClusterPlot(ThemedFigure):
 class ClustersWidget(Dock):
     """UMAP and k-means of the SSL representations, linked to the viewer (dock widget)."""
 
+    TAB_TITLE = "Clusters"
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self.table: pd.DataFrame | None = None
@@ -429,7 +431,7 @@ class ClustersWidget(Dock):
             pass
         layer.events.selected_label.connect(self._label_selected)
         # the single-case layers sit at their physical position, elsewhere in world space
-        for name in (IMAGE_LAYER, MASK_LAYER, *VIEW_LAYERS):
+        for name in (IMAGE_LAYER, MASK_LAYER, *VIEW_LAYERS, *VIEW_OUTLINES):
             if name in self.viewer.layers:
                 self.viewer.layers[name].visible = False
         # name the sliders and move them into the stack: the last preview's z may lie outside it

@@ -60,6 +60,8 @@ def _group(title: str, widget: QWidget) -> QGroupBox:
 class CohortWidget(Dock):
     """Choose, prepare and browse a cohort (dock widget)."""
 
+    TAB_TITLE = "Cohort"
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self._rows: dict[str, int] = {}

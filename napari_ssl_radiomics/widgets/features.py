@@ -127,6 +127,8 @@ class RocPlot(ThemedFigure):
 class FeaturesWidget(Dock):
     """Extract, combine, evaluate and export features (dock widget)."""
 
+    TAB_TITLE = "Features"
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self._bar: Any = None

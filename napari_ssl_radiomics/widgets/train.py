@@ -1,7 +1,7 @@
 """Training widget: 3DSiam with the RE/SE module, run in the background with a live plot.
 
 Start turns into Stop; Resume continues the current run (or the output folder's) from its
-checkpoint. The run is the core's ``train`` generator inside a napari ``thread_worker``:
+checkpoint, with the run's own settings (loaded into the form). The run is the core's ``train`` generator inside a napari ``thread_worker``:
 each step's event goes to the GUI thread, which moves a napari progress bar and collects
 the loss and the collapse metric; a timer redraws the plot at most :data:`REDRAW_S` apart,
 so a fast run cannot flood the event loop. Stop asks the core to stop (its ``stop``
@@ -17,6 +17,7 @@ labels, the linear-probe AUC of a fixed probe set, step 0 being the untrained en
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -216,6 +217,8 @@ def describe_health(figures: dict[str, float], first: dict[str, float] | None) -
 class TrainWidget(Dock):
     """Train 3DSiam (none / RE / SE) on the prepared cohort (dock widget)."""
 
+    TAB_TITLE = "Training"
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__(napari_viewer)
         self._stop = threading.Event()
@@ -250,7 +253,10 @@ class TrainWidget(Dock):
         self.start_button.setToolTip("start a new run (Stop while it runs)")
         self.start_button.clicked.connect(self._toggle)
         self.resume_button = QPushButton("Resume")
-        self.resume_button.setToolTip("continue the run folder's (or the last run's) checkpoint to the iterations set")
+        self.resume_button.setToolTip(
+            "continue the run folder's (or the last run's) checkpoint with the run's own settings (loaded into the "
+            "form), to the iterations set if more"
+        )
         self.resume_button.clicked.connect(lambda: self.start(resume=True))
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -321,7 +327,11 @@ class TrainWidget(Dock):
         except (ValueError, FileNotFoundError) as exc:
             show_error(str(exc))
             return None
-        out, augment, cache = self.run_dir(cfg, resume), self.state.augment, self.state.cache_dir
+        out = self.run_dir(cfg, resume)
+        loaded = ""
+        if resume:
+            cfg, loaded = self._run_settings(out, cfg)
+        augment, cache = self.state.augment, self.state.cache_dir
         self._stop.clear()
         self.events = []
         self.result = None
@@ -345,7 +355,9 @@ class TrainWidget(Dock):
         self.start_button.setText("Stop")
         self.start_button.setToolTip("stop after the current step; the checkpoint and the log are kept")
         self.resume_button.setEnabled(False)
-        self.status.setText(f"{'Resuming' if resume else 'Starting'} {cfg.mode} training in {out} …")
+        self.status.setText(f"{loaded}{'Resuming' if resume else 'Starting'} {cfg.mode} training in {out} …")
+        if loaded:
+            show_info(loaded.strip())
         self._timer.start()
         return _workers.start(
             work,
@@ -355,6 +367,32 @@ class TrainWidget(Dock):
             on_error=self._failed,
             on_finish=self._ended,
         )
+
+    def _run_settings(self, out: Path, cfg: TrainConfig) -> tuple[TrainConfig, str]:
+        """The settings to resume ``out`` with, and a sentence when they differ from the form's.
+
+        A run continues with the settings it was trained with (its ``config.json``): they
+        are loaded into the form and the shared augmentations, so that resuming a run made
+        with other settings (a GPU's, an older proposal's) is not refused. The form keeps
+        the settings a run may change (``RESUMABLE``), ``iterations`` only upwards.
+        """
+        from ..core.train import RESUMABLE, saved_config
+
+        try:
+            saved, augment = saved_config(out)
+        except (OSError, ValueError, KeyError, TypeError):
+            return cfg, ""  # no usable record: the engine's own check names the problem
+        keep = {name: getattr(cfg, name) for name in RESUMABLE}
+        keep["iterations"] = max(cfg.iterations, saved.iterations)
+        run_cfg = dataclasses.replace(saved, **keep)
+        changed = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(run_cfg, f.name)]
+        changed += ["augmentations"] if augment != self.state.augment else []
+        if not changed:
+            return run_cfg, ""
+        self.form.set_value(run_cfg)
+        self.state.set_augment(augment)
+        names = ", ".join(name.replace("_", " ") for name in changed)
+        return run_cfg, f"Loaded the run's own settings into the form ({names}). "
 
     def _load_curves(self, out: Path) -> None:
         """Continue the curves of the run being resumed (its history and health checks)."""
