@@ -243,11 +243,14 @@ def train_run(cache: Path, out: Path, cfg, stop_at: int = 0, partial: bool = Fal
     run = RunFolder(out)
     budget = stop_at or cfg.iterations
     if run.steps_done() < budget and not partial:
-        reached = [0]
+        # the budget is reached once its step's health check, if it has one, is recorded (Stop
+        # would cut the check short)
+        checked = cfg.health_cases > 0 and budget % cfg.checkpoint_every == 0
+        reached = [False]
 
         def show(ev) -> None:
-            if ev.kind == "step":
-                reached[0] = ev.iteration
+            if ev.kind == ("health" if checked else "step") and ev.iteration >= budget:
+                reached[0] = True
             if ev.kind == "health" or ev.level == "warning":
                 print(f"  [{out.name}] {ev.message}", flush=True)
 
@@ -255,7 +258,7 @@ def train_run(cache: Path, out: Path, cfg, stop_at: int = 0, partial: bool = Fal
 
         # Ctrl-C or SIGTERM ends the step, writes a checkpoint and exits; a rerun resumes
         with _stop_on_signals() as flag:
-            stop = lambda: flag[0] is not None or reached[0] >= budget  # noqa: E731
+            stop = lambda: flag[0] is not None or reached[0]  # noqa: E731
             gen = train(cohort, out, cfg, AugmentConfig(), resume=run.has_checkpoint, stop=stop)
             drive(gen, show)
         if flag[0] is not None:
