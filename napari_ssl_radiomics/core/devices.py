@@ -2,8 +2,10 @@
 
 Speed: the cohort lives on the device when it takes < ``DEVICE_COHORT_SHARE`` of free device
 memory (else it stays in pinned host memory and each batch is copied); autocast (bf16, or
-fp16 with a grad scaler) and channels_last_3d on CUDA, and on a CPU with native bf16
-(AVX512-BF16 or AMX: 2.3x faster per step at 32³, see benchmarks/README.md); cudnn.benchmark. A cohort beyond the
+fp16 with a grad scaler) on CUDA; channels_last_3d on every device (1.4x per step on a
+2-core Zen 4 at 32³ in fp32); cudnn.benchmark. bf16 autocast on a CPU with native bf16
+units is faster still (2.7x at 32³) but opt-in: it diverged within 4 steps at 64³ (see
+benchmarks/README.md). A cohort beyond the
 memory budget streams from its memory map, the next batch read ahead (:class:`TrainingCrops`).
 """
 
@@ -60,12 +62,11 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None: fp32, no autocast).
 
-    ``auto``: bf16 (or fp16 where bf16 is missing) on CUDA; bf16 on a CPU with native bf16;
-    else fp32.
+    ``auto``: bf16 (or fp16 where bf16 is missing) on CUDA; fp32 on the CPU, where bf16
+    autocast is opt-in (``bf16``): 2.7x faster per step at 32³ on a CPU with native bf16, but
+    its weights became NaN within 4 steps at 64³ on the benchmark's cohort.
     """
-    if precision == "auto" and device.type != "cuda":
-        return torch.bfloat16 if cpu_has_native_bf16() else None
-    if precision == "fp32":
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -101,9 +102,9 @@ class TrainingCrops:
 
     In device memory, in pinned host memory (:func:`place_cohort`), or streamed from the
     cache's memory map (:class:`cache.StreamedCrops`). ``augment_on`` "host" keeps the fetched
-    crops on the CPU (augmentation there, for benchmarks); ``channels_last`` (default: on
-    CUDA, and on the CPU under bf16 autocast, where it is 1.3x faster; fp32 on the CPU gains
-    nothing) lays the views out as channels_last_3d; ``amp_dtype`` is the autocast dtype.
+    crops on the CPU (augmentation there, for benchmarks); ``channels_last`` (default: on;
+    1.4x per step in fp32 and 1.5x in bf16 on a 2-core Zen 4 at 32³) lays the views out as
+    channels_last_3d; ``amp_dtype`` is the autocast dtype.
     """
 
     def __init__(
@@ -115,8 +116,7 @@ class TrainingCrops:
         channels_last: bool | None = None,
     ) -> None:
         self.device, self.amp_dtype, self.augment_on = device, amp_dtype, augment_on
-        default_layout = device.type == "cuda" or amp_dtype == torch.bfloat16
-        self.channels_last = default_layout if channels_last is None else channels_last
+        self.channels_last = True if channels_last is None else channels_last
         self.streamed = is_streamed(data)
         if self.streamed:  # beyond the memory budget: batches from the memory map, read ahead
             self.cohort: Any = StreamedCrops(data.images, pin=device.type == "cuda")

@@ -685,7 +685,7 @@ def train(
         (``close()``) also writes the checkpoint.
     augment_on : "device" (default) or "host": augment on the CPU and copy the views to the
         device (for benchmarks)
-    channels_last : use channels_last_3d (default: on CUDA, and on the CPU under bf16 autocast)
+    channels_last : use channels_last_3d (default: on)
     stop_gradient : for tests only: False removes SimSiam's stop-gradient, which makes the
         representation collapse (to check that the health monitor notices)
 
