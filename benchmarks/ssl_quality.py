@@ -381,7 +381,26 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
     ap.add_argument("--stop-at", type=int, default=0, help="stop each run at this step (schedule of --iterations)")
     ap.add_argument("--partial", action="store_true", help="train nothing: score each run's latest checkpoint")
+    ap.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        metavar="TAG/METHOD=NAME",
+        help="also show a row scored earlier under another tag (its latest step's cached scores), named NAME",
+    )
     return ap.parse_args(argv)
+
+
+def extra_row(work: Path, item: str, suffix: str) -> tuple[dict, str]:
+    """The cached scores of ``TAG/METHOD=NAME`` at its latest step, and its name in the table."""
+    spec, _, name = item.partition("=")
+    tag, _, method = spec.partition("/")
+    found = sorted(
+        (work / "scores" / tag).glob(f"{method}-{suffix}-step*.json"), key=lambda p: int(p.stem.rsplit("step", 1)[1])
+    )
+    if not name or not found:
+        raise SystemExit(f"--extra {item}: give TAG/METHOD=NAME of a row scored with --tag {tag} --methods {method}")
+    return json.loads(found[-1].read_text(encoding="utf-8")), name
 
 
 def representation(method: str, args, cohort, cache: Path, work: Path, tag: str, iterations: int) -> tuple[dict, int]:
@@ -436,6 +455,8 @@ def main(argv: list[str] | None = None) -> None:
         if 0 < step < (args.stop_at or iterations):
             names[method] += f", **stopped at step {step} of {iterations}**"
         print(f"scored {names[method]}", flush=True)
+    for item in args.extra:
+        scores[item], names[item] = extra_row(work, item, f"{layer}-{key}")
     lines = [
         f"AdrenalMNIST3D {args.size}³, {len(y)} cases ({int(y.sum())} positive, the minor class); recipe "
         f"{args.recipe} {' '.join(args.set)}; {iterations} steps per method, seed {args.seed}; layer {layer}; "
