@@ -227,13 +227,12 @@ def embed_layers(model, images: np.ndarray, batch: int = 64) -> dict[str, np.nda
     return {"head": np.concatenate(head), "backbone": np.concatenate(pool)}
 
 
-def train_run(cache: Path, out: Path, cfg, stop_at: int = 0, partial: bool = False) -> tuple[dict, int]:
+def train_run(cache: Path, out: Path, cfg, augment, stop_at: int = 0, partial: bool = False) -> tuple[dict, int]:
     """Train (resuming the run in ``out``) to ``stop_at`` steps (0: all of ``cfg.iterations``),
     then embed every case; returns the embeddings per layer and the step they come from.
 
     ``partial``: no training; embed the run's latest checkpoint as it is (a run cut short).
     """
-    from napari_ssl_radiomics.config import AugmentConfig
     from napari_ssl_radiomics.core.cache import load_prepared
     from napari_ssl_radiomics.core.events import drive
     from napari_ssl_radiomics.core.runs import RunFolder
@@ -259,7 +258,7 @@ def train_run(cache: Path, out: Path, cfg, stop_at: int = 0, partial: bool = Fal
         # Ctrl-C or SIGTERM ends the step, writes a checkpoint and exits; a rerun resumes
         with _stop_on_signals() as flag:
             stop = lambda: flag[0] is not None or reached[0]  # noqa: E731
-            gen = train(cohort, out, cfg, AugmentConfig(), resume=run.has_checkpoint, stop=stop)
+            gen = train(cohort, out, cfg, augment, resume=run.has_checkpoint, stop=stop)
             drive(gen, show)
         if flag[0] is not None:
             raise SystemExit(f"stopped at step {run.steps_done()}; run the same command again to resume {out}")
@@ -275,18 +274,24 @@ def train_run(cache: Path, out: Path, cfg, stop_at: int = 0, partial: bool = Fal
     return feats, step
 
 
-def parse_sets(items: list[str]):
-    """``key=value`` overrides of TrainConfig, converted to the field's type."""
-    from napari_ssl_radiomics.config import TrainConfig, _convert
+def parse_sets(items: list[str]) -> tuple[dict, dict]:
+    """``key=value`` overrides of TrainConfig and of AugmentConfig (a range as ``low,high``),
+    converted to the field's type; returns (train settings, augment settings)."""
+    from napari_ssl_radiomics.config import AugmentConfig, TrainConfig, _convert
 
-    hints = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    sections = [{f.name: str(f.type) for f in dataclasses.fields(c)} for c in (TrainConfig, AugmentConfig)]
     types = {"int": int, "float": float, "str": str, "bool": bool}
-    out = {}
+    out: tuple[dict, dict] = ({}, {})
     for item in items:
         key, _, value = item.partition("=")
-        if key not in hints:
-            raise SystemExit(f"--set {item}: {key} is not a TrainConfig field")
-        out[key] = _convert(value, types.get(str(hints[key]), str), key)
+        found = [i for i, hints in enumerate(sections) if key in hints]
+        if not found:
+            raise SystemExit(f"--set {item}: {key} is neither a TrainConfig nor an AugmentConfig field")
+        hint = sections[found[0]][key]
+        if hint.startswith("tuple"):
+            out[found[0]][key] = tuple(float(v) for v in value.split(","))
+        else:
+            out[found[0]][key] = _convert(value, types.get(hint, str), key)
     return out
 
 
@@ -367,7 +372,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=0, help="CV repeats (default 3; --quick: 1)")
     ap.add_argument("--recipe", default="default", choices=("default", "paper"))
     ap.add_argument(
-        "--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="other TrainConfig settings"
+        "--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="other TrainConfig or AugmentConfig settings (a range as low,high)"
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -406,16 +411,18 @@ def extra_row(work: Path, item: str, suffix: str) -> tuple[dict, str]:
 def representation(method: str, args, cohort, cache: Path, work: Path, tag: str, iterations: int) -> tuple[dict, int]:
     """The method's (n, 256) embeddings per layer, trained (resumed) or untrained, cached; and
     the step they come from (0: untrained)."""
-    from napari_ssl_radiomics.config import TrainConfig
+    from napari_ssl_radiomics.config import AugmentConfig, TrainConfig
     from napari_ssl_radiomics.core.train import resolve_recipe
 
     settings = METHODS[method][1]
     base = dict(recipe=args.recipe, iterations=iterations, seed=args.seed, device="cpu")
-    cfg = resolve_recipe(TrainConfig(**{**base, **(settings or {}), **parse_sets(args.set)}))
+    train_sets, augment_sets = parse_sets(args.set)
+    cfg = resolve_recipe(TrainConfig(**{**base, **(settings or {}), **train_sets}))
     if settings is None:
         path = work / "runs" / f"{tag}-{method}" / "embeddings.npz"
         return untrained_layers(cohort, cfg, args.seed, path, recalibrated=method == "untrained-bn"), 0
-    return train_run(cache, work / "runs" / f"{tag}-{method}", cfg, args.stop_at, args.partial)
+    augment = AugmentConfig(**augment_sets)
+    return train_run(cache, work / "runs" / f"{tag}-{method}", cfg, augment, args.stop_at, args.partial)
 
 
 def main(argv: list[str] | None = None) -> None:

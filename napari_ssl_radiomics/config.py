@@ -108,6 +108,14 @@ class AugmentConfig:
     scale_p: float = option(1.0, "probability of scaling", min=0, max=1)
     shift: tuple[float, float] = option((-0.05, 0.05), "shift along each axis, fraction of the volume's size")
     shift_p: float = option(1.0, "probability of shifting", min=0, max=1)
+    zoom: tuple[float, float] = option(
+        (0.5, 1.0),
+        "zoom-in crop: edge of a random sub-cube inside the volume, a fraction of the volume's edge, "
+        "resampled to the full size (SimSiam's random resized crop)",
+        gt=0,
+        max=1,
+    )
+    zoom_p: float = option(0.0, "probability of a zoom-in crop (0: off, the paper's augmentations)", min=0, max=1)
     gamma: tuple[float, float] = option((0.7, 1.5), "gamma exponent applied to intensities scaled to [0, 1]", gt=0)
     gamma_p: float = option(0.8, "probability of a gamma change", min=0, max=1)
     sharpen: tuple[float, float] = option((0.2, 1.0), "unsharp-mask strength (0: none)", min=0)
@@ -185,6 +193,12 @@ class TrainConfig:
         50, "steps of linear learning-rate warm-up from 0, at most a quarter of the iterations (0: none)", min=0
     )
     out_bn: bool = option(False, "end the projector with SimSiam's BN without affine parameters (Table 3: no BN)")
+    vc_weight: float = option(
+        0.0,
+        "weight of a VICReg-style variance-covariance term on both views' z, added to 3DSiam's loss against "
+        "dimensional collapse at small batch (0: off, plain 3DSiam; method=siam only)",
+        min=0,
+    )
     pred_hidden: int = option(64, "hidden width of the predictor MLP (SimSiam: dim / 4)", min=1)
     fix_pred_lr: bool = option(True, "keep the predictor's learning rate at its base value, not scheduled (SimSiam)")
     export: str = option(
@@ -424,6 +438,21 @@ SECTIONS = {
 
 
 # --- conversion -------------------------------------------------------------------------
+
+
+#: settings added after runs were recorded without them, with the value such a run had: a run
+#: recorded without one is read as having it, and a stage key leaves it out while it holds it
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {
+    "train": {"method": "siam", "rubik_permutations": 100, "rubik_gap": 0.125, "vc_weight": 0.0},
+    "augment": {"zoom": [0.5, 1.0], "zoom_p": 0.0},
+}
+
+
+def key_dict(cfg: TrainConfig | AugmentConfig) -> dict:
+    """:func:`to_dict` without the :data:`ADDED_SETTINGS` that hold their earlier value, so that
+    a stage key computed before a setting existed stays the same."""
+    added = ADDED_SETTINGS["train" if isinstance(cfg, TrainConfig) else "augment"]
+    return {k: v for k, v in to_dict(cfg).items() if k not in added or added[k] != v}
 
 
 def to_dict(cfg: Any) -> dict:

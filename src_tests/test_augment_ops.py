@@ -162,7 +162,7 @@ def test_output_is_clamped_to_the_intensity_range():
 
 
 def test_parameters_are_seeded_and_independent_per_sample():
-    cfg = AugmentConfig(gamma_p=1, sharpen_p=1, blur_p=1, noise_p=1)
+    cfg = AugmentConfig(gamma_p=1, sharpen_p=1, blur_p=1, noise_p=1, zoom_p=1)
     a = draw_params(cfg, 4, torch.Generator().manual_seed(5))
     b = draw_params(cfg, 4, torch.Generator().manual_seed(5))
     c = draw_params(cfg, 4, torch.Generator().manual_seed(6))
@@ -175,6 +175,33 @@ def test_parameters_are_seeded_and_independent_per_sample():
     assert ((a.scale >= 0.7) & (a.scale <= 1.3)).all()
     assert (a.shift.abs() <= 0.1 + 1e-6).all()  # ±0.05 of the edge = ±0.1 normalised
     assert ((a.gamma >= 0.7) & (a.gamma <= 1.5)).all()
+
+
+def test_zoom_crop_takes_a_sub_cube_and_resamples_it_to_the_full_size():
+    """A crop of edge c centred at o maps output voxel i to input c (i - (n-1)/2) + (n-1)/2 + o n/2
+    along each axis of n voxels: exact on a linear ramp."""
+    d, h, w = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in SHAPE], indexing="ij")
+    vol = 20 + 2.0 * w + 3.0 * h + 1.5 * d
+    c, o = 0.5, (0.2, -0.1, 0.3)  # o along x, y, z
+
+    def source(index: np.ndarray, n: int, offset: float) -> np.ndarray:
+        return c * (index - (n - 1) / 2) + (n - 1) / 2 + offset * n / 2
+
+    ours = run(vol, params(zoom=c, zoom_center=o))
+    ref = 20 + 2.0 * source(w, SHAPE[2], o[0]) + 3.0 * source(h, SHAPE[1], o[1]) + 1.5 * source(d, SHAPE[0], o[2])
+    np.testing.assert_allclose(ours, ref, atol=1e-3)
+
+
+def test_zoom_crop_lies_inside_the_volume_and_leaves_the_other_draws_alone():
+    off = draw_params(AugmentConfig(), 64, torch.Generator().manual_seed(3))
+    on = draw_params(AugmentConfig(zoom=(0.4, 0.9), zoom_p=1), 64, torch.Generator().manual_seed(3))
+    for f in dataclasses.fields(AugmentParams):
+        if not f.name.startswith("zoom"):  # a seed gives the same views as before the crop existed
+            assert torch.equal(getattr(off, f.name), getattr(on, f.name)), f.name
+    assert (off.zoom == 1).all() and (off.zoom_center == 0).all()
+    assert ((on.zoom >= 0.4) & (on.zoom <= 0.9)).all()
+    assert (on.zoom_center.abs() <= (1 - on.zoom)[:, None] + 1e-6).all()
+    assert on.zoom_center.abs().max() > 0.2  # the centre moves, not only the zoom
 
 
 def test_probabilities_switch_augmentations_on_and_off():

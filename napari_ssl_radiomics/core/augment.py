@@ -19,6 +19,11 @@ How and why:
   The content is rotated by ``R = Rz Ry Rx`` (ITK's Euler3D "ZYX" order) about the volume
   centre, scaled by ``s`` (> 1 enlarges it) and shifted by ``t``: an output voxel ``v``
   (centred voxel coordinates) samples the input at ``R^T (v - t) / s``.
+- The zoom-in crop (off by default; not in the paper) is SimSiam's random resized crop in
+  3D: a sub-cube of edge ``c`` (a fraction of the volume's edge, ``zoom``) at a random place
+  inside the volume is resampled to the full size, in the same ``grid_sample`` call. Its two
+  values are drawn after all the others and only when ``zoom_p`` > 0, so the paper's
+  augmentations of a seed are the same with the crop off as before it existed.
 - Padding: ``'border'`` (the edge voxel is repeated). The paper pads its crops with the
   background intensity; the crop's own edge is the nearest stand-in we have, while zeros
   would paint black wedges whose shape tells the network the rotation angle.
@@ -62,6 +67,11 @@ class AugmentParams:
         (B,) isotropic scale factor (1 = off).
     shift
         (B, 3) along x, y, z in normalised coordinates (2 = the whole edge; 0 = off).
+    zoom
+        (B,) edge of the zoom-in crop, a fraction of the volume's edge (1 = off).
+    zoom_center
+        (B, 3) the crop's centre along x, y, z in the input's normalised coordinates, within
+        ``±(1 - zoom)`` so that the crop lies inside the volume (0 = the centre).
     gamma
         (B,) gamma exponent (1 = off).
     sharpen
@@ -82,6 +92,8 @@ class AugmentParams:
     blur: Tensor
     noise: Tensor
     noise_seed: Tensor
+    zoom: Tensor
+    zoom_center: Tensor
 
     def __len__(self) -> int:
         return int(self.scale.shape[0])
@@ -102,6 +114,8 @@ class AugmentParams:
             blur=zeros.clone(),
             noise=zeros.clone(),
             noise_seed=torch.zeros(batch, dtype=torch.int64),
+            zoom=torch.ones(batch),
+            zoom_center=torch.zeros(batch, 3),
         )
 
 
@@ -133,9 +147,28 @@ def draw_params(cfg: AugmentConfig, batch: int, generator: torch.Generator) -> A
     noise = _uniform(cfg.noise, (b,), g) * _fires(cfg.noise_p, b, g)
     seeds = torch.randint(0, 2**62, (b,), generator=g, dtype=torch.int64)
     f32 = torch.float32
+    # drawn last, and only when on: a seed gives the same views as before the crop existed
+    zoom, center = _draw_zoom(cfg, b, g) if cfg.zoom_p > 0 else (torch.ones(b), torch.zeros(b, 3))
     return AugmentParams(
-        rot.to(f32), scale.to(f32), shift.to(f32), gamma.to(f32), sharpen.to(f32), blur.to(f32), noise.to(f32), seeds
+        rot.to(f32),
+        scale.to(f32),
+        shift.to(f32),
+        gamma.to(f32),
+        sharpen.to(f32),
+        blur.to(f32),
+        noise.to(f32),
+        seeds,
+        zoom.to(f32),
+        center.to(f32),
     )
+
+
+def _draw_zoom(cfg: AugmentConfig, b: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Each sample's crop edge (B,) and centre (B, 3); the centre is uniform over the positions
+    that keep the crop inside the volume."""
+    edge = torch.where(_fires(cfg.zoom_p, b, g), _uniform(cfg.zoom, (b,), g), 1.0)
+    center = (1.0 - edge)[:, None] * (2.0 * torch.rand((b, 3), generator=g, dtype=torch.float64) - 1.0)
+    return edge, center
 
 
 def rotation_matrix(angles: Tensor) -> Tensor:
@@ -157,18 +190,20 @@ def affine_theta(params: AugmentParams, size: tuple[int, int, int]) -> Tensor:
     """The (B, 3, 4) ``affine_grid`` matrix (output → input, normalised coordinates).
 
     ``size`` is the volume's ``(D, H, W)``. Rotation and scale act in voxel space; with
-    ``S = diag(2/W, 2/H, 2/D)`` the normalised map is ``S R^T S^-1 (n - t) / s``.
+    ``S = diag(2/W, 2/H, 2/D)`` the normalised map is ``c S R^T S^-1 (n - t) / s + o``, where the
+    zoom-in crop of edge ``c`` centred at ``o`` is taken last, from the input volume.
     """
     d, h, w = size
     sdiag = torch.tensor([2.0 / w, 2.0 / h, 2.0 / d], dtype=torch.float64)
     rt = rotation_matrix(params.rotation.cpu()).transpose(1, 2)
     a = sdiag[None, :, None] * rt / sdiag[None, None, :] / params.scale.cpu().double()[:, None, None]
-    t = -(a @ params.shift.cpu().double()[:, :, None])
+    a = a * params.zoom.cpu().double()[:, None, None]
+    t = params.zoom_center.cpu().double()[:, :, None] - a @ params.shift.cpu().double()[:, :, None]
     return torch.cat([a, t], dim=2).float()
 
 
 def _affine(x: Tensor, params: AugmentParams, padding_mode: str) -> Tensor:
-    moving = (params.rotation != 0).any(1) | (params.scale != 1) | (params.shift != 0).any(1)
+    moving = (params.rotation != 0).any(1) | (params.scale != 1) | (params.shift != 0).any(1) | (params.zoom != 1)
     idx = torch.nonzero(moving.cpu()).flatten()
     if len(idx) == 0:
         return x

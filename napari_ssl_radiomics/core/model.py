@@ -208,6 +208,25 @@ def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: 
     return 0.5 * term(p1, z2) + 0.5 * term(p2, z1)
 
 
+def variance_covariance(z: Tensor, eps: float = 1e-4) -> Tensor:
+    """VICReg's variance and covariance terms of a batch ``z`` (B, d), one scalar (Bardes et al. 2022).
+
+    ``v = mean_j relu(1 - sqrt(var_j + eps))`` keeps every dimension's batch standard deviation
+    at 1 or more; ``c = sum_{i != j} cov_ij^2 / d`` decorrelates the dimensions. Returns
+    ``v + c / 25``: VICReg's weights (variance 25, covariance 1) relative to the variance term.
+    Computed in float32; needs B >= 2.
+    """
+    z = z.float()
+    b, d = z.shape
+    if b < 2:
+        raise ValueError(f"the variance-covariance term needs a batch of 2 or more; got {b}")
+    variance = F.relu(1.0 - torch.sqrt(z.var(dim=0) + eps)).mean()
+    centred = z - z.mean(dim=0)
+    cov = centred.T @ centred / (b - 1)
+    off_diagonal = cov.pow(2).sum() - cov.diagonal().pow(2).sum()
+    return variance + off_diagonal / d / 25.0
+
+
 def weighted_mean(losses: Tensor, weights: Tensor | None = None) -> Tensor:
     """``sum(w_i l_i) / sum(w_i)`` over the batch; the plain mean when ``weights`` is None.
 

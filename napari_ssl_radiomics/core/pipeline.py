@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import PipelineConfig, TrainConfig, commented_yaml, to_dict
+from ..config import PipelineConfig, TrainConfig, commented_yaml, key_dict, to_dict
 from .events import Level
 from .lock import folder_lock
 from .runs import MODE_NAMES, RUNS_DIR, RunFolder
@@ -180,10 +180,10 @@ def mode_settings(train: TrainConfig, mode: str) -> TrainConfig:
 def _train_key(train_cfg: TrainConfig) -> dict[str, Any]:
     """The settings that shape a run, for its stage key. A 3DSiam run's leaves out the Rubik
     settings: they do not change it, and runs recorded before they existed stay fresh."""
-    settings = to_dict(train_cfg)
-    if settings["method"] == "siam":
-        for name in ("method", "rubik_permutations", "rubik_gap"):
-            settings.pop(name)
+    settings = key_dict(train_cfg)
+    if train_cfg.method == "siam":
+        for name in ("rubik_permutations", "rubik_gap"):
+            settings.pop(name, None)
     return settings
 
 
@@ -281,7 +281,7 @@ def train_stage(
     """
     from .train import train
 
-    key = config_hash([_train_key(train_cfg), to_dict(cfg.augment), _file_key(cache / "cases.csv")])
+    key = config_hash([_train_key(train_cfg), key_dict(cfg.augment), _file_key(cache / "cases.csv")])
     checkpoint = RunFolder(run_dir).checkpoint
     if state.fresh(stage, key, checkpoint):
         yield StageEvent(stage, "cached", message=str(run_dir))
@@ -369,7 +369,7 @@ def _supervised_stage(
     train_cfg = dataclasses.replace(
         cfg.train, iterations=cfg.supervised_iterations, optimizer="adam", lr=cfg.supervised_lr
     )
-    key = config_hash([to_dict(train_cfg), to_dict(cfg.augment), _file_key(cache / "cases.csv", folds)])
+    key = config_hash([key_dict(train_cfg), key_dict(cfg.augment), _file_key(cache / "cases.csv", folds)])
     if state.fresh("supervised", key, path):
         yield StageEvent("supervised", "cached", message=str(path))
         return path

@@ -46,6 +46,10 @@ Method choices the paper leaves open:
   collapse (the health checks above see dimensional collapse). Below 0.1/sqrt(d) for 50
   consecutive steps a single "warning" event is yielded (:class:`monitors.CollapseMonitor`).
 - Learning rate: a linear warm-up, then cosine decay or constant (:mod:`optim`).
+- ``vc_weight`` > 0 adds VICReg's variance-covariance term (:func:`model.variance_covariance`)
+  of both views' z to the loss, a candidate against dimensional collapse at small batch. It
+  is a batch term: RE's weights act on the per-case Siamese losses only, and under torchrun
+  each process adds the term of its own share of the batch (the gradients are averaged).
 
 Speed: placement, precision and layout are in :mod:`devices`; augmentation runs on the device
 with its parameters drawn on a seeded CPU generator; the loss and collapse metric are the
@@ -76,9 +80,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import ADDED_SETTINGS, AugmentConfig, TrainConfig, from_dict, resolve_recipe, to_dict
 from ..config import RECIPE_FIELDS as RECIPE_FIELDS  # the recipes live with the settings; re-exported here
 from ..config import RECIPES as RECIPES
-from ..config import AugmentConfig, TrainConfig, from_dict, resolve_recipe, to_dict
 from .augment import augment as augment_batch
 from .cache import PreparedCohort, check_preparation, is_streamed, load_for_training, preparation
 from .devices import TrainingCrops, resolve_precision, set_cpu_threads
@@ -89,7 +93,7 @@ from .events import Level, drive
 from .health import Health, HealthMonitor, measure, probe_set, usable_labels
 from .imbalance import plan_batch
 from .lock import folder_lock
-from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, weighted_mean
+from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, variance_covariance, weighted_mean
 from .monitors import CollapseMonitor
 from .optim import make_optimizer, set_lr
 from .rubik import RubikNet, cube_geometry, make_puzzle, permutation_set, rubik_loss
@@ -204,13 +208,8 @@ def _check_cohort(data: PreparedCohort) -> None:
         raise ValueError(f"{data.root}: case(s) {names} contain NaN or infinite intensities; prepare them again")
 
 
-#: train settings added after runs were recorded without them: such a run had these values
-_ADDED_SETTINGS = {"method": "siam", "rubik_permutations": 100, "rubik_gap": 0.125}
-
-
 def _config_mismatch(saved: dict, given: dict, section: str) -> str | None:
-    if section == "train":
-        saved = {**_ADDED_SETTINGS, **saved}
+    saved = {**ADDED_SETTINGS[section], **saved}
     # the recipe first: another recipe changes its presets too, and the recipe is what was given
     for key in sorted(set(saved) | set(given), key=lambda k: (k != "recipe", k)):
         if section == "train" and key in RESUMABLE:
@@ -541,22 +540,27 @@ class _Run:
         weights = np.asarray(plan.weights, dtype=np.float32)
         return candidates[np.asarray(plan.indices)], weights, [int(s) for s in plan.cluster_sizes]
 
-    def siam_losses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """3DSiam's per-case losses (B,) on two augmented views of ``x``, and the first view's z."""
+    def siam_losses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """3DSiam's per-case losses (B,) on two augmented views of ``x``, the batch's
+        variance-covariance term (a scalar; None when ``vc_weight`` is 0), and the first view's z."""
         v1 = self.crops.layout(augment_batch(x, self.aug, self.aug_gen))
         v2 = self.crops.layout(augment_batch(x, self.aug, self.aug_gen))
         with self.crops.autocast():
             p1, p2, z1, z2 = self.net(v1, v2)
-        return simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float(), self.stop_gradient), z1
+        losses = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float(), self.stop_gradient)
+        vc = None
+        if self.cfg.vc_weight > 0:  # a batch term: RE's weights act on the per-case losses only
+            vc = self.cfg.vc_weight * 0.5 * (variance_covariance(z1) + variance_covariance(z2))
+        return losses, vc, z1
 
-    def rubik_losses(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The Rubik's-cube per-case losses (B,) on one augmented view of ``x``, and the cubes' z."""
+    def rubik_losses(self, x: torch.Tensor) -> tuple[torch.Tensor, None, torch.Tensor]:
+        """The Rubik's-cube per-case losses (B,) on one augmented view of ``x``, no batch term, and the cubes' z."""
         view = augment_batch(x, self.aug, self.aug_gen)
         cubes, labels, rotations = make_puzzle(view, self.perm_set, self.cfg.rubik_gap, self.aug_gen)
         flat = self.crops.layout(cubes.flatten(0, 1))  # 8 cubes per case, one batched pass (siamese)
         with self.crops.autocast():
             perm_logits, rot_logits, z = self.net(flat)
-        return rubik_loss(perm_logits, rot_logits, labels, rotations), z
+        return rubik_loss(perm_logits, rot_logits, labels, rotations), None, z
 
     def step(self, stop: Callable[[], bool] | None = None) -> HistoryRow | None:
         """One optimisation step; returns its history row (loss may be non-finite), or None when
@@ -574,11 +578,13 @@ class _Run:
         x = self.crops.fetch(positions[mine])
         self.crops.prefetch(lambda: self.upcoming(iteration + 1))
         w = None if weights is None else torch.from_numpy(weights[mine]).to(self.device, non_blocking=True)
-        losses, z1 = self.rubik_losses(x) if self.cfg.method == "rubik" else self.siam_losses(x)
+        losses, batch_term, z1 = self.rubik_losses(x) if self.cfg.method == "rubik" else self.siam_losses(x)
         if self.dist.active:  # DDP averages the gradients: scale so that they are the global batch's
             loss = self.dist.local_loss(losses, w, len(positions) if weights is None else float(weights.sum()))
         else:
             loss = weighted_mean(losses, w)
+        if batch_term is not None:  # each process's own share under DDP, averaged with the gradients
+            loss = loss + batch_term
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -714,6 +720,8 @@ def train(
     cfg = resolve_recipe(cfg)  # a library call's recipe; a config a face resolved (its explicit choices) is kept
     if cfg.method == "rubik":
         cube_geometry(data.size, cfg.rubik_gap)  # ValueError when the crops are too small for the puzzle
+        if cfg.vc_weight > 0:
+            raise ValueError("vc_weight adds a term to 3DSiam's loss; give method=siam, or vc_weight 0 with rubik")
     if augment_on not in ("device", "host"):
         raise ValueError(f"augment_on = {augment_on!r}; choose 'device' or 'host'")
     out = Path(out)

@@ -61,6 +61,7 @@ ADVANCED = (
     "schedule",
     "lr_warmup",
     "out_bn",
+    "vc_weight",
     "pred_hidden",
     "fix_pred_lr",
     "export",
