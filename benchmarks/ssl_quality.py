@@ -263,6 +263,8 @@ def train_run(cache: Path, out: Path, cfg, augment, stop_at: int = 0, partial: b
         if flag[0] is not None:
             raise SystemExit(f"stopped at step {run.steps_done()}; run the same command again to resume {out}")
     step = run.steps_done()
+    if stop_at and step > stop_at and (out / f"embeddings-{stop_at}.npz").exists():
+        step = stop_at  # the run went on after its embeddings at stop_at were taken: score those
     if step == 0:
         raise SystemExit(f"{out} has no checkpoint to embed; train it first (without --partial)")
     saved = out / f"embeddings-{step}.npz"
@@ -372,7 +374,12 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=0, help="CV repeats (default 3; --quick: 1)")
     ap.add_argument("--recipe", default="default", choices=("default", "paper"))
     ap.add_argument(
-        "--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="other TrainConfig or AugmentConfig settings (a range as low,high)"
+        "--set",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other TrainConfig or AugmentConfig settings (a range as low,high)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -390,21 +397,27 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--extra",
         nargs="*",
         default=[],
-        metavar="TAG/METHOD=NAME",
-        help="also show a row scored earlier under another tag (its latest step's cached scores), named NAME",
+        metavar="TAG/METHOD[@STEP]=NAME",
+        help="also show a row scored earlier (under this or another tag; its latest step's cached scores unless "
+        "@STEP is given), named NAME",
     )
     return ap.parse_args(argv)
 
 
 def extra_row(work: Path, item: str, suffix: str) -> tuple[dict, str]:
-    """The cached scores of ``TAG/METHOD=NAME`` at its latest step, and its name in the table."""
+    """The cached scores of ``TAG/METHOD[@STEP]=NAME`` (at its latest step unless STEP is
+    given), and its name in the table."""
     spec, _, name = item.partition("=")
+    spec, _, step = spec.partition("@")
     tag, _, method = spec.partition("/")
     found = sorted(
-        (work / "scores" / tag).glob(f"{method}-{suffix}-step*.json"), key=lambda p: int(p.stem.rsplit("step", 1)[1])
+        (work / "scores" / tag).glob(f"{method}-{suffix}-step{step or '*'}.json"),
+        key=lambda p: int(p.stem.rsplit("step", 1)[1]),
     )
     if not name or not found:
-        raise SystemExit(f"--extra {item}: give TAG/METHOD=NAME of a row scored with --tag {tag} --methods {method}")
+        raise SystemExit(
+            f"--extra {item}: give TAG/METHOD[@STEP]=NAME of a row scored with --tag {tag} --methods {method}"
+        )
     return json.loads(found[-1].read_text(encoding="utf-8")), name
 
 
