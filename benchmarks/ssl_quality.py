@@ -234,9 +234,10 @@ def train_run(cache: Path, out: Path, cfg, augment, stop_at: int = 0, partial: b
     ``partial``: no training; embed the run's latest checkpoint as it is (a run cut short).
     """
     from napari_ssl_radiomics.core.cache import load_prepared
+    from napari_ssl_radiomics.core.checkpoint import load_model
     from napari_ssl_radiomics.core.events import drive
     from napari_ssl_radiomics.core.runs import RunFolder
-    from napari_ssl_radiomics.core.train import load_model, train
+    from napari_ssl_radiomics.core.train import train
 
     cohort = load_prepared(cache)
     run = RunFolder(out)

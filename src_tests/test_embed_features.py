@@ -10,9 +10,10 @@ from test_train_engine import make_cache  # the shared synthetic-cache fixture
 
 from napari_ssl_radiomics.config import AugmentConfig, TrainConfig
 from napari_ssl_radiomics.core.cache import load_prepared
+from napari_ssl_radiomics.core.checkpoint import load_model
 from napari_ssl_radiomics.core.embed import embed, embed_iter, encode, feature_columns
 from napari_ssl_radiomics.core.events import Progress, drive
-from napari_ssl_radiomics.core.train import load_model, run_to_end, train
+from napari_ssl_radiomics.core.train import run_to_end, train
 
 
 @pytest.fixture(scope="module")

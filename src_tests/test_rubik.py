@@ -21,9 +21,10 @@ from napari_ssl_radiomics import config as C
 from napari_ssl_radiomics.cli import main
 from napari_ssl_radiomics.core import rubik
 from napari_ssl_radiomics.core.cache import CASE_COLUMNS, write_crop
+from napari_ssl_radiomics.core.checkpoint import load_model
 from napari_ssl_radiomics.core.pipeline import mode_settings
 from napari_ssl_radiomics.core.runs import CHECKPOINT, RunFolder
-from napari_ssl_radiomics.core.train import _config_mismatch, load_model, run_to_end, train
+from napari_ssl_radiomics.core.train import _config_mismatch, run_to_end, train
 from napari_ssl_radiomics.core.utils import write_csv
 
 OFF = C.AugmentConfig(rotation_p=0, scale_p=0, shift_p=0, gamma_p=0, sharpen_p=0, blur_p=0, noise_p=0)

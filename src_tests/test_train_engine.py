@@ -18,12 +18,12 @@ import torch
 from napari_ssl_radiomics.config import AugmentConfig, TrainConfig
 from napari_ssl_radiomics.core import monitors
 from napari_ssl_radiomics.core.cache import CASE_COLUMNS, load_prepared, write_crop
+from napari_ssl_radiomics.core.checkpoint import load_model
 from napari_ssl_radiomics.core.runs import CHECKPOINT, CONFIG_JSON, HISTORY_CSV
 from napari_ssl_radiomics.core.train import (
     HISTORY_COLUMNS,
     TrainingDiverged,
     _Run,
-    load_model,
     resolve_recipe,
     run_to_end,
     train,

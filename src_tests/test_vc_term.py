@@ -14,11 +14,12 @@ from test_train_engine import make_cache  # the shared synthetic-cache fixture
 from napari_ssl_radiomics import config as C
 from napari_ssl_radiomics.cli import main
 from napari_ssl_radiomics.core.cache import load_prepared
+from napari_ssl_radiomics.core.checkpoint import load_model
 from napari_ssl_radiomics.core.health import effective_rank
 from napari_ssl_radiomics.core.model import variance_covariance
 from napari_ssl_radiomics.core.pipeline import _train_key
 from napari_ssl_radiomics.core.runs import RunFolder
-from napari_ssl_radiomics.core.train import _config_mismatch, load_model, run_to_end, train
+from napari_ssl_radiomics.core.train import _config_mismatch, run_to_end, train
 
 
 def reference(z: np.ndarray, eps: float = 1e-4) -> float:

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from .cache import PreparedCohort, check_preparation, load_prepared, preparation
+from .checkpoint import load_model_step
 from .devices import resolve_device
 from .events import Level, drive
 from .model import Encoder, SimSiam3D
 from .runs import RunFolder
-from .train import load_model_step
 
 PREFIX = "ssl_"
 #: ``DataFrame.attrs`` key of :func:`embed`'s table: the checkpoint step the vectors came from

@@ -85,6 +85,7 @@ from ..config import RECIPE_FIELDS as RECIPE_FIELDS  # the recipes live with the
 from ..config import RECIPES as RECIPES
 from .augment import augment as augment_batch
 from .cache import PreparedCohort, check_preparation, is_streamed, load_for_training, preparation
+from .checkpoint import CHECKPOINT_FORMAT, build_model, finite_weights, read_checkpoint, save_checkpoint
 from .devices import TrainingCrops, resolve_precision, set_cpu_threads
 from .devices import resolve_device as resolve_device  # re-exported: embed, benchmarks
 from .distributed import augment_seed
@@ -93,16 +94,15 @@ from .events import Level, drive
 from .health import Health, HealthMonitor, measure, probe_set, usable_labels
 from .imbalance import plan_batch
 from .lock import folder_lock
-from .model import Encoder, SimSiam3D, collapse_metric, simsiam_loss, variance_covariance, weighted_mean
+from .model import Encoder, collapse_metric, simsiam_loss, variance_covariance, weighted_mean
 from .monitors import CollapseMonitor
 from .optim import make_optimizer, set_lr
-from .rubik import RubikNet, cube_geometry, make_puzzle, permutation_set, rubik_loss
+from .rubik import cube_geometry, make_puzzle, permutation_set, rubik_loss
 from .runs import CHECKPOINT, CONFIG_JSON, HEALTH_CSV, HISTORY_CSV, RunFolder
 from .sampler import Sampler, se_pool, step_seed
 from .utils import OutputError, atomic_path, provenance, write_csv, write_json
 
 #: 3: the monitors' state under "health" and "collapse" (2 kept the collapse counters at the top level)
-CHECKPOINT_FORMAT = 3
 #: settings that may differ when resuming: they do not change the trajectory on one device
 #: (``iterations`` may only grow; ``device`` lets a run move between machines)
 RESUMABLE = ("iterations", "checkpoint_every", "embed_batch_size", "device")
@@ -270,7 +270,7 @@ class _Run:
     """The state of one training run; :func:`train` drives it one step at a time.
 
     Built in one step: the model, optimiser, sampler, generators and monitors are ready on
-    return, and restored from ``checkpoint`` (a :func:`read_checkpoint` content) when given.
+    return, and restored from ``checkpoint`` (a :func:`.checkpoint.read_checkpoint` content) when given.
     The monitors (``health``, ``collapse``) are the loop's plug-ins: the run feeds them and
     checkpoints their ``state()``.
     """
@@ -330,7 +330,7 @@ class _Run:
             self._restore(checkpoint)
 
     def model_args(self) -> dict[str, Any]:
-        """The model's arguments of this run (kept in the checkpoint for :func:`load_model`).
+        """The model's arguments of this run (kept in the checkpoint for :func:`.checkpoint.load_model`).
 
         A Rubik run's arguments carry ``method``; a 3DSiam run's have none, as before the setting existed.
         """
@@ -380,7 +380,7 @@ class _Run:
 
     def save(self) -> None:
         """Write the checkpoint and the history table whole; refuse to store non-finite weights."""
-        if not _finite(self.model):
+        if not finite_weights(self.model):
             raise TrainingDiverged(
                 f"training diverged: the weights became NaN or infinite by step {self.iteration}; the last good checkpoint "
                 f"(iteration {self.saved_iteration}) was kept. Try a lower --lr (now {self.cfg.lr}) or --precision fp32."
@@ -605,46 +605,6 @@ class _Run:
             selected_ids=[self.data.ids[i] for i in positions],
             samples_per_s=len(positions) / elapsed if elapsed > 0 else float("inf"),
         )
-
-
-class _Writer:
-    """A file that remembers the OSError of a failed write: torch.save reports a full disk as
-    a RuntimeError ("unexpected pos"), which names neither the cause nor the file."""
-
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-        self.error: OSError | None = None
-
-    def write(self, data: Any) -> int:
-        try:
-            return self.fh.write(data)
-        except OSError as exc:
-            self.error = exc
-            raise
-
-    def flush(self) -> None:
-        try:
-            self.fh.flush()
-        except OSError as exc:
-            self.error = exc
-            raise
-
-
-def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save(payload, path)``, a failed write raised as its OSError (ENOSPC, EDQUOT, ...)."""
-    with open(path, "wb") as fh:
-        writer = _Writer(fh)
-        try:
-            torch.save(payload, writer)
-        except RuntimeError:
-            if writer.error is not None:
-                raise writer.error from None
-            raise
-
-
-def _finite(model: torch.nn.Module) -> bool:
-    tensors = [p.detach() for p in model.parameters()] + [b for b in model.buffers() if b.is_floating_point()]
-    return bool(torch.stack([t.isfinite().all() for t in tensors]).all().item())
 
 
 def history_frame(history: list[HistoryRow]) -> pd.DataFrame:
@@ -913,52 +873,6 @@ def _step_message(run: _Run, row: HistoryRow) -> str:
     if run.health.checks:
         text += f", rank {run.health.checks[-1]['effective_rank']:.1f}"
     return text
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's content; ValueError naming the file when it is truncated or not one."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except OSError as exc:
-        if exc.errno:  # a real OS error (permissions, I/O) says what it is itself
-            raise
-        ckpt = exc
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError...
-        ckpt = exc
-    if isinstance(ckpt, Exception):
-        reason = (str(ckpt).strip().splitlines() or [type(ckpt).__name__])[0][:120]
-        raise ValueError(
-            f"{path} is not a readable checkpoint (truncated or damaged: {reason}); "
-            "use a complete checkpoint (ssl-radiomics train --resume continues from the last one) or train again"
-        )
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
-        raise ValueError(f"{path} is not a checkpoint of ssl-radiomics train; give a run folder or its {CHECKPOINT}")
-    return ckpt
-
-
-def build_model(args: dict[str, Any]) -> SimSiam3D | RubikNet:
-    """The network a checkpoint's ``model_args`` describe: RubikNet when they say ``method: rubik``."""
-    args = dict(args)
-    return RubikNet(**args) if args.pop("method", "siam") == "rubik" else SimSiam3D(**args)
-
-
-def load_model(run_or_checkpoint: str | Path, device: str = "cpu") -> SimSiam3D | RubikNet:
-    """The trained network (SimSiam3D or RubikNet) of a run folder or checkpoint file, in eval mode
-    on ``device``; its ``encoder`` is what embeds."""
-    return load_model_step(run_or_checkpoint, device)[0]
-
-
-def load_model_step(run_or_checkpoint: str | Path, device: str = "cpu") -> tuple[SimSiam3D | RubikNet, int]:
-    """:func:`load_model` and the step (iteration) its checkpoint was saved at."""
-    path = Path(run_or_checkpoint)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; train a run first (ssl-radiomics train CACHE --out RUN)")
-    ckpt = read_checkpoint(path)
-    model = build_model(ckpt["model_args"])  # format 1 holds in_channels only: the paper's head
-    model.load_state_dict(ckpt["model"])
-    return model.to(resolve_device(device)).eval(), int(ckpt.get("iteration", 0))
 
 
 def run_to_end(gen: Generator[TrainEvent, None, TrainResult]) -> TrainResult:
