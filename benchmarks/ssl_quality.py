@@ -318,8 +318,9 @@ def diff_cell(a: list[float], b: list[float]) -> str:
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}], p {p:.2g}"
 
 
-def tables(scores: dict[str, dict], trad: dict, names: dict[str, str]) -> list[str]:
-    """The study's two markdown tables from each row's fold scores."""
+def tables(scores: dict[str, dict], trad: dict, names: dict[str, str], shares: dict[str, float]) -> list[str]:
+    """The study's two markdown tables from each row's fold scores; ``shares``: each trained
+    run's minor-class share among the cases it trained on after the warm-up."""
     base = [k for k in ("untrained-bn", "untrained") if k in scores]
     ref = max(base, key=lambda k: np.mean(scores[k]["ssl"]["auc"])) if base else None
     out = [
@@ -337,16 +338,17 @@ def tables(scores: dict[str, dict], trad: dict, names: dict[str, str]) -> list[s
     if "none" in scores:
         out += [
             "",
-            "| minor-class recall | SSL-only | − vanilla | trad+X | − vanilla |",
-            "|---|---|---|---|---|",
+            "| minor-class recall | minor share in trained batches | SSL-only | − vanilla | trad+X | − vanilla |",
+            "|---|---|---|---|---|---|",
         ]
         van = scores["none"]
         for key in [k for k in ("none", "re", "se", "rubik") if k in scores]:
             row = scores[key]
-            cells = [pm(row["ssl"]["minor_recall"]), "—", pm(row["both"]["minor_recall"]), "—"]
+            share = f"{shares[key]:.3f}" if key in shares else "—"
+            cells = [share, pm(row["ssl"]["minor_recall"]), "—", pm(row["both"]["minor_recall"]), "—"]
             if key != "none":
-                cells[1] = diff_cell(row["ssl"]["minor_recall"], van["ssl"]["minor_recall"])
-                cells[3] = diff_cell(row["both"]["minor_recall"], van["both"]["minor_recall"])
+                cells[2] = diff_cell(row["ssl"]["minor_recall"], van["ssl"]["minor_recall"])
+                cells[4] = diff_cell(row["both"]["minor_recall"], van["both"]["minor_recall"])
             out.append(f"| {names[key]} | " + " | ".join(cells) + " |")
     return out
 
@@ -422,6 +424,17 @@ def extra_row(work: Path, item: str, suffix: str) -> tuple[dict, str]:
     return json.loads(found[-1].read_text(encoding="utf-8")), name
 
 
+def batch_shares(work: Path, tag: str, methods: list[str], cohort) -> dict[str, float]:
+    """Each trained run's minor-class share among the cases it trained on (``core.report``'s
+    batch balance), by method."""
+    from napari_ssl_radiomics.core.report import batch_balance
+
+    runs = {m: work / "runs" / f"{tag}-{m}" for m in methods if (work / "runs" / f"{tag}-{m}" / "history.csv").exists()}
+    labels = pd.Series([int(v) for v in cohort.labels], index=list(cohort.ids))
+    balance = batch_balance(runs, labels) if runs else pd.DataFrame(columns=["mode", "batches"])
+    return dict(zip(balance["mode"], balance["batches"]))
+
+
 def representation(method: str, args, cohort, cache: Path, work: Path, tag: str, iterations: int) -> tuple[dict, int]:
     """The method's (n, 256) embeddings per layer, trained (resumed) or untrained, cached; and
     the step they come from (0: untrained)."""
@@ -478,6 +491,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"scored {names[method]}", flush=True)
     for item in args.extra:
         scores[item], names[item] = extra_row(work, item, f"{layer}-{key}")
+    shares = batch_shares(work, tag, [m for m in args.methods if METHODS[m][1]], cohort)
     lines = [
         f"AdrenalMNIST3D {args.size}³, {len(y)} cases ({int(y.sum())} positive, the minor class); recipe "
         f"{args.recipe} {' '.join(args.set)}; {iterations} steps per method, seed {args.seed}; layer {layer}; "
@@ -485,7 +499,12 @@ def main(argv: list[str] | None = None) -> None:
         f"folds, 95% interval and p from the Nadeau–Bengio corrected t-test ({FOLDS - 1} degrees of freedom).",
         f"Machine: {machine()}; scoring wall time {(time.perf_counter() - t0) / 60:.1f} min.",
         "",
-        *tables(scores, trad, names),
+        *tables(scores, trad, names, shares),
+        "",
+        f"Minor share in trained batches: the minor class's share of the cases each run trained on after "
+        f"the vanilla warm-up, each counted by its loss weight (RE) over the whole run so far; the cohort's "
+        f"is {y.mean():.3f}. SE balances the k-means clusters of each pool; were they the classes, its share "
+        f"would approach 0.5.",
     ]
     print("\n".join(lines))
     out = work / "results" / f"{tag}-{layer}-{key}.json"
