@@ -500,12 +500,15 @@ def main(argv: list[str] | None = None) -> None:
         f"Machine: {machine()}; scoring wall time {(time.perf_counter() - t0) / 60:.1f} min.",
         "",
         *tables(scores, trad, names, shares),
-        "",
-        f"Minor share in trained batches: the minor class's share of the cases each run trained on after "
-        f"the vanilla warm-up, each counted by its loss weight (RE) over the whole run so far; the cohort's "
-        f"is {y.mean():.3f}. SE balances the k-means clusters of each pool; were they the classes, its share "
-        f"would approach 0.5.",
     ]
+    if "none" in scores:
+        lines += [
+            "",
+            f"Minor share in trained batches: the minor class's share of the cases each run trained on after "
+            f"the vanilla warm-up, each counted by its loss weight (RE) over the whole run so far; the "
+            f"cohort's is {y.mean():.3f}. SE balances the k-means clusters of each pool; were they the "
+            f"classes, its share would approach 0.5.",
+        ]
     print("\n".join(lines))
     out = work / "results" / f"{tag}-{layer}-{key}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
