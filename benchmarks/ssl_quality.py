@@ -424,14 +424,16 @@ def extra_row(work: Path, item: str, suffix: str) -> tuple[dict, str]:
     return json.loads(found[-1].read_text(encoding="utf-8")), name
 
 
-def batch_shares(work: Path, tag: str, methods: list[str], cohort) -> dict[str, float]:
+def batch_shares(work: Path, tag: str, methods: list[str], labels: pd.Series) -> dict[str, float]:
     """Each trained run's minor-class share among the cases it trained on (``core.report``'s
-    batch balance), by method."""
+    batch balance), by method; ``labels``: class per case ID."""
     from napari_ssl_radiomics.core.report import batch_balance
 
-    runs = {m: work / "runs" / f"{tag}-{m}" for m in methods if (work / "runs" / f"{tag}-{m}" / "history.csv").exists()}
-    labels = pd.Series([int(v) for v in cohort.labels], index=list(cohort.ids))
-    balance = batch_balance(runs, labels) if runs else pd.DataFrame(columns=["mode", "batches"])
+    runs = {m: work / "runs" / f"{tag}-{m}" for m in methods}
+    runs = {m: run for m, run in runs.items() if (run / "history.csv").exists()}
+    if not runs:
+        return {}
+    balance = batch_balance(runs, labels)
     return dict(zip(balance["mode"], balance["batches"]))
 
 
@@ -491,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"scored {names[method]}", flush=True)
     for item in args.extra:
         scores[item], names[item] = extra_row(work, item, f"{layer}-{key}")
-    shares = batch_shares(work, tag, [m for m in args.methods if METHODS[m][1]], cohort)
+    shares = batch_shares(work, tag, [m for m in args.methods if METHODS[m][1]], pd.Series(y, index=cohort.ids))
     lines = [
         f"AdrenalMNIST3D {args.size}³, {len(y)} cases ({int(y.sum())} positive, the minor class); recipe "
         f"{args.recipe} {' '.join(args.set)}; {iterations} steps per method, seed {args.seed}; layer {layer}; "
