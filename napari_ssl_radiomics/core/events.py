@@ -11,6 +11,7 @@ show any of them, warnings included, without knowing which job it is.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 R = TypeVar("R")
@@ -34,6 +35,29 @@ class Progress(Protocol):
 
     @property
     def level(self) -> Level: ...
+
+
+@dataclass
+class CaseEvent:
+    """One finished case of a per-case job (``index`` counts from 1).
+
+    ``status`` names what happened to the case (each job lists its own: "ok", "cached",
+    "skipped", "failed"); ``reason`` says why, and what to do, when it was not "ok".
+    """
+
+    index: int
+    total: int
+    case_id: str
+    status: str
+    reason: str = ""
+
+    @property
+    def message(self) -> str:
+        return f"{self.case_id}: {self.status}" + (f" ({self.reason})" if self.reason else "")
+
+    @property
+    def level(self) -> Level:
+        return "info"
 
 
 def drive(gen: Generator[Any, Any, R], on_event: Callable[[Any], None] | None = None) -> R:

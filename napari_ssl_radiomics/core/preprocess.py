@@ -57,7 +57,7 @@ import SimpleITK as sitk
 from ..config import ClusterConfig, PrepareConfig, to_dict
 from .cache import CASE_COLUMNS, CASES_CSV, CROPS, PREPARE_JSON, crop_paths, write_crop
 from .cohort import Case, CaseError, Cohort, default_mask_label, load_cohort, read_box, read_case
-from .events import Level
+from .events import CaseEvent
 from .lock import folder_lock
 from .parallel import run_cases
 from .utils import (
@@ -81,22 +81,8 @@ INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}
 
 
 @dataclass
-class PrepareEvent:
-    """Progress of :func:`prepare`: one event per case (``index`` counts from 1)."""
-
-    index: int
-    total: int
-    case_id: str
-    status: str  # "ok" | "cached" | "skipped"
-    reason: str = ""
-
-    @property
-    def message(self) -> str:
-        return f"{self.case_id}: {self.status}" + (f" ({self.reason})" if self.reason else "")
-
-    @property
-    def level(self) -> Level:
-        return "info"
+class PrepareEvent(CaseEvent):
+    """Progress of :func:`prepare`: one event per case; ``status`` is "ok", "cached" or "skipped"."""
 
 
 @dataclass

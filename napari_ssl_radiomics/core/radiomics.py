@@ -49,7 +49,7 @@ import yaml
 
 from ..config import ClusterConfig, PrepareConfig, RadiomicsConfig
 from .cohort import default_mask_label, missing_source
-from .events import Level
+from .events import CaseEvent
 from .parallel import run_cases
 from .utils import config_hash, cpu_count, sha256, write_json
 
@@ -59,27 +59,14 @@ CACHE_DIR = ".radiomics_cache"
 
 
 @dataclass
-class RadiomicsEvent:
+class RadiomicsEvent(CaseEvent):
     """Progress of :func:`extract`: one event per finished case.
 
     ``status`` is ``ok`` (computed), ``cached`` (read from the cache) or ``failed``
-    (``reason`` says why and what to do).
+    (``reason`` says why and what to do); ``elapsed_s`` is the case's wall time (s).
     """
 
-    index: int
-    total: int
-    case_id: str
-    status: str
-    reason: str = ""
     elapsed_s: float = 0.0
-
-    @property
-    def message(self) -> str:
-        return f"{self.case_id}: {self.status}" + (f" ({self.reason})" if self.reason else "")
-
-    @property
-    def level(self) -> Level:
-        return "info"
 
 
 @dataclass
