@@ -13,7 +13,7 @@ columns
     the better untrained row; trad+X AUC and its paired difference to trad alone; each
     difference with its 95% interval and p-value from the Nadeau-Bengio corrected
     resampled t-test (the project's ``core.compare.corrected_t``, k - 1 degrees of freedom);
-    and RE/SE against vanilla on minor-class recall.
+    and RE/SE against vanilla on SSL-only AUC and on minor-class recall.
 
 Labels are used only to score the features, never in training. Everything is cached under
 ``--work`` (default ``results/ssl_quality``, ignored by git): the cache, the pyradiomics
@@ -338,17 +338,19 @@ def tables(scores: dict[str, dict], trad: dict, names: dict[str, str], shares: d
     if "none" in scores:
         out += [
             "",
-            "| minor-class recall | minor share in trained batches | SSL-only | − vanilla | trad+X | − vanilla |",
-            "|---|---|---|---|---|---|",
+            "| against vanilla | minor share in trained batches | SSL-only AUC − vanilla "
+            "| minor-class recall, SSL-only | − vanilla | trad+X | − vanilla |",
+            "|---|---|---|---|---|---|---|",
         ]
         van = scores["none"]
         for key in [k for k in ("none", "re", "se", "rubik") if k in scores]:
             row = scores[key]
             share = f"{shares[key]:.3f}" if key in shares else "—"
-            cells = [share, pm(row["ssl"]["minor_recall"]), "—", pm(row["both"]["minor_recall"]), "—"]
+            cells = [share, "—", pm(row["ssl"]["minor_recall"]), "—", pm(row["both"]["minor_recall"]), "—"]
             if key != "none":
-                cells[2] = diff_cell(row["ssl"]["minor_recall"], van["ssl"]["minor_recall"])
-                cells[4] = diff_cell(row["both"]["minor_recall"], van["both"]["minor_recall"])
+                cells[1] = diff_cell(row["ssl"]["auc"], van["ssl"]["auc"])
+                cells[3] = diff_cell(row["ssl"]["minor_recall"], van["ssl"]["minor_recall"])
+                cells[5] = diff_cell(row["both"]["minor_recall"], van["both"]["minor_recall"])
             out.append(f"| {names[key]} | " + " | ".join(cells) + " |")
     return out
 
