@@ -45,6 +45,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from napari_ssl_radiomics.core.utils import atomic_open, write_csv, write_text  # noqa: E402
+
 SHARED = Path(os.environ.get("SSL_RADIOMICS_SHARED", ROOT.parent / "shared")) / "data" / "adrenalmnist3d"
 
 
@@ -92,8 +94,7 @@ def trad_features(path: Path, size: int = 28) -> pd.DataFrame:
         result = extractor.execute(image, mask)
         rows.append({"ID": case_id, **{k: float(v) for k, v in result.items() if k.startswith("original_")}})
     frame = pd.DataFrame(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    write_csv(path, frame)
     return frame
 
 
@@ -145,10 +146,7 @@ def cached(path: Path, compute) -> dict:
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, json.dumps(value))
     return value
 
 
@@ -206,8 +204,7 @@ def untrained_layers(cohort, cfg, seed: int, path: Path, recalibrated: bool) -> 
     if recalibrated:
         recalibrate_bn(model, cohort.images)
     feats = embed_layers(model, cohort.images)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **feats)
+    save_npz(path, feats)
     return feats
 
 
@@ -273,8 +270,14 @@ def train_run(cache: Path, out: Path, cfg, augment, stop_at: int = 0, partial: b
         with np.load(saved) as z:
             return {k: z[k] for k in z.files}, step
     feats = embed_layers(load_model(out), cohort.images)
-    np.savez(saved, **feats)
+    save_npz(saved, feats)
     return feats, step
+
+
+def save_npz(path: Path, arrays: dict) -> None:
+    """``np.savez`` whole or not at all: two runs that embed one checkpoint never leave half a file."""
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def parse_sets(items: list[str]) -> tuple[dict, dict]:
@@ -367,7 +370,7 @@ def write_readme(lines: list[str]) -> None:
         text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    README.write_text(text, encoding="utf-8")
+    write_text(README, text)
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -515,9 +518,8 @@ def main(argv: list[str] | None = None) -> None:
         ]
     print("\n".join(lines))
     out = work / "results" / f"{tag}-{layer}-{key}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     record = {"args": vars(args), "machine": machine(), "trad": trad, "rows": scores, "table": lines}
-    out.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    write_text(out, json.dumps(record, indent=1))
     if args.readme:
         write_readme(lines)
 
