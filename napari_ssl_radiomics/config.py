@@ -141,8 +141,9 @@ class TrainConfig:
     """
 
     mode: str = option(
-        "se",
-        "imbalance module: none (vanilla 3DSiam), re (re-weighting) or se (selection)",
+        "none",
+        "imbalance module: none (vanilla 3DSiam, the default: on AdrenalMNIST3D neither module measured above it, "
+        "and SE costs twice its step), re (re-weighting) or se (selection, the paper's method)",
         choices=("none", "re", "se"),
     )
     method: str = option(

@@ -204,11 +204,11 @@ def _img_html(path: Path) -> str:
 MEASURED = (
     "*What we measured:* on AdrenalMNIST3D (1584 cases, 28³), at the paper's budget of 2000 steps no "
     "self-supervised encoder beat an untrained one with p < 0.05 (vanilla 3DSiam in fp32: +0.032 SSL-only "
-    "AUC, p 0.18; +0.040, p 0.08, from the backbone layer; seed 1 only +0.006, p 0.77), and the learned features never added "
-    "significantly to pyradiomics' (best +0.013, p 0.12); RE and SE did no better than vanilla (SE −0.059, "
-    "p 0.053) and did not raise the minor class's recall. Read this table's 3DSiam rows against that (the "
-    "study and its caveats: "
-    "benchmarks/README.md in the project)."
+    "AUC, p 0.18; +0.040, p 0.08, from the backbone layer; seed 1 only +0.006, p 0.77), and the learned features "
+    "never added significantly to pyradiomics' (best +0.013, p 0.12); RE and SE did no better than vanilla at "
+    "two seeds (SE −0.059, p 0.053, and +0.002, p 0.9), did not raise the minor class's recall, and the "
+    "Rubik's cube was the weakest row (−0.071, p 0.012). Read this table's 3DSiam rows against that (the "
+    "study and its caveats: benchmarks/README.md in the project)."
 )
 
 
